@@ -1,0 +1,139 @@
+"""The one results format: tidy parquet tables, each with a JSON manifest beside it.
+
+``<dir>/<table>.parquet`` + ``<dir>/<table>.json``. Every write goes to a temporary file in the same
+folder and is renamed into place, so a reader (or a killed run) never sees a truncated file. Appends
+rewrite the table atomically; tables here are small (one row per query × measure × run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from probe.errors import BadInput
+
+SCHEMA_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return (rev + ("-dirty" if dirty else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment() -> dict:
+    versions = {}
+    for pkg in ("torch", "transformers", "sentence-transformers", "ir-measures", "bm25s", "mice-toolkit"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
+
+
+def manifest(**fields) -> dict:
+    """A manifest with the provenance every table carries, plus ``fields``."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_revision": git_revision(),
+        "environment": environment(),
+        **fields,
+    }
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, table: str, meta: dict) -> Path:
+    """Write ``<out_dir>/<table>.parquet`` and its manifest atomically; returns the parquet path."""
+    out_dir = Path(out_dir)
+    path = out_dir / f"{table}.parquet"
+    atomic_write_parquet(df, path)
+    atomic_write_text(out_dir / f"{table}.json", json.dumps({**meta, "table": table, "rows": len(df)}, indent=2,
+                                                             default=str) + "\n")
+    return path
+
+
+def append_table(df: pd.DataFrame, out_dir: Path, table: str, meta: dict) -> Path:
+    """Append rows to a table (rewritten atomically). The manifest keeps the first run's fields plus ``runs``."""
+    out_dir = Path(out_dir)
+    old = read_table(out_dir, table) if (out_dir / f"{table}.parquet").exists() else None
+    combined = df if old is None else pd.concat([old, df], ignore_index=True)
+    prev = read_manifest(out_dir, table) if (out_dir / f"{table}.json").exists() else {}
+    runs = prev.get("runs", []) + [meta]
+    return write_table(combined, out_dir, table, {**(prev or meta), "runs": runs})
+
+
+def read_table(out_dir: Path, table: str) -> pd.DataFrame:
+    path = Path(out_dir) / f"{table}.parquet"
+    if not path.is_file():
+        raise BadInput(f"results table {str(path)!r} does not exist")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise BadInput(f"results table {str(path)!r} is unreadable: {exc}") from None
+
+
+def read_manifest(out_dir: Path, table: str) -> dict:
+    path = Path(out_dir) / f"{table}.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"manifest {str(path)!r} is missing or not JSON: {exc}") from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise BadInput(f"manifest {str(path)!r} has schema_version {meta.get('schema_version')!r}; "
+                       f"this toolkit reads {SCHEMA_VERSION}")
+    return meta

@@ -1,0 +1,152 @@
+"""Training groups for the cross-encoder trainer, built from the real collections only.
+
+A *group* is one query with ``n`` documents: labels (graded relevance) and/or teacher scores.
+
+- :func:`distillation_groups` — MS MARCO dev-small queries (plus the training collections' own queries)
+  with bm25s candidates retrieved from the *training* collections' passage pools, scored by a teacher.
+  No test-collection passage is ever indexed.
+- :func:`judged_groups` — one positive (grade ≥ ``min_positive``) and BM25 hard negatives (judged 0,
+  preferring those in the BM25 top-100) per group, from the training collections' judged pairs.
+- :func:`validation_set` — held-out training-collection queries re-ranked on their BM25 top-``depth``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from probe.errors import BadInput
+
+from . import readers
+from .bm25 import BM25Index
+from .collections import RerankSet, judged_texts, load_collection, pooled_passages
+from .paths import cache_dir, data_dir
+from .results import atomic_write_parquet
+
+
+@dataclass
+class Group:
+    query: str
+    docs: list[str]
+    labels: list[float] = field(default_factory=list)
+    teacher: list[float] = field(default_factory=list)
+
+
+def split_queries(qids, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic (train, held-out) split of query ids."""
+    qids = sorted(qids)
+    rng = random.Random(seed)
+    held = set(rng.sample(qids, max(1, round(len(qids) * fraction))))
+    return [q for q in qids if q not in held], sorted(held)
+
+
+def dev_small_queries() -> dict[str, str]:
+    return readers.read_tsv_queries(data_dir() / "msmarco-passage-dev-small" / "topics.msmarco-passage.dev-subset.txt")
+
+
+def _teacher_cache(key: dict) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "teacher" / f"{digest}.parquet"
+
+
+def distillation_groups(
+    train_collections: list[str],
+    *,
+    exclude_queries: set[str],
+    n_queries: int,
+    group_size: int,
+    depth: int,
+    seed: int,
+    teacher=None,
+    progress: bool = True,
+) -> list[Group]:
+    """Groups of ``group_size`` bm25s candidates (sampled from the top-``depth``) scored by ``teacher``.
+
+    Teacher scores are cached under ``$MICE_CACHE/teacher`` keyed by every setting, so a resumed or
+    repeated run does not embed again.
+    """
+    docs: dict[str, str] = {}
+    queries: dict[str, str] = {}
+    for name in train_collections:
+        docs.update(pooled_passages(name))
+        queries.update({f"{name}:{q}": t for q, t in load_collection(name).queries.items()
+                        if f"{name}:{q}" not in exclude_queries})
+    dev = dev_small_queries()
+    rng = random.Random(seed)
+    dev_ids = rng.sample(sorted(dev), min(len(dev), max(0, n_queries - len(queries))))
+    queries.update({f"dev:{q}": dev[q] for q in dev_ids})
+    key = {"collections": train_collections, "queries": sorted(queries), "group_size": group_size,
+           "depth": depth, "seed": seed, "teacher": getattr(teacher, "name", "none"), "docs": len(docs)}
+    cache = _teacher_cache(key)
+    if cache.exists():
+        table = pd.read_parquet(cache)
+    else:
+        run = BM25Index(docs).search(queries, k=depth)
+        sampled = []
+        for qid, cand in run.groupby("query_id", sort=True):
+            ids = cand["doc_id"].tolist()
+            if len(ids) < group_size:
+                continue
+            sampled.extend((qid, d) for d in random.Random(f"{seed}:{qid}").sample(ids, group_size))
+        table = pd.DataFrame(sampled, columns=["query_id", "doc_id"])
+        if teacher is None:
+            raise BadInput("distillation needs a teacher")
+        table["teacher"] = teacher.score_ids(list(zip(table["query_id"], table["doc_id"])), queries, docs,
+                                             progress=progress)
+        atomic_write_parquet(table, cache)
+    groups = []
+    for qid, g in table.groupby("query_id", sort=True):
+        groups.append(Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist()))
+    return groups
+
+
+def judged_groups(
+    train_collections: list[str], *, exclude_queries: set[str], group_size: int, min_positive: int, seed: int
+) -> list[Group]:
+    """One group per positive judged pair: the positive plus ``group_size - 1`` judged-0 hard negatives."""
+    groups = []
+    for name in train_collections:
+        queries, qrels, docs = judged_texts(name)
+        bm25 = load_collection(name).candidates
+        in_bm25 = set(zip(bm25["query_id"], bm25["doc_id"]))
+        for qid, judged in qrels.groupby("query_id", sort=True):
+            if f"{name}:{qid}" in exclude_queries:
+                continue
+            pos = judged[judged["relevance"] >= min_positive]
+            neg = judged[judged["relevance"] == 0]["doc_id"].tolist()
+            hard = [d for d in neg if (qid, d) in in_bm25]
+            pool = hard if len(hard) >= group_size - 1 else neg
+            if len(pool) < group_size - 1:
+                continue
+            for pid, rel in zip(pos["doc_id"], pos["relevance"]):
+                negs = random.Random(f"{seed}:{name}:{qid}:{pid}").sample(pool, group_size - 1)
+                groups.append(Group(queries[qid], [docs[pid]] + [docs[d] for d in negs],
+                                    labels=[float(rel)] + [0.0] * (group_size - 1)))
+    return groups
+
+
+def validation_set(collection: str, held_out: list[str], depth: int) -> RerankSet:
+    """The held-out queries of a training collection, their BM25 top-``depth`` candidates."""
+    rs = load_collection(collection)
+    keep = {q.split(":", 1)[1] for q in held_out if q.startswith(f"{collection}:")}
+    cand = rs.candidates[rs.candidates["query_id"].isin(keep) & (rs.candidates["rank"] <= depth)]
+    return RerankSet(f"{collection}-validation", {q: rs.queries[q] for q in keep}, rs.docs,
+                     cand.reset_index(drop=True), rs.qrels[rs.qrels["query_id"].isin(keep)], rs.measures, rs.source)
+
+
+def batches(groups: list[Group], groups_per_step: int, seed: int, epoch: int) -> list[list[Group]]:
+    """The step-ordered batches of one epoch (a deterministic shuffle, so a resumed run sees the same order)."""
+    order = list(range(len(groups)))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return [[groups[i] for i in order[s : s + groups_per_step]]
+            for s in range(0, len(order) - groups_per_step + 1, groups_per_step)]
+
+
+def as_arrays(batch: list[Group], key: str) -> np.ndarray:
+    return np.array([getattr(g, key) for g in batch], dtype=np.float32)

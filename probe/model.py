@@ -1,0 +1,249 @@
+"""Load a BERT-family cross-encoder, tokenize pairs with token roles, score and rank.
+
+The public surface follows sentence-transformers' ``CrossEncoder``: :meth:`CrossEncoder.score` on a
+list of ``(query, document)`` pairs and :meth:`CrossEncoder.rank` for one query. Every scorer of the
+toolkit (cross-encoder, masked, MICE, MaxSim, LITE, bi-encoder) shares that surface (:class:`Scorer`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from .errors import BadInput
+from .roles import token_roles
+
+Pair = tuple[str, str]
+
+DEFAULT_MAX_LENGTH = 256
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class PairBatch:
+    """A padded batch of pairs plus the role of every token and each row's index in the caller's list."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    roles: torch.Tensor
+    token_type_ids: torch.Tensor | None = None
+    index: list[int] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> PairBatch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return PairBatch(
+            move(self.input_ids), move(self.attention_mask), move(self.roles), move(self.token_type_ids), self.index
+        )
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = self.token_type_ids
+        return out
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class Scorer:
+    """Shared scoring surface. Subclasses implement :meth:`score`; higher scores mean more relevant."""
+
+    name: str = "scorer"
+
+    def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def rank(self, query: str, docs: Sequence[str], *, top_k: int | None = None, batch_size: int = 32):
+        """``[(doc_index, score), ...]`` best first."""
+        scores = self.score([(query, d) for d in docs], batch_size=batch_size)
+        order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
+        return [(int(i), float(scores[i])) for i in order]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class CrossEncoder(Scorer):
+    """A sequence-classification cross-encoder scoring ``[CLS] query [SEP] document [SEP]``.
+
+    Scores are the raw relevance logit (for two-label models: logit(1) - logit(0)), i.e. what
+    sentence-transformers' ``CrossEncoder.predict`` returns with an identity activation.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        *,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        name: str = "cross-encoder",
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.set_max_length(max_length)
+        self.num_labels = int(model.config.num_labels)
+        if self.num_labels not in (1, 2):
+            raise BadInput(f"model {name!r} has {self.num_labels} labels; a relevance cross-encoder has 1 or 2")
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        device: str | torch.device | None = None,
+        new_head: bool = False,
+        attn_implementation: str | None = None,
+    ) -> CrossEncoder:
+        """Load a local folder (a transformers or sentence-transformers CrossEncoder folder) or a hub id.
+
+        ``new_head=True`` accepts an encoder without a trained classification head and adds a fresh
+        one-logit head (the trainer's starting point); otherwise such a model is refused.
+        """
+        name = str(name_or_path)
+        local = Path(name).expanduser()
+        if local.exists() and not (local / "config.json").is_file():
+            raise BadInput(f"model folder {name!r} has no config.json; expected a transformers model folder")
+        if not local.exists() and not _HUB_ID.fullmatch(name):
+            raise BadInput(f"model path {name!r} does not exist (and is not a Hugging Face id like org/name)")
+        source = str(local) if local.exists() else name
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        if new_head:
+            kwargs["num_labels"] = 1
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, output_loading_info=True, **kwargs
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BadInput(
+                f"cannot load model {name!r}: expected a local cross-encoder folder or a Hugging Face id "
+                f"(hub offline: {os.environ.get('HF_HUB_OFFLINE', '0') == '1'}) ({first})"
+            ) from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        missing_head = [k for k in info.get("missing_keys", []) if not k.startswith("bert.pooler")]
+        if missing_head and not new_head:
+            archs = ",".join(model.config.architectures or ["?"])
+            raise BadInput(
+                f"model {name!r} has no trained sequence-classification head (architectures: {archs}; "
+                f"missing {missing_head[0]}); train one with `python -m ablations.train` or pass a cross-encoder"
+            )
+        st_conf = _read_json(local / "sentence_bert_config.json") if local.exists() else {}
+        if "max_seq_length" in st_conf and max_length == DEFAULT_MAX_LENGTH:
+            max_length = min(max_length, int(st_conf["max_seq_length"]))
+        model.to(torch.device(device) if device else default_device())
+        return cls(model, tokenizer, max_length=max_length, name=name)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save as a folder loadable by this class, transformers and sentence-transformers' CrossEncoder."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length}) + "\n")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.model.config.num_attention_heads)
+
+    def set_max_length(self, max_length: int) -> None:
+        limit = int(getattr(self.model.config, "max_position_embeddings", 512))
+        if not 8 <= max_length <= limit:
+            raise BadInput(f"max_length {max_length} is out of range; allowed 8..{limit} for this model")
+        self.max_length = int(max_length)
+
+    # ------------------------------------------------------------ tokenizing
+    def _tokenize(self, pairs: Sequence[Pair]) -> dict[str, list[list[int]]]:
+        """Tokenize without padding; the whole query is kept and the document is truncated."""
+        if len(pairs) == 0:
+            return {"input_ids": [], "attention_mask": []}
+        queries = [q for q, _ in pairs]
+        docs = [d for _, d in pairs]
+        budget = self.max_length - 4  # CLS, two SEPs and at least one document token
+        q_lens = self.tokenizer(queries, add_special_tokens=False, return_length=True)["length"]
+        for i, (q, n) in enumerate(zip(queries, q_lens)):
+            if not isinstance(q, str) or not q.strip():
+                raise BadInput(f"pair {i}: the query is empty; a query needs at least one token")
+            if n > budget:
+                raise BadInput(
+                    f"pair {i}: query {q[:60]!r}... has {n} tokens; at most {budget} fit max_length "
+                    f"{self.max_length} (raise --max-length)"
+                )
+        for i, d in enumerate(docs):
+            if not isinstance(d, str) or not d.strip():
+                raise BadInput(f"pair {i}: the document is empty; a document needs at least one token")
+        return self.tokenizer(queries, docs, truncation="only_second", max_length=self.max_length)
+
+    def _collate(self, enc: dict[str, list], rows: Sequence[int]) -> PairBatch:
+        feats = {k: [enc[k][i] for i in rows] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        padded = self.tokenizer.pad(feats, return_tensors="pt")
+        roles = token_roles(padded["input_ids"], padded["attention_mask"], self.tokenizer.sep_token_id)
+        return PairBatch(
+            padded["input_ids"], padded["attention_mask"], roles, padded.get("token_type_ids"), list(rows)
+        )
+
+    def encode(self, pairs: Sequence[Pair]) -> PairBatch:
+        """One padded batch of ``pairs`` in the given order, with token roles."""
+        enc = self._tokenize(pairs)
+        return self._collate(enc, range(len(pairs)))
+
+    def batches(self, pairs: Sequence[Pair], batch_size: int = 32) -> Iterator[PairBatch]:
+        """Batches sorted by length (longest first) so little padding is computed; ``index`` maps back."""
+        if batch_size < 1:
+            raise BadInput(f"batch_size {batch_size} must be >= 1")
+        enc = self._tokenize(pairs)
+        lengths = np.array([len(ids) for ids in enc["input_ids"]])
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            yield self._collate(enc, order[start : start + batch_size].tolist())
+
+    # --------------------------------------------------------------- scoring
+    def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+
+    def forward(self, batch: PairBatch) -> torch.Tensor:
+        """Relevance scores (with autograd if enabled by the caller) for one batch on the model's device."""
+        out = self.model(**batch.to(self.device).model_inputs())
+        return self.logits_to_scores(out.logits)
+
+    def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        with torch.inference_mode():
+            bar = tqdm(total=len(pairs), disable=not progress, desc=f"scoring {Path(self.name).name}", unit="pair")
+            for batch in self.batches(pairs, batch_size):
+                scores[batch.index] = self.forward(batch).float().cpu().numpy()
+                bar.update(len(batch))
+            bar.close()
+        return scores
