@@ -1,0 +1,344 @@
+"""Mask specifications as data, and their compilation into per-layer attention biases.
+
+A :class:`MaskSpec` is a plain, JSON-serialisable list of :class:`Rule` s: *remove this interaction in
+these layers (and heads)*. It does not depend on a model: ``layers="all"`` or ``"0-6"`` are resolved
+against a model only when the spec is compiled (:func:`compile_mask`).
+
+Compilation gives a small boolean table ``allowed[layer, head|1, source role, target role]`` over the
+six token roles (:mod:`probe.roles`). Only per batch is it expanded to tokens: the table is indexed with
+``roles[:, :, None]`` (attending token) and ``roles[:, None, :]`` (attended token) into a
+``(batch, heads|1, q, k)`` additive bias (0 keeps, -inf removes), once per *distinct* layer table, and
+handed to :func:`probe.attention.attention_context`. Two guarantees:
+
+- padding is never touched (the model's own padding mask removes padded keys);
+- a token whose every key would be removed keeps attention to itself (the diagonal), so no attention row
+  is empty and no NaN can appear.
+
+Layer and head ranges are 0-based and inclusive: ``0-6``, ``0-2,5``, ``all``. A layer range whose end
+runs past the last layer is clamped with a one-line notice (``layers 0-6 → 0-5: the model has 6 layers``);
+a range that starts past it is an error. Head indices must exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from probe.errors import BadInput
+from probe.roles import ROLE_NAMES, Role
+
+from .interactions import check_interaction, parse_interaction, preset_rules
+
+SCHEMA_VERSION = 1
+N_ROLES = len(Role)
+_ITEM = re.compile(r"(\d+)(?:-(\d+))?")
+
+Ranges = tuple[tuple[int, int], ...]
+
+
+# ------------------------------------------------------------------------------------------- ranges
+def parse_ranges(text: str, kind: str = "layers") -> Ranges | None:
+    """Parse ``"0-6"``, ``"0-2,5"`` or ``"all"`` (→ ``None``) into inclusive ``(start, end)`` pairs.
+
+    Only the syntax is checked here (``7-2`` and ``a-b`` are errors); :func:`resolve_ranges` checks the
+    values against a model.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput(f"empty {kind} range {text!r}; use e.g. 0-6, 0-2,5 or all (0-based, inclusive)")
+    if text.strip().lower() == "all":
+        return None
+    out = []
+    for item in text.split(","):
+        m = _ITEM.fullmatch(item.strip())
+        if not m:
+            raise BadInput(f"malformed {kind} range {text!r} (item {item.strip()!r}); "
+                           "use e.g. 0-6, 0-2,5 or all (0-based, inclusive)")
+        start = int(m.group(1))
+        end = int(m.group(2)) if m.group(2) is not None else start
+        if end < start:
+            raise BadInput(f"malformed {kind} range {text!r}: {start}-{end} ends before it starts; "
+                           f"write {end}-{start}")
+        out.append((start, end))
+    return tuple(out)
+
+
+def format_ranges(indices: Sequence[int]) -> str:
+    """``[0, 1, 2, 5] → "0-2,5"`` (sorted, duplicates merged)."""
+    idx = sorted(set(int(i) for i in indices))
+    parts, i = [], 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        parts.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def resolve_ranges(text: str, n: int, kind: str = "layers", clamp: bool = True) -> tuple[tuple[int, ...], str | None]:
+    """Indices selected by ``text`` out of ``0..n-1`` and a notice if a range was clamped.
+
+    A range starting at or past ``n`` is an error; with ``clamp`` a range ending past ``n - 1`` is cut
+    to ``n - 1`` (notice ``layers 0-6 → 0-5: the model has 6 layers``), without ``clamp`` an error.
+    """
+    ranges = parse_ranges(text, kind)
+    if ranges is None:
+        return tuple(range(n)), None
+    singular = kind[:-1] if kind.endswith("s") else kind
+    picked: set[int] = set()
+    clamped = False
+    for start, end in ranges:
+        if start > n - 1:
+            raise BadInput(f"{kind} range {text!r} starts at {singular} {start}, beyond the last {singular} "
+                           f"{n - 1}: the model has {n} {kind} (0-based)")
+        if end > n - 1:
+            if not clamp:
+                raise BadInput(f"{kind} {text!r} out of range: the model has {n} {kind} (0..{n - 1})")
+            end, clamped = n - 1, True
+        picked.update(range(start, end + 1))
+    notice = f"{kind} {text.strip()} → {format_ranges(picked)}: the model has {n} {kind}" if clamped else None
+    return tuple(sorted(picked)), notice
+
+
+# --------------------------------------------------------------------------------------------- spec
+@dataclass
+class Rule:
+    """Remove ``interaction`` (a name or a preset, see :mod:`ablations.interactions`) in ``layers`` and
+    ``heads`` (range strings, ``"all"`` by default)."""
+
+    interaction: str
+    layers: str = "all"
+    heads: str = "all"
+
+    def __post_init__(self):
+        self.interaction = str(self.interaction).strip()
+        self.layers = str(self.layers).strip()
+        self.heads = str(self.heads).strip()
+        check_interaction(self.interaction)
+        parse_ranges(self.layers, "layers")
+        parse_ranges(self.heads, "heads")
+
+    @property
+    def label(self) -> str:
+        out = self.interaction
+        if self.layers.lower() != "all":
+            out += f"[{self.layers}]"
+        if self.heads.lower() != "all":
+            out += f"{{h{self.heads}}}"
+        return out
+
+
+@dataclass
+class MaskSpec:
+    """Which interactions are removed in which layers (and heads). JSON round-trips exactly."""
+
+    rules: list[Rule] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if self.schema_version != SCHEMA_VERSION:
+            raise BadInput(f"mask spec schema_version {self.schema_version!r}; this toolkit reads {SCHEMA_VERSION}")
+        self.rules = [r if isinstance(r, Rule) else Rule(**_rule_fields(r)) for r in self.rules]
+
+    # --- serialisation
+    def to_dict(self) -> dict:
+        return {"schema_version": self.schema_version,
+                "rules": [{"interaction": r.interaction, "layers": r.layers, "heads": r.heads} for r in self.rules]}
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): equal specs give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MaskSpec:
+        if not isinstance(data, dict) or "rules" not in data:
+            raise BadInput(f"a mask spec is a JSON object with 'rules' and 'schema_version', got {str(data)[:80]!r}")
+        return cls(rules=list(data["rules"]), schema_version=data.get("schema_version", SCHEMA_VERSION))
+
+    @classmethod
+    def from_json(cls, text: str) -> MaskSpec:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BadInput(f"mask spec is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    # --- convenience
+    @classmethod
+    def remove(cls, *interactions: str, layers: str = "all", heads: str = "all") -> MaskSpec:
+        return cls([Rule(i, layers, heads) for i in interactions])
+
+    def __add__(self, other: MaskSpec) -> MaskSpec:
+        return MaskSpec([*self.rules, *other.rules])
+
+    @property
+    def label(self) -> str:
+        return " + ".join(r.label for r in self.rules) or "none"
+
+    def require_rules(self) -> MaskSpec:
+        if not self.rules:
+            raise BadInput("empty mask: nothing to remove; give at least one --remove INTERACTION "
+                           "(e.g. --remove doc2query)")
+        return self
+
+
+def _rule_fields(r) -> dict:
+    if isinstance(r, dict):
+        unknown = set(r) - {"interaction", "layers", "heads"}
+        if unknown or "interaction" not in r:
+            raise BadInput(f"mask spec rule {r!r}: expected keys interaction, layers, heads")
+        return r
+    if isinstance(r, (list, tuple)) and 1 <= len(r) <= 3:
+        return dict(zip(("interaction", "layers", "heads"), r))
+    raise BadInput(f"mask spec rule {r!r}: expected an object with interaction, layers, heads")
+
+
+# ----------------------------------------------------------------------------------------- compiled
+@dataclass
+class CompiledMask:
+    """A spec resolved against a model: ``allowed[layer, head|1, source role, target role]`` (bool).
+
+    ``groups[layer]`` is the index of the layer's distinct table in ``tables`` or -1 when nothing is
+    removed in that layer; identical layers share one table and one bias per batch.
+    """
+
+    spec: MaskSpec
+    allowed: torch.Tensor
+    notices: list[str]
+    num_layers: int
+    num_heads: int
+    groups: list[int] = field(default_factory=list)
+    tables: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self):
+        keys: dict[bytes, int] = {}
+        self.groups, self.tables = [], []
+        for layer in range(self.num_layers):
+            tab = self.allowed[layer]
+            if bool(tab.all()):
+                self.groups.append(-1)
+                continue
+            key = tab.numpy().tobytes()
+            if key not in keys:
+                keys[key] = len(self.tables)
+                self.tables.append(tab.contiguous())
+            self.groups.append(keys[key])
+
+    # --- description
+    @property
+    def masked_layers(self) -> tuple[int, ...]:
+        return tuple(i for i, g in enumerate(self.groups) if g >= 0)
+
+    @property
+    def first_layer(self) -> int | None:
+        """First layer with a removal (``None`` if nothing is removed): earlier layers equal the full model's."""
+        layers = self.masked_layers
+        return layers[0] if layers else None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.masked_layers
+
+    @property
+    def per_head(self) -> bool:
+        return self.allowed.shape[1] > 1
+
+    def masked_heads(self) -> tuple[int, ...]:
+        if not self.per_head:
+            return tuple(range(self.num_heads)) if not self.is_empty else ()
+        removed = ~self.allowed.reshape(self.num_layers, self.allowed.shape[1], -1).all(-1)
+        return tuple(int(h) for h in removed.any(0).nonzero().flatten())
+
+    def removed_pairs(self, layer: int) -> list[tuple[str, str]]:
+        """``[(source, target), ...]`` removed in ``layer`` (in any head)."""
+        gone = ~self.allowed[layer].all(0)
+        return [(ROLE_NAMES[s], ROLE_NAMES[t]) for s, t in gone.nonzero().tolist()]
+
+    def describe(self) -> str:
+        if self.is_empty:
+            return "nothing removed"
+        heads = "" if not self.per_head else f", heads {format_ranges(self.masked_heads())}"
+        return f"{self.spec.label} → layers {format_ranges(self.masked_layers)}{heads}"
+
+    # --- expansion to tokens
+    def bias_fn(self, roles: torch.Tensor, dtype: torch.dtype = torch.float32) -> Callable[[int], torch.Tensor | None]:
+        """``layer -> additive bias (batch, heads|1, q, k) | None`` for one batch of token ``roles``.
+
+        Each distinct layer table is expanded once per batch, on first use.
+        """
+        cache: dict[int, torch.Tensor] = {}
+
+        def bias(layer: int) -> torch.Tensor | None:
+            g = self.groups[layer] if layer is not None and 0 <= layer < len(self.groups) else -1
+            if g < 0:
+                return None
+            if g not in cache:
+                cache[g] = expand_table(self.tables[g], roles, dtype)
+            return cache[g]
+
+        return bias
+
+
+def expand_table(table: torch.Tensor, roles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Gather a ``(heads|1, 6, 6)`` allowed-table into an additive ``(batch, heads|1, q, k)`` bias.
+
+    Rows whose every real key is removed get their diagonal back (self-attention fallback).
+    """
+    table = table.to(roles.device).clone()
+    table[:, int(Role.PAD), :] = True  # padding is the model's business, never the mask's
+    table[:, :, int(Role.PAD)] = True
+    h = table.shape[0]
+    code = roles[:, :, None] * N_ROLES + roles[:, None, :]  # (b, q, k)
+    allowed = table.reshape(h, -1)[:, code].transpose(0, 1)  # (b, h, q, k)
+    # Which source roles of each row would see no real key: the table against the roles present.
+    real = torch.zeros(roles.shape[0], N_ROLES, dtype=torch.bool, device=roles.device)
+    real.scatter_(1, roles, True)
+    real[:, int(Role.PAD)] = False
+    empty_role = ~(table[None] & real[:, None, None, :]).any(-1)  # (b, h, 6)
+    empty_role[:, :, int(Role.PAD)] = False
+    if bool(empty_role.any()):
+        idx = roles[:, None, :].expand(-1, h, -1)
+        empty_tok = torch.gather(empty_role, 2, idx)  # (b, h, q)
+        eye = torch.eye(roles.shape[1], dtype=torch.bool, device=roles.device)
+        allowed = allowed | (empty_tok[..., None] & eye)
+    return torch.zeros(allowed.shape, dtype=dtype, device=roles.device).masked_fill_(~allowed, float("-inf"))
+
+
+def compile_mask(spec: MaskSpec, num_layers: int, num_heads: int) -> CompiledMask:
+    """Resolve ``spec`` against a model with ``num_layers`` layers and ``num_heads`` heads."""
+    per_head = any(r.heads.lower() != "all" for r in spec.rules)
+    allowed = torch.ones(num_layers, num_heads if per_head else 1, N_ROLES, N_ROLES, dtype=torch.bool)
+    notices: list[str] = []
+    for rule, layers in zip(*_resolved(spec, num_layers, notices)):
+        heads = resolve_ranges(rule.heads, num_heads, "heads", clamp=False)[0] if per_head else (0,)
+        pairs = parse_interaction(rule.interaction).pairs
+        for layer in layers:
+            for head in heads:
+                for s, t in pairs:
+                    allowed[layer, head, s, t] = False
+    return CompiledMask(spec, allowed, list(dict.fromkeys(notices)), num_layers, num_heads)
+
+
+def _resolved(spec: MaskSpec, num_layers: int, notices: list[str]):
+    """Plain rules with their resolved layer indices; presets intersected with the rule's own layers."""
+    rules, layer_sets = [], []
+    for rule in spec.rules:
+        own, notice = resolve_ranges(rule.layers, num_layers, "layers")
+        if notice:
+            notices.append(notice)
+        sub = preset_rules(rule.interaction)
+        if sub is None:
+            rules.append(rule)
+            layer_sets.append(own)
+            continue
+        for p in sub:
+            inner, notice = resolve_ranges(p.layers, num_layers, "layers")
+            if notice:
+                notices.append(f"{rule.interaction}: {notice}")
+            rules.append(Rule(p.interaction, p.layers, rule.heads))
+            layer_sets.append(tuple(i for i in inner if i in set(own)))
+    return rules, layer_sets
