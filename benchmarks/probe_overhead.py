@@ -19,36 +19,41 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from ablations.collections import load_collection  # noqa: E402
-from ablations.paths import resolve_model  # noqa: E402
-from ablations.results import atomic_write_text, environment, git_revision  # noqa: E402
-from probe.capture import capture  # noqa: E402
-from probe.errors import cli  # noqa: E402
-from probe.model import CrossEncoder  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a clone without installing the package
+    sys.path.insert(0, str(REPO))
 
 
-def plain_pass(scorer, batches) -> torch.Tensor:
+def plain_pass(scorer, batches):
+    import torch
+
     with torch.inference_mode():
         return torch.cat([scorer.forward(b).float().cpu() for b in batches])
 
 
-def capture_pass(scorer, batches, what) -> torch.Tensor:
+def capture_pass(scorer, batches, what):
+    import torch
+
+    from probe.capture import capture
+
     with capture(scorer, what) as cap:
         return torch.cat([cap.forward(b) for b in batches])
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
-@cli
 def main(argv=None) -> int:
+    from probe.errors import cli
+
+    return cli(_main)(argv)
+
+
+def _main(argv=None) -> int:
+    import torch
+
+    from ablations.collections import load_collection
+    from ablations.paths import resolve_model
+    from ablations.results import atomic_write_text, environment, git_revision
+    from probe.model import CrossEncoder
+
     p = argparse.ArgumentParser(prog="python benchmarks/probe_overhead.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="cross-encoder (default: $MICE_MODEL or the reference)")
     p.add_argument("--collection", default="dl19", help="collection (default dl19, the in-domain test set)")
@@ -75,8 +80,9 @@ def main(argv=None) -> int:
         order = list(modes) if r % 2 == 0 else list(reversed(modes))
         for mode in order:
             what = modes[mode]
-            sec, scores = timed(lambda: plain_pass(scorer, batches) if what is None
-                                else capture_pass(scorer, batches, what))
+            start = time.perf_counter()
+            scores = plain_pass(scorer, batches) if what is None else capture_pass(scorer, batches, what)
+            sec = time.perf_counter() - start
             times[mode].append(sec)
             if reference is None and what is None:
                 reference = scores

@@ -181,7 +181,7 @@ class Capture:
         def hook(pattern: torch.Tensor, name: str) -> None:
             st = self._state
             if st is None:  # a forward outside Capture.forward (e.g. the caller's own model call)
-                return None
+                return
             st.fired.add(layer)
             p = pattern.detach()
             sel = p if self._all_heads else p[:, self.heads]
@@ -194,7 +194,7 @@ class Capture:
                 st.rollout = _rollout_step(p, st.real, st.rollout)
                 cls_row = st.rollout[:, 0, :].unsqueeze(1)  # (b, 1, n)
                 st.out[rollout_name(layer)] = torch.matmul(cls_row, st.onehot).squeeze(1).float().cpu()
-            return None
+            return
 
         return hook
 
@@ -322,10 +322,9 @@ def transformer_lens_bridge(scorer: CrossEncoder):
     if getattr(model.config, "model_type", None) != "bert" or not hasattr(model, "bert"):
         raise BadInput(f"the TransformerLens path supports BERT models only; {scorer.name!r} is "
                        f"{getattr(model.config, 'model_type', type(model).__name__)!r} (use capture())")
+    from transformer_lens.model_bridge import TransformerBridge
     from transformers import BertForMaskedLM
     from transformers.utils import logging as hf_logging
-
-    from transformer_lens.model_bridge import TransformerBridge
 
     cfg = copy.deepcopy(model.config)
     cfg.architectures = ["BertForMaskedLM"]

@@ -86,6 +86,7 @@ def flow_table(
     for layer in sorted(flows):
         arr = flows[layer]
         arr = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else np.asarray(arr)
+        arr = arr.astype(np.float64)
         if arr.shape != (n_pairs, len(heads), N_ROLES, N_ROLES):
             raise ValueError(f"layer {layer}: flows of shape {arr.shape}, expected "
                              f"{(n_pairs, len(heads), N_ROLES, N_ROLES)}")
@@ -97,7 +98,7 @@ def flow_table(
         frames.append(pd.DataFrame({
             "pair": p.ravel(), "layer": layer, "head": np.asarray(heads)[h.ravel()],
             "source": np.asarray(FLOW_ROLES)[s.ravel()], "target": np.asarray(targets)[t.ravel()],
-            "value": arr.astype(np.float64).ravel(),
+            "value": arr.ravel(),
         }))
     if not frames:
         return pd.DataFrame(columns=FLOW_COLUMNS)

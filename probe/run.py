@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr keeps to our own progress and, on bad input, one line
     cfg = ProbeConfig(**vars(args))
     tables = probe(cfg)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
