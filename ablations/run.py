@@ -1,0 +1,103 @@
+"""Re-rank a collection with interactions removed and say, with statistics, what it cost.
+
+    python -m ablations.run --remove doc2query --layers 0-6 [--heads ...] [--model ...] [--collection ...] [--out ...]
+
+Several ``--remove`` flags combine; ``--remove NAME:LAYERS[:HEADS]`` gives one rule its own layers/heads.
+``--spec FILE`` reads a mask spec (JSON, see ablations.masks). Results are appended to
+``<out>/per_query.parquet`` and ``<out>/summary.parquet`` (default ``results/ablations``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from probe.errors import BadInput, cli
+
+from .interactions import valid_names
+from .masks import MaskSpec, Rule, compile_mask
+from .runner import (add_common_args, experiment_from_args, format_summary, load_model, run_meta,
+                     settings_from_args, stored_summary, write_results)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"interactions: {valid_names()}")
+    p.add_argument("--remove", action="append", default=[], metavar="INTERACTION[:LAYERS[:HEADS]]",
+                   help="interaction to remove (repeatable), e.g. doc2query, query2doc+doc2query, *2sep, "
+                        "mice-step2; source = the attending token")
+    p.add_argument("--layers", default="all", help="layers for every --remove without its own: 0-6, 0-2,5, all "
+                   "(0-based, inclusive; an end past the last layer is clamped)")
+    p.add_argument("--heads", default="all", help="heads for every --remove without its own (default all)")
+    p.add_argument("--spec", type=Path, default=None, help="mask spec JSON file (combined with --remove)")
+    add_common_args(p)
+    p.add_argument("--out", type=Path, default=Path("results/ablations"), help="results folder "
+                   "(default results/ablations)")
+    p.add_argument("--force", action="store_true", help="recompute a run already in the results table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace) -> MaskSpec:
+    """``--spec`` + ``--remove`` flags as one MaskSpec (syntax checked; the model is not needed)."""
+    rules: list[Rule] = []
+    if args.spec is not None:
+        try:
+            text = args.spec.read_text()
+        except OSError as exc:
+            raise BadInput(f"--spec {str(args.spec)!r} cannot be read: {exc.strerror}") from None
+        rules.extend(MaskSpec.from_json(text).rules)
+    for item in args.remove:
+        parts = item.split(":")
+        if len(parts) > 3 or not parts[0].strip():
+            raise BadInput(f"--remove {item!r}: expected INTERACTION[:LAYERS[:HEADS]]; interactions: {valid_names()}")
+        name = parts[0]
+        layers = parts[1] if len(parts) > 1 and parts[1].strip() else args.layers
+        heads = parts[2] if len(parts) > 2 and parts[2].strip() else args.heads
+        rules.append(Rule(name, layers, heads))
+    return MaskSpec(rules).require_rules()
+
+
+@cli
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    spec = spec_from_args(args)
+    settings_from_args(args)  # bad numbers fail before anything is loaded
+    ce, model_path = load_model(args)
+    compiled = compile_mask(spec, ce.num_layers, ce.num_heads)
+    for notice in compiled.notices:
+        print(notice, flush=True)
+    if compiled.is_empty:
+        raise BadInput(f"empty mask: {spec.label!r} removes nothing in this model's {ce.num_layers} layers")
+    progress = not args.no_progress and (sys.stderr.isatty() or os.environ.get("MICE_PROGRESS") == "1")
+    exp = experiment_from_args(args, ce, model_path, progress=progress, prefix=False)
+    run_id = exp.run_id(spec)
+    d = exp.rs.describe()
+    head = [f"model      {model_path}  (fingerprint {exp.fingerprint})",
+            f"collection {d['name']}: {d['queries']} queries, {d['candidates']} pairs (depth {exp.depth})",
+            f"mask       {compiled.describe()}",
+            f"baseline   {'cached' if exp.baseline_cached else 'computed'} (unablated model)"]
+    stored = None if args.force else stored_summary(args.out, run_id)
+    if stored is not None:
+        print("\n".join(head))
+        print(format_summary(stored, title=f"run {run_id} (already in {args.out}/summary.parquet; "
+                                           "--force recomputes)"))
+        return 0
+    start = time.perf_counter()
+    result = exp.run(spec, compiled=compiled)
+    meta = run_meta(exp, "ablation-run", command="python -m ablations.run " + " ".join(argv or sys.argv[1:]))
+    write_results([result], args.out, meta)
+    pairs_per_s = len(exp.pairs) / max(result.seconds, 1e-9)
+    print("\n".join(head))
+    print(format_summary(result.summary, title=f"run {run_id}: {time.perf_counter() - start:.1f} s "
+                                                f"({pairs_per_s:.0f} pairs/s)"))
+    print(f"wrote {args.out / 'per_query.parquet'} and {args.out / 'summary.parquet'}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

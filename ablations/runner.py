@@ -1,0 +1,341 @@
+"""Run an ablation: re-rank with interactions removed, evaluate, and compare with the full model per query.
+
+:class:`Experiment` binds a cross-encoder, a rerank set and :class:`Settings`. It computes the unablated
+baseline once (cached on disk, keyed by model fingerprint, collection, depth, queries and max length)
+and :meth:`Experiment.run` turns a :class:`~ablations.masks.MaskSpec` into a :class:`RunResult`: two tidy
+tables in the common results format (:mod:`ablations.results`):
+
+- ``per_query`` — one row per run × query × measure: ``value`` (ablated), ``baseline_value``, ``delta``;
+- ``summary`` — one row per run × measure: mean, baseline mean, delta, paired t and p, bootstrap CI,
+  wins / ties / losses (:mod:`ablations.stats`).
+
+Both carry the run's identity: ``run_id`` (a hash of everything that determines the numbers), collection,
+model, model fingerprint, the spec as canonical JSON, its label, the resolved layers and heads, seed and
+git revision. :func:`write_results` appends runs to ``<out>/per_query.parquet`` and ``<out>/summary.parquet``
+atomically (a rerun of the same ``run_id`` replaces its rows instead of duplicating them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
+
+from probe.errors import BadInput
+from probe.model import DEFAULT_MAX_LENGTH, CrossEncoder
+
+from .collections import RerankSet, load_collection
+from .evaluate import parse_measures, per_query
+from .masked import MaskedCrossEncoder
+from .masks import CompiledMask, MaskSpec, compile_mask, format_ranges
+from .paths import cache_dir, resolve_model
+from .prefix import PrefixCache, supports_prefix
+from .results import atomic_write_bytes, git_revision, manifest, read_manifest, read_table, write_table
+from .stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL, paired_stats
+
+ID_COLUMNS = ["run_id", "collection", "model", "model_fingerprint", "spec", "spec_label", "interaction", "layers",
+              "heads", "first_layer", "n_queries", "depth", "max_length", "seed", "git_revision"]
+PER_QUERY_COLUMNS = [*ID_COLUMNS, "query_id", "measure", "value", "baseline_value", "delta"]
+SUMMARY_COLUMNS = [*ID_COLUMNS, "measure", "n", "mean", "baseline_mean", "delta", "t", "p", "ci_low", "ci_high",
+                   "wins", "ties", "losses"]
+
+
+@dataclass
+class Settings:
+    """Everything besides model and mask that determines a run's numbers."""
+
+    collection: str = "dl19"
+    queries: int | None = None
+    depth: int | None = None
+    max_length: int = DEFAULT_MAX_LENGTH
+    batch_size: int = 32
+    seed: int = 0
+    n_boot: int = DEFAULT_BOOTSTRAP
+    tie_tol: float = DEFAULT_TIE_TOL
+    measures: tuple[str, ...] | None = None  # None: the collection's measures
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    spec: MaskSpec
+    compiled: CompiledMask
+    per_query: pd.DataFrame
+    summary: pd.DataFrame
+    seconds: float
+    scores: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def notices(self) -> list[str]:
+        return self.compiled.notices
+
+
+def model_fingerprint(ce: CrossEncoder) -> str:
+    """sha1 over the model's config and weights (16 hex digits): equal weights give equal fingerprints."""
+    h = hashlib.sha1(json.dumps(ce.model.config.to_dict(), sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in sorted(ce.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(f"max_length={ce.max_length}".encode())
+    return h.hexdigest()[:16]
+
+
+def _pairs_hash(rs: RerankSet) -> str:
+    ids = "\n".join(f"{q}\t{d}" for q, d in zip(rs.candidates["query_id"], rs.candidates["doc_id"]))
+    return hashlib.sha1(ids.encode()).hexdigest()[:16]
+
+
+def baseline_key(fingerprint: str, rs: RerankSet, max_length: int) -> str:
+    depth = int(rs.candidates["rank"].max()) if len(rs.candidates) else 0
+    raw = json.dumps([fingerprint, rs.name, len(rs.queries), depth, max_length, _pairs_hash(rs)])
+    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+
+
+def baseline_scores(ce: CrossEncoder, rs: RerankSet, *, fingerprint: str | None = None, batch_size: int = 32,
+                    progress: bool = False, use_cache: bool = True) -> tuple[np.ndarray, bool]:
+    """Unablated scores of every candidate (candidates order) and whether they came from the disk cache."""
+    fingerprint = fingerprint or model_fingerprint(ce)
+    path = cache_dir() / "ablation-baselines" / f"{baseline_key(fingerprint, rs, ce.max_length)}.npy"
+    if use_cache and path.is_file():
+        try:
+            scores = np.load(path)
+            if scores.shape == (len(rs.candidates),):
+                return scores, True
+        except (OSError, ValueError):
+            pass  # unreadable cache entry: recompute and overwrite
+    scores = ce.score(rs.pairs(), batch_size=batch_size, progress=progress)
+    if use_cache:
+        buf = io.BytesIO()
+        np.save(buf, scores)
+        atomic_write_bytes(path, buf.getvalue())
+    return scores, False
+
+
+def _layers_label(compiled: CompiledMask) -> str:
+    return format_ranges(compiled.masked_layers) if not compiled.is_empty else ""
+
+
+def _heads_label(compiled: CompiledMask) -> str:
+    if compiled.is_empty:
+        return ""
+    return "all" if not compiled.per_head else format_ranges(compiled.masked_heads())
+
+
+class Experiment:
+    """A cross-encoder on a rerank set, with its baseline; runs mask specs and compares them with it."""
+
+    def __init__(self, ce: CrossEncoder, rs: RerankSet, settings: Settings | None = None, *,
+                 model_label: str | None = None, progress: bool = False, use_cache: bool = True,
+                 prefix: bool = True):
+        self.ce, self.rs = ce, rs
+        self.settings = settings or Settings(collection=rs.name)
+        self.model_label = model_label or ce.name
+        self.progress = progress
+        self.measures = [str(m) for m in parse_measures(self.settings.measures or rs.measures)]
+        self.pairs = rs.pairs()
+        if not self.pairs:
+            raise BadInput(f"collection {rs.name!r} has no candidate pairs to re-rank")
+        self.fingerprint = model_fingerprint(ce)
+        self.baseline, self.baseline_cached = baseline_scores(
+            ce, rs, fingerprint=self.fingerprint, batch_size=self.settings.batch_size, progress=progress,
+            use_cache=use_cache)
+        self.baseline_table = per_query(rs.run_from_scores(self.baseline), rs.qrels, self.measures)
+        self.use_prefix = prefix and supports_prefix(ce)
+        self._prefix: PrefixCache | None = None
+        self._revision = git_revision()
+
+    # --- identity
+    @property
+    def depth(self) -> int:
+        return int(self.rs.candidates["rank"].max())
+
+    def compile(self, spec: MaskSpec) -> CompiledMask:
+        return compile_mask(spec, self.ce.num_layers, self.ce.num_heads)
+
+    def run_id(self, spec: MaskSpec) -> str:
+        s = self.settings
+        raw = json.dumps([self.fingerprint, self.rs.name, len(self.rs.queries), self.depth, self.ce.max_length,
+                          spec.to_json(), s.seed, s.n_boot, s.tie_tol, self.measures, _pairs_hash(self.rs)])
+        return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+    # --- scoring
+    def prefix_cache(self) -> PrefixCache:
+        if self._prefix is None:
+            self._prefix = PrefixCache(self.ce, self.pairs, batch_size=self.settings.batch_size)
+        return self._prefix
+
+    def scores(self, compiled: CompiledMask, *, prefix: bool | None = None) -> np.ndarray:
+        """Scores of every candidate under ``compiled`` (prefix-cached path or the plain masked forward)."""
+        if compiled.is_empty:
+            return self.baseline.copy()
+        if self.use_prefix if prefix is None else (prefix and supports_prefix(self.ce)):
+            return self.prefix_cache().score(compiled)
+        return MaskedCrossEncoder(self.ce, compiled).score(self.pairs, batch_size=self.settings.batch_size,
+                                                           progress=self.progress)
+
+    # --- one run
+    def run(self, spec: MaskSpec, *, prefix: bool | None = None, compiled: CompiledMask | None = None) -> RunResult:
+        compiled = compiled or self.compile(spec)
+        start = time.perf_counter()
+        scores = self.scores(compiled, prefix=prefix)
+        seconds = time.perf_counter() - start
+        return self.compare(spec, compiled, scores, seconds)
+
+    def compare(self, spec: MaskSpec, compiled: CompiledMask, scores: np.ndarray, seconds: float = 0.0) -> RunResult:
+        s = self.settings
+        ablated = per_query(self.rs.run_from_scores(scores), self.rs.qrels, self.measures)
+        merged = ablated.merge(self.baseline_table.rename(columns={"value": "baseline_value"}),
+                               on=["query_id", "measure"], how="inner", validate="one_to_one")
+        merged["delta"] = merged["value"] - merged["baseline_value"]
+        run_id = self.run_id(spec)
+        ident = {
+            "run_id": run_id, "collection": self.rs.name, "model": self.model_label,
+            "model_fingerprint": self.fingerprint, "spec": spec.to_json(), "spec_label": spec.label,
+            "interaction": " + ".join(r.interaction for r in spec.rules), "layers": _layers_label(compiled),
+            "heads": _heads_label(compiled), "first_layer": -1 if compiled.first_layer is None else compiled.first_layer,
+            "n_queries": len(self.rs.queries), "depth": self.depth, "max_length": self.ce.max_length,
+            "seed": s.seed, "git_revision": self._revision,
+        }
+        order = {m: i for i, m in enumerate(self.measures)}
+        merged = merged.sort_values(["measure", "query_id"], key=lambda c: c.map(order) if c.name == "measure"
+                                    else c).reset_index(drop=True)
+        per_q = pd.concat([pd.DataFrame([ident] * len(merged)), merged], axis=1)[PER_QUERY_COLUMNS]
+        rows = []
+        for measure in self.measures:
+            part = merged[merged["measure"] == measure]
+            st = paired_stats(part["value"].to_numpy(), part["baseline_value"].to_numpy(), tie_tol=s.tie_tol,
+                              n_boot=s.n_boot, seed=s.seed)
+            rows.append({**ident, "measure": measure, **st.as_dict()})
+        summary = pd.DataFrame(rows)[SUMMARY_COLUMNS]
+        return RunResult(run_id, spec, compiled, per_q, summary, seconds, scores)
+
+    def close(self) -> None:
+        if self._prefix is not None:
+            self._prefix.close()
+            self._prefix = None
+
+
+# ------------------------------------------------------------------------------------ results files
+def write_results(results: list[RunResult], out_dir: Path, meta: dict) -> Path:
+    """Append runs to ``<out>/per_query`` and ``<out>/summary`` (rows of a rerun ``run_id`` are replaced)."""
+    out_dir = Path(out_dir)
+    ids = {r.run_id for r in results}
+    runs_meta = [{"run_id": r.run_id, "spec": r.spec.to_dict(), "label": r.spec.label, "notices": r.notices,
+                  "seconds": round(r.seconds, 3)} for r in results]
+    for table, frames in (("per_query", [r.per_query for r in results]), ("summary", [r.summary for r in results])):
+        new = pd.concat(frames, ignore_index=True)
+        path = out_dir / f"{table}.parquet"
+        if path.exists():
+            old = read_table(out_dir, table)
+            new = pd.concat([old[~old["run_id"].isin(ids)], new], ignore_index=True)
+        prev = read_manifest(out_dir, table) if (out_dir / f"{table}.json").exists() else {}
+        prev_runs = [r for r in prev.get("runs", []) if r.get("run_id") not in ids]
+        write_table(new, out_dir, table, manifest(**{**meta, "runs": prev_runs + runs_meta}))
+    return out_dir / "summary.parquet"
+
+
+def stored_summary(out_dir: Path, run_id: str) -> pd.DataFrame | None:
+    path = Path(out_dir) / "summary.parquet"
+    if not path.exists():
+        return None
+    table = read_table(out_dir, "summary")
+    rows = table[table["run_id"] == run_id]
+    return rows.reset_index(drop=True) if len(rows) else None
+
+
+# -------------------------------------------------------------------------------------- printing
+def format_summary(summary: pd.DataFrame, *, title: str | None = None) -> str:
+    """A one-screen text table: one row per run × measure."""
+    cols = {"spec_label": "mask", "layers": "layers", "measure": "measure", "baseline_mean": "full",
+            "mean": "ablated", "delta": "Δ", "ci": "95% CI", "p": "p (t-test)", "wtl": "W/T/L"}
+    df = summary.copy()
+    df["ci"] = [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(df["ci_low"], df["ci_high"])]
+    df["wtl"] = [f"{w}/{t}/{lo}" for w, t, lo in zip(df["wins"], df["ties"], df["losses"])]
+    for c in ("baseline_mean", "mean"):
+        df[c] = df[c].map("{:.4f}".format)
+    df["delta"] = summary["delta"].map("{:+.4f}".format)
+    df["p"] = summary["p"].map(lambda p: "nan" if p != p else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}"))
+    if df["spec_label"].nunique() == 1:
+        cols.pop("spec_label")
+        cols.pop("layers")
+    df["spec_label"] = df["spec_label"].str.slice(0, 40)
+    table = df[list(cols)].rename(columns=cols).to_string(index=False)
+    return f"{title}\n{table}" if title else table
+
+
+# ----------------------------------------------------------------------------------- CLI plumbing
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="cross-encoder folder, hub id, or 'reference' (default: "
+                   "$MICE_MODEL or the reference cross-encoder)")
+    p.add_argument("--collection", default="dl19", help="collection name or BEIR folder (default dl19)")
+    p.add_argument("--queries", type=int, default=None, help="use only the first N queries (sorted by id)")
+    p.add_argument("--depth", type=int, default=None, help="re-rank only the top-K first-stage candidates")
+    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="max tokens per pair (default 256)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--measures", nargs="+", default=None,
+                   help="ir_measures names (default: the collection's, e.g. nDCG@10 RR(rel=2)@10 R(rel=2)@100)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (default 10000)")
+    p.add_argument("--tie-tol", type=float, default=DEFAULT_TIE_TOL,
+                   help="|delta| at most this counts as a tie (default 1e-6)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the unablated baseline")
+
+
+def _positive(value: int | None, flag: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise BadInput(f"{flag} {value} must be >= {minimum}")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    _positive(args.batch_size, "--batch-size")
+    _positive(args.bootstrap, "--bootstrap", 100)
+    _positive(args.queries, "--queries")
+    _positive(args.depth, "--depth")
+    if args.tie_tol < 0:
+        raise BadInput(f"--tie-tol {args.tie_tol} must be >= 0")
+    if args.measures:
+        parse_measures(args.measures)
+    return Settings(collection=args.collection, queries=args.queries, depth=args.depth,
+                    max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
+                    n_boot=args.bootstrap, tie_tol=args.tie_tol,
+                    measures=tuple(args.measures) if args.measures else None)
+
+
+def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
+    """The cross-encoder named by ``--model`` (default: the reference model) and its resolved path."""
+    model_path = resolve_model(args.model)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' weight-loading bar would precede any error line
+    try:
+        return CrossEncoder.from_pretrained(model_path, max_length=args.max_length), model_path
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def experiment_from_args(args: argparse.Namespace, ce: CrossEncoder, model_path: str, *, progress: bool = True,
+                         prefix: bool = True) -> Experiment:
+    settings = settings_from_args(args)
+    rs = load_collection(args.collection).subset(args.queries, args.depth)
+    return Experiment(ce, rs, settings, model_label=model_path, progress=progress, use_cache=not args.no_cache,
+                      prefix=prefix)
+
+
+def run_meta(exp: Experiment, kind: str, **extra) -> dict:
+    return {"kind": kind, "model": exp.model_label, "model_fingerprint": exp.fingerprint,
+            "collection": exp.rs.describe(), "settings": asdict(exp.settings), **extra}
+
+
+def pbar(total: int, desc: str, enabled: bool):
+    return tqdm(total=total, desc=desc, disable=not enabled, unit="cell")

@@ -1,0 +1,138 @@
+"""The runner: baseline cache, per-query comparison, the common results tables, sweep and search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_ablation_support import write_tiny_beir
+
+from ablations.collections import load_collection
+from ablations.masks import MaskSpec, Rule
+from ablations.results import read_manifest, read_table
+from ablations.runner import (PER_QUERY_COLUMNS, SUMMARY_COLUMNS, Experiment, Settings, baseline_scores,
+                              format_summary, model_fingerprint, write_results)
+from ablations.search import Search, SearchConfig, merge_units, Unit
+from ablations.sweep import Sweep, SweepConfig
+from probe.errors import BadInput
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def rs(tmp_path):
+    return load_collection(str(write_tiny_beir(tmp_path / "tiny")))
+
+
+@pytest.fixture
+def exp(tiny_ce_factory, rs, cache):
+    return Experiment(tiny_ce_factory(layers=3), rs, Settings(collection=rs.name, n_boot=500), model_label="tiny")
+
+
+def test_fingerprint_tracks_weights(tiny_ce_factory):
+    a, b, c = tiny_ce_factory(seed=0), tiny_ce_factory(seed=0), tiny_ce_factory(seed=1)
+    assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(c)
+
+
+def test_baseline_is_computed_once_and_cached(tiny_ce, rs, cache, monkeypatch):
+    scores, cached = baseline_scores(tiny_ce, rs)
+    assert not cached and scores.shape == (len(rs.candidates),)
+    calls = []
+    monkeypatch.setattr(type(tiny_ce), "score", lambda *a, **k: calls.append(1) or np.zeros(len(rs.candidates)))
+    again, cached = baseline_scores(tiny_ce, rs)
+    assert cached and not calls and np.array_equal(again, scores)
+    _, cached = baseline_scores(tiny_ce, rs.subset(2), use_cache=True)  # other queries: another key
+    assert not cached and calls
+
+
+def test_run_compares_per_query(exp):
+    res = exp.run(MaskSpec.remove("cls2doc"))
+    pq, sm = res.per_query, res.summary
+    assert list(pq.columns) == PER_QUERY_COLUMNS and list(sm.columns) == SUMMARY_COLUMNS
+    assert len(pq) == len(exp.rs.queries) * len(exp.measures)
+    assert np.allclose(pq["delta"], pq["value"] - pq["baseline_value"])
+    nd = sm[sm["measure"] == "nDCG@10"].iloc[0]
+    part = pq[pq["measure"] == "nDCG@10"]
+    assert nd["delta"] == pytest.approx(part["delta"].mean())
+    assert nd["wins"] + nd["ties"] + nd["losses"] == len(exp.rs.queries)
+    assert json.loads(nd["spec"]) == MaskSpec.remove("cls2doc").to_dict()
+    assert nd["layers"] == "0-2" and nd["first_layer"] == 0 and nd["model"] == "tiny"
+    # the prefix path and the plain masked forward give the same run
+    plain = exp.run(MaskSpec.remove("cls2doc"), prefix=False)
+    assert np.abs(plain.scores - res.scores).max() < 1e-5
+    # an empty mask is the baseline exactly
+    empty = exp.run(MaskSpec())
+    assert (empty.per_query["delta"] == 0).all() and (empty.summary["p"] == 1).all()
+
+
+def test_run_id_is_deterministic_and_spec_sensitive(exp):
+    a = exp.run_id(MaskSpec.remove("doc2query"))
+    assert a == exp.run_id(MaskSpec.remove("doc2query"))
+    assert a != exp.run_id(MaskSpec.remove("doc2query", layers="0"))
+
+
+def test_results_tables_append_and_replace(exp, tmp_path):
+    out = tmp_path / "out"
+    r1, r2 = exp.run(MaskSpec.remove("cls2doc")), exp.run(MaskSpec.remove("doc2query", layers="1"))
+    write_results([r1], out, {"kind": "test"})
+    write_results([r2], out, {"kind": "test"})
+    write_results([r1], out, {"kind": "test"})  # a rerun replaces its rows
+    sm = read_table(out, "summary")
+    assert sorted(sm["run_id"].unique()) == sorted({r1.run_id, r2.run_id})
+    assert len(sm) == 2 * len(exp.measures)
+    assert len(read_table(out, "per_query")) == 2 * len(exp.measures) * len(exp.rs.queries)
+    meta = read_manifest(out, "summary")
+    assert meta["git_revision"] and {r["run_id"] for r in meta["runs"]} == {r1.run_id, r2.run_id}
+    text = format_summary(r1.summary)
+    assert "nDCG@10" in text and "W/T/L" in text and len(text.splitlines()) == 1 + len(exp.measures)
+
+
+def test_sweep_grid_and_prefix_equivalence(exp, tmp_path):
+    cfg = SweepConfig(interactions=["doc2query", "cls2doc"], layer_units=["each"])
+    cells, _ = cfg.cells(3, 4)
+    assert [(c.interaction, c.layers) for c in cells] == [("doc2query", "0"), ("doc2query", "1"),
+                                                         ("doc2query", "2"), ("cls2doc", "0"),
+                                                         ("cls2doc", "1"), ("cls2doc", "2")]
+    assert [c.layers for c in SweepConfig(["doc2query"], mode="from").cells(3, 4)[0]] == ["0-2", "1-2", "2"]
+    assert [c.layers for c in SweepConfig(["doc2query"], mode="upto").cells(3, 4)[0]] == ["0", "0-1", "0-2"]
+    heads = SweepConfig(["doc2query"], ["0-1"], head_groups=["0-1", "2-3"]).cells(3, 4)[0]
+    assert [(c.layers, c.heads) for c in heads] == [("0-1", "0-1"), ("0-1", "2-3")]
+    with pytest.raises(BadInput, match="heads"):
+        SweepConfig(["doc2query"], head_groups=["4"]).cells(3, 4)
+    a = Sweep(exp, cfg, tmp_path / "a", prefix=True).run()
+    b = Sweep(exp, cfg, tmp_path / "b", prefix=False).run()
+    cols = ["cell", "measure", "mean", "delta"]
+    pd.testing.assert_frame_equal(a[cols], b[cols], atol=1e-6)
+    assert list(a["cell"].unique()) == list(range(6))
+    with pytest.raises(BadInput, match="different sweep"):
+        Sweep(exp, SweepConfig(interactions=["query2doc"]), tmp_path / "a").run()
+
+
+def test_search_keeps_the_drop_within_tolerance(exp, tmp_path):
+    cfg = SearchConfig(interactions=["query2doc", "doc2query", "cls2doc"], tolerance=0.0)
+    search = Search(exp, cfg, tmp_path / "s")
+    removed, surviving = search.run()
+    assert set(removed) | set(surviving) == set(search.units) and not set(removed) & set(surviving)
+    doc = json.loads((tmp_path / "s" / "search.json").read_text())
+    spec = MaskSpec.from_dict(doc["removed"])
+    assert spec == merge_units(removed)
+    if removed:
+        final = exp.run(spec).summary.set_index("measure").loc["nDCG@10"]
+        assert final["baseline_mean"] - final["mean"] <= 1e-9  # tolerance 0: no drop at all
+    steps = read_table(tmp_path / "s", "steps")
+    assert steps["added"].sum() == len(removed)
+    assert steps.loc[steps["added"], "acceptable"].all()
+    # rerun: every evaluation is reused from disk
+    again = Search(exp, cfg, tmp_path / "s")
+    assert again.run() == (removed, surviving) and again.evaluations == 0
+
+
+def test_merge_units():
+    spec = merge_units([Unit("doc2query", "0"), Unit("doc2query", "1"), Unit("cls2doc", "3"), Unit("doc2query", "4")])
+    assert spec.rules == [Rule("doc2query", "0-1,4"), Rule("cls2doc", "3")]
