@@ -58,9 +58,9 @@ def role_flows(pattern: torch.Tensor, onehot: torch.Tensor, weights: torch.Tenso
         weights = source_weights(onehot)
     onehot = onehot.to(pattern.dtype)
     weights = weights.to(pattern.dtype)
-    # mass into each target role per attending token: (b, h, q, R); then average over each source role's tokens.
-    mass = torch.matmul(pattern, onehot.unsqueeze(1))
-    return torch.matmul(weights.unsqueeze(1), mass)
+    # average the attending tokens of each source role first: (b, 1, R, q) @ (b, h, q, k) -> (b, h, R, k),
+    # then sum the attended tokens per target role: -> (b, h, R, R). Cheaper than summing targets first.
+    return torch.matmul(torch.matmul(weights.unsqueeze(1), pattern), onehot.unsqueeze(1))
 
 
 # ---------------------------------------------------------------------- tables
@@ -73,41 +73,43 @@ def flow_table(
     collection: str = "",
     with_sep: bool = True,
 ) -> pd.DataFrame:
-    """Tidy flow table from ``{layer: (pairs, heads, 5, 5)}``.
+    """Tidy flow table from ``{layer: (pairs, heads, 5, 5)}``, one row per pair × layer × head × source × target.
 
     Columns: collection, query_id, doc_id, layer, head, source, target, value. ``with_sep`` adds the
-    derived target ``sep`` (sep1 + sep2) for every source.
+    derived target ``sep`` (sep1 + sep2) for every source. Text columns are categoricals (the table of a
+    full collection has millions of rows); values are float64.
     """
-    frames = []
     n_pairs = len(query_ids)
     if len(doc_ids) != n_pairs:
         raise ValueError(f"{len(query_ids)} query ids but {len(doc_ids)} doc ids")
+    layers = sorted(flows)
+    if not layers:
+        return pd.DataFrame(columns=FLOW_COLUMNS)
     targets = list(FLOW_ROLES) + ([SEP_TARGET] if with_sep else [])
-    for layer in sorted(flows):
+    arrays = []
+    for layer in layers:
         arr = flows[layer]
-        arr = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else np.asarray(arr)
-        arr = arr.astype(np.float64)
+        arr = np.asarray(arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr, dtype=np.float64)
         if arr.shape != (n_pairs, len(heads), N_ROLES, N_ROLES):
             raise ValueError(f"layer {layer}: flows of shape {arr.shape}, expected "
                              f"{(n_pairs, len(heads), N_ROLES, N_ROLES)}")
         if with_sep:
-            sep = arr[..., [int(Role.SEP1)]] + arr[..., [int(Role.SEP2)]]
-            arr = np.concatenate([arr, sep], axis=-1)
-        p, h, s, t = np.meshgrid(np.arange(n_pairs), np.arange(len(heads)), np.arange(N_ROLES),
-                                 np.arange(len(targets)), indexing="ij")
-        frames.append(pd.DataFrame({
-            "pair": p.ravel(), "layer": layer, "head": np.asarray(heads)[h.ravel()],
-            "source": np.asarray(FLOW_ROLES)[s.ravel()], "target": np.asarray(targets)[t.ravel()],
-            "value": arr.ravel(),
-        }))
-    if not frames:
-        return pd.DataFrame(columns=FLOW_COLUMNS)
-    df = pd.concat(frames, ignore_index=True)
-    pair = df.pop("pair").to_numpy()
-    df.insert(0, "doc_id", np.asarray(doc_ids, dtype=object)[pair])
-    df.insert(0, "query_id", np.asarray(query_ids, dtype=object)[pair])
-    df.insert(0, "collection", collection)
-    return df.astype({"layer": "int16", "head": "int16"})
+            arr = np.concatenate([arr, arr[..., [int(Role.SEP1)]] + arr[..., [int(Role.SEP2)]]], axis=-1)
+        arrays.append(arr)
+    values = np.stack(arrays, axis=1)  # (pairs, layers, heads, sources, targets)
+    p, la, h, src, tgt = (g.ravel() for g in np.meshgrid(*(np.arange(k) for k in values.shape), indexing="ij"))
+    q_codes, q_names = pd.factorize(pd.Series(list(query_ids), dtype=object))
+    d_codes, d_names = pd.factorize(pd.Series(list(doc_ids), dtype=object))
+    return pd.DataFrame({
+        "collection": pd.Categorical.from_codes(np.zeros(len(p), dtype=np.int8), categories=[collection]),
+        "query_id": pd.Categorical.from_codes(q_codes[p], categories=q_names),
+        "doc_id": pd.Categorical.from_codes(d_codes[p], categories=d_names),
+        "layer": np.asarray(layers, dtype=np.int16)[la],
+        "head": np.asarray(heads, dtype=np.int16)[h],
+        "source": pd.Categorical.from_codes(src, categories=list(FLOW_ROLES)),
+        "target": pd.Categorical.from_codes(tgt, categories=targets),
+        "value": values.ravel(),
+    })
 
 
 def per_query_flows(table: pd.DataFrame, keys: Sequence[str] = ("layer", "head", "source", "target")) -> pd.DataFrame:
