@@ -13,8 +13,9 @@ Everything captured is keyed by a TransformerLens-style name:
                                        (trimmed to its ``n`` real tokens)
 ``blocks.{l}.attn.hook_role_flow``     role→role flows ``(pairs, heads, 5, 5)`` (:mod:`probe.flows`),
                                        reduced inside the hook; the pattern itself is dropped
-``blocks.{l}.hook_cls_rollout``        attention rollout after layers ``0..l``: the share of the CLS
-                                       row on each role ``(pairs, 5)`` (:mod:`probe.rollout`)
+``blocks.{l}.hook_cls_rollout``        attention rollout after layers ``0..l`` (all heads, every layer
+                                       hooked): the share of the CLS row on each role ``(pairs, 5)``
+                                       (:mod:`probe.rollout`)
 =====================================  ==============================================================
 
 Hooks go through the one interception point :func:`probe.attention.attention_context` and live only for
@@ -23,8 +24,11 @@ layers run the same math in eager form (scores equal the model's eager attention
 kernel up to float rounding, ~1e-6). Only what is asked is kept, so memory stays bounded on long runs
 (flows: 25 floats per pair × head × layer).
 
-TransformerLens itself (4.x ``TransformerBridge``; ``HookedEncoder`` was removed in 4.0) can run the
-encoder for cross-checks, see :func:`transformer_lens_bridge` / :func:`transformer_lens_run`.
+``backend="transformer_lens"`` runs the encoder through TransformerLens itself instead (4.x
+``TransformerBridge``; ``HookedEncoder`` was removed in 4.0 and the bridge's BERT adapter needs a
+masked-LM head, see :func:`transformer_lens_bridge`) and reduces the patterns it caches with the same
+hook functions, so both backends return the same cache. It materialises every intermediate activation
+and is slower; the default ``"hf"`` backend is the one to use on long runs.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from .roles import Role
 HOOK_ROLE_FLOW = "blocks.{layer}.attn.hook_role_flow"
 HOOK_CLS_ROLLOUT = "blocks.{layer}.hook_cls_rollout"
 WHAT = ("pattern", "flows", "rollout")
+BACKENDS = ("hf", "transformer_lens")
 
 
 def flow_name(layer: int) -> str:
@@ -105,6 +110,7 @@ class CaptureSpec:
     what: tuple[str, ...] = ("flows",)
     layers: list[int] | None = None  # None: all layers
     heads: list[int] | None = None  # None: all heads
+    backend: str = "hf"  # "hf": hooks on the Hugging Face model; "transformer_lens": a TransformerBridge
 
     def to_dict(self) -> dict:
         return asdict(self) | {"what": list(self.what)}
@@ -140,7 +146,9 @@ class Capture:
     """Runs batches through a cross-encoder and keeps what a :class:`CaptureSpec` asks for.
 
     Use through :func:`capture` (which installs the hooks); :meth:`forward` on a batch, or :meth:`score`
-    on pairs, return the model's scores and fill :attr:`cache`.
+    on pairs, return the model's scores and fill :attr:`cache`. With ``backend="transformer_lens"`` the
+    batch runs through :func:`transformer_lens_bridge` instead and the same hook functions reduce the
+    patterns TransformerLens cached, so both backends fill the same cache.
     """
 
     def __init__(self, scorer: CrossEncoder, spec: CaptureSpec):
@@ -150,12 +158,16 @@ class Capture:
         unknown = [w for w in spec.what if w not in WHAT]
         if unknown or not spec.what:
             raise BadInput(f"cannot capture {unknown[0] if unknown else 'nothing'!r}; choose from {', '.join(WHAT)}")
+        if spec.backend not in BACKENDS:
+            raise BadInput(f"capture backend {spec.backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
         self_attention_modules(scorer.model)  # raises BadInput for a model without a hookable attention stack
         self.scorer = scorer
+        self.backend = spec.backend
+        self._bridge = transformer_lens_bridge(scorer) if spec.backend == "transformer_lens" else None
         self.what = tuple(spec.what)
         self.layers = parse_indices(spec.layers, scorer.num_layers, "layer")
         self.heads = parse_indices(spec.heads, scorer.num_heads, "head")
-        self.spec = CaptureSpec(self.what, self.layers, self.heads)
+        self.spec = CaptureSpec(self.what, self.layers, self.heads, self.backend)
         self._all_heads = self.heads == list(range(scorer.num_heads))
         hooked = set(self.layers) if {"pattern", "flows"} & set(self.what) else set()
         if "rollout" in self.what:
@@ -214,8 +226,16 @@ class Capture:
         self._state = _BatchState(onehot=onehot, weights=source_weights(onehot), real=real,
                                   lengths=real.sum(dim=1).tolist())
         try:
-            with torch.inference_mode():
-                scores = self.scorer.forward(batch).float().cpu()
+            if self._bridge is None:
+                with torch.inference_mode():
+                    scores = self.scorer.forward(batch).float().cpu()
+            else:
+                scores, tl_cache = transformer_lens_run(self.scorer, batch, self._bridge,
+                                                        names_filter=lambda n: n.endswith(".attn.hook_pattern"))
+                for layer in self.hooked_layers:
+                    name = pattern_name(layer)
+                    if name in tl_cache:
+                        self.context._run_hooks(name, tl_cache[name])
             missing = [la for la in self.hooked_layers if la not in self._state.fired]
             if missing:
                 raise BadInput(
@@ -281,11 +301,13 @@ def capture(
     *,
     layers: str | Iterable[int] | None = None,
     heads: str | Iterable[int] | None = None,
+    backend: str = "hf",
 ) -> Iterator[Capture]:
     """Install capture hooks on ``scorer`` for the span of the block; see the module docstring."""
     what = (what,) if isinstance(what, str) else tuple(what)
-    cap = Capture(scorer, CaptureSpec(what, layers, heads))
-    with attention_context(scorer.model, cap.context):
+    cap = Capture(scorer, CaptureSpec(what, layers, heads, backend))
+    scope = attention_context(scorer.model, cap.context) if backend == "hf" else contextlib.nullcontext()
+    with scope:
         cap._active = True
         try:
             yield cap
@@ -301,9 +323,10 @@ def run_with_cache(
     layers: str | Iterable[int] | None = None,
     heads: str | Iterable[int] | None = None,
     batch_size: int = 32,
+    backend: str = "hf",
 ) -> tuple[np.ndarray, ProbeCache]:
     """Scores and the cache for ``pairs`` in one call (TransformerLens' ``run_with_cache``)."""
-    with capture(scorer, what, layers=layers, heads=heads) as cap:
+    with capture(scorer, what, layers=layers, heads=heads, backend=backend) as cap:
         scores = cap.score(pairs, batch_size=batch_size)
     return scores, cap.cache
 
@@ -340,19 +363,25 @@ def transformer_lens_bridge(scorer: CrossEncoder):
         hf_logging.set_verbosity(verbosity)
 
 
-def transformer_lens_run(scorer: CrossEncoder, batch: PairBatch, bridge=None) -> tuple[torch.Tensor, dict]:
-    """Scores and TransformerLens' full activation cache for one batch, via :func:`transformer_lens_bridge`."""
+def transformer_lens_run(scorer: CrossEncoder, batch: PairBatch, bridge=None,
+                         names_filter=None) -> tuple[torch.Tensor, dict]:
+    """Scores and TransformerLens' activation cache for one batch, via :func:`transformer_lens_bridge`.
+
+    ``names_filter`` (TransformerLens' own argument) limits what is cached; ``pooler.hook_out`` is always
+    kept since the score is computed from it.
+    """
     bridge = bridge or transformer_lens_bridge(scorer)
     inputs = batch.to(scorer.device).model_inputs()
+    keep = None if names_filter is None else (lambda name: name == "pooler.hook_out" or names_filter(name))
     with torch.inference_mode():
-        _, cache = bridge.run_with_cache(inputs.pop("input_ids"), **inputs)
+        _, cache = bridge.run_with_cache(inputs.pop("input_ids"), names_filter=keep, **inputs)
         pooled = cache["pooler.hook_out"]
         scores = scorer.logits_to_scores(scorer.model.classifier(pooled))
     return scores.float().cpu(), cache
 
 
 __all__ = [
-    "HOOK_CLS_ROLLOUT", "HOOK_ROLE_FLOW", "N_ROLES", "WHAT", "Capture", "CaptureSpec", "ProbeCache", "capture",
+    "BACKENDS", "HOOK_CLS_ROLLOUT", "HOOK_ROLE_FLOW", "N_ROLES", "WHAT", "Capture", "CaptureSpec", "ProbeCache", "capture",
     "flow_name", "parse_indices", "pattern_name", "rollout_name", "run_with_cache", "transformer_lens_bridge",
     "transformer_lens_run",
 ]

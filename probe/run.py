@@ -36,7 +36,7 @@ from ablations.results import manifest, write_table
 
 from .attributions import LAYERS as IG_LAYERS
 from .attributions import integrated_gradients, role_summary
-from .capture import capture, flow_name, parse_indices, rollout_name, run_with_cache
+from .capture import BACKENDS, capture, flow_name, parse_indices, rollout_name, run_with_cache
 from .errors import BadInput, cli
 from .flows import aggregate_flows, flow_table
 from .model import DEFAULT_MAX_LENGTH, CrossEncoder
@@ -53,6 +53,7 @@ class ProbeConfig:
     depth: int = 10
     layers: str = "all"
     heads: str = "all"
+    backend: str = "hf"
     rollout: bool = True
     flow_pairs: int = 3
     attributions: bool = True
@@ -99,7 +100,7 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
 
     start = time.perf_counter()
     what = ("flows", "rollout") if cfg.rollout else ("flows",)
-    with capture(scorer, what, layers=layers, heads=heads) as cap:
+    with capture(scorer, what, layers=layers, heads=heads, backend=cfg.backend) as cap:
         scores = cap.score(pairs, batch_size=cfg.batch_size, progress=True)
     cache = cap.cache
     timings["capture_s"] = round(time.perf_counter() - start, 2)
@@ -115,7 +116,8 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
     if cfg.flow_pairs:
         start = time.perf_counter()
         sel = spread_pairs(rs, cfg.flow_pairs)
-        _, pat = run_with_cache(scorer, [pairs[i] for i in sel], ("pattern",), batch_size=cfg.batch_size)
+        _, pat = run_with_cache(scorer, [pairs[i] for i in sel], ("pattern",), batch_size=cfg.batch_size,
+                                backend=cfg.backend)
         flow = np.stack([
             cls_role_shares([pat[f"blocks.{la}.attn.hook_pattern"][k] for la in range(scorer.num_layers)],
                             pat.roles[k], flow=True)["flow"]
@@ -179,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=d.layers, help="layers whose flows are captured, 0-based inclusive "
                    "ranges such as 0-2,5 (default all); rollout always uses every layer")
     p.add_argument("--heads", default=d.heads, help="heads whose flows are captured, e.g. 0-3 (default all)")
+    p.add_argument("--backend", default=d.backend, choices=BACKENDS,
+                   help="how attention is captured: hf = hooks on the Hugging Face model (fast, default); "
+                   "transformer_lens = TransformerLens' TransformerBridge over the encoder (slower, a cross-check)")
     p.add_argument("--no-rollout", dest="rollout", action="store_false", help="skip the CLS attention rollout")
     p.add_argument("--flow-pairs", type=int, default=d.flow_pairs,
                    help=f"pairs (spread over queries) for attention flow by max-flow, the slow part; 0 skips it "

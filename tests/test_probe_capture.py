@@ -178,7 +178,7 @@ def test_capture_spec_round_trips_through_json(tiny_ce):
     with capture(tiny_ce, ("flows", "rollout"), layers="1", heads="0,2") as cap:
         pass
     spec = CaptureSpec(**json.loads(json.dumps(cap.spec.to_dict())))
-    assert spec.to_dict() == {"what": ["flows", "rollout"], "layers": [1], "heads": [0, 2]}
+    assert spec.to_dict() == {"what": ["flows", "rollout"], "layers": [1], "heads": [0, 2], "backend": "hf"}
 
 
 @settings(max_examples=50, deadline=None)
@@ -241,3 +241,21 @@ def test_real_encoder_capture_matches_output_attentions_and_scores():
             assert torch.equal(p, attentions[layer][i, :, :n, :n])
         torch.testing.assert_close(cap.cache[flow_name(layer)].sum(-1), torch.ones(len(pairs), ce.num_heads, 5),
                                    rtol=0, atol=1e-5)
+
+
+def test_transformer_lens_backend_fills_the_same_cache(tiny_ce_factory, pairs):
+    ce = tiny_ce_factory(layers=3)
+    what = ("pattern", "flows", "rollout")
+    hf_scores, hf = run_with_cache(ce, pairs, what, layers="0,2", heads="1-3", batch_size=2)
+    tl_scores, tl = run_with_cache(ce, pairs, what, layers="0,2", heads="1-3", batch_size=2,
+                                   backend="transformer_lens")
+    np.testing.assert_allclose(tl_scores, hf_scores, rtol=1e-5, atol=1e-6)
+    assert set(tl) == set(hf) and tl.index == hf.index and tl.heads == [1, 2, 3]
+    for name in hf:
+        if name.endswith("hook_pattern"):
+            for a, b in zip(tl[name], hf[name]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            torch.testing.assert_close(tl[name], hf[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(BadInput, match="capture backend 'jax' is unknown"):
+        run_with_cache(ce, pairs, backend="jax")

@@ -105,6 +105,21 @@ def test_slow_parts_can_be_skipped(tiny_setup, capsys):
     assert sorted(p.stem for p in out.glob("*.parquet")) == ["flows", "flows_summary", "scores"]
 
 
+def test_both_backends_write_the_same_flows(tiny_setup, capsys, tmp_path):
+    model, beir, _ = tiny_setup
+    common = ["--model", str(model), "--collection", str(beir), "--queries", "2", "--depth", "2", "--flow-pairs", "1",
+              "--no-attributions"]
+    for backend in ("hf", "transformer_lens"):
+        code, _, _ = run_cli([*common, "--backend", backend, "--out", str(tmp_path / backend)], capsys)
+        assert code == 0
+    for table in ("flows", "rollout", "scores"):
+        hf, tl = read_table(tmp_path / "hf", table), read_table(tmp_path / "transformer_lens", table)
+        value = "score" if table == "scores" else "value"
+        assert hf.drop(columns=value).equals(tl.drop(columns=value))
+        np.testing.assert_allclose(tl[value], hf[value], rtol=1e-5, atol=1e-6)
+    assert read_manifest(tmp_path / "transformer_lens", "flows")["settings"]["backend"] == "transformer_lens"
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--layers", "3"], "error: layer 3 is out of range; this model has layers 0-2"),
     (["--heads", "0-9"], "error: head 4 is out of range; this model has heads 0-3"),
