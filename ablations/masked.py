@@ -77,6 +77,9 @@ class MaskedCrossEncoder(Scorer):
         """Scores for pre-tokenized ``batches`` covering ``n`` pairs (``batch.index`` maps back)."""
         scores = np.zeros(n, dtype=np.float32)
         with torch.inference_mode():
-            for batch in tqdm(batches, disable=not progress, unit="batch", desc=self.mask.spec.label[:40]):
+            bar = tqdm(total=n, disable=not progress, unit="pair", desc=self.mask.spec.label[:40])
+            for batch in batches:
                 scores[batch.index] = self.forward(batch).float().cpu().numpy()
+                bar.update(len(batch))
+            bar.close()
         return scores

@@ -125,10 +125,11 @@ class PrefixCache:
     """Tokenized batches of one rerank set and the unmasked states entering one layer, for every batch."""
 
     def __init__(self, ce: CrossEncoder, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32,
-                 max_bytes: int = 3 << 30, spill_dir: str | Path | None = None):
+                 batches: Sequence[PairBatch] | None = None, max_bytes: int = 3 << 30,
+                 spill_dir: str | Path | None = None):
         self.ce = ce
         self.n = len(pairs)
-        self.batches: list[PairBatch] = list(ce.batches(pairs, batch_size))
+        self.batches: list[PairBatch] = list(batches) if batches is not None else list(ce.batches(pairs, batch_size))
         self.max_bytes = int(max_bytes)
         self._spill_root = Path(spill_dir) if spill_dir else None
         self._tmp: Path | None = None
@@ -174,7 +175,7 @@ class PrefixCache:
         for i, b in enumerate(self.batches):
             yield b, self._load(i)
 
-    def score(self, mask: CompiledMask | None, *, cls_only_last: bool = True, progress: bool = False) -> np.ndarray:
+    def score(self, mask: CompiledMask | None, *, cls_only_last: bool = True) -> np.ndarray:
         """Scores of every pair under ``mask``, starting from the cached states of its first masked layer."""
         start = 0 if mask is None or mask.first_layer is None else mask.first_layer
         if mask is None or mask.is_empty:

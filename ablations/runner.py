@@ -153,6 +153,7 @@ class Experiment:
         self.baseline_table = per_query(rs.run_from_scores(self.baseline), rs.qrels, self.measures)
         self.use_prefix = prefix and supports_prefix(ce)
         self._prefix: PrefixCache | None = None
+        self._batches: list | None = None
         self._revision = git_revision()
 
     # --- identity
@@ -170,19 +171,28 @@ class Experiment:
         return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
     # --- scoring
+    @property
+    def batches(self) -> list:
+        """The rerank set tokenized once (length-sorted batches; ``batch.index`` maps back)."""
+        if self._batches is None:
+            self._batches = list(self.ce.batches(self.pairs, self.settings.batch_size))
+        return self._batches
+
     def prefix_cache(self) -> PrefixCache:
         if self._prefix is None:
-            self._prefix = PrefixCache(self.ce, self.pairs, batch_size=self.settings.batch_size)
+            self._prefix = PrefixCache(self.ce, self.pairs, batches=self.batches)
         return self._prefix
 
-    def scores(self, compiled: CompiledMask, *, prefix: bool | None = None) -> np.ndarray:
-        """Scores of every candidate under ``compiled`` (prefix-cached path or the plain masked forward)."""
+    def scores(self, compiled: CompiledMask, *, prefix: bool | None = None, cls_only_last: bool = True) -> np.ndarray:
+        """Scores of every candidate under ``compiled``: from the prefix-state cache, or (``prefix=False``)
+        the full masked forward of every batch."""
         if compiled.is_empty:
             return self.baseline.copy()
-        if self.use_prefix if prefix is None else (prefix and supports_prefix(self.ce)):
-            return self.prefix_cache().score(compiled)
-        return MaskedCrossEncoder(self.ce, compiled).score(self.pairs, batch_size=self.settings.batch_size,
-                                                           progress=self.progress)
+        use_prefix = self.use_prefix if prefix is None else (prefix and supports_prefix(self.ce))
+        if use_prefix:
+            return self.prefix_cache().score(compiled, cls_only_last=cls_only_last)
+        return MaskedCrossEncoder(self.ce, compiled).score_batches(self.batches, len(self.pairs),
+                                                                   progress=self.progress)
 
     # --- one run
     def run(self, spec: MaskSpec, *, prefix: bool | None = None, compiled: CompiledMask | None = None) -> RunResult:
