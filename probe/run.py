@@ -9,8 +9,10 @@ It writes, each as parquet with a JSON manifest (model, collection, git revision
 
 =======================  =================================================================================
 flows                    collection, query_id, doc_id, layer, head, source, target, value
-flows_summary            collection, layer, head, source, target, mean, std, count, query_mean, query_std,
-                         queries
+flows_per_query          collection, query_id, layer, head, source, target, value (mean over the query's
+                         pairs), pairs
+flows_summary            collection, layer, head, source, target, mean, std, count (over pairs), query_mean,
+                         query_std, queries (over per-query means)
 rollout                  collection, query_id, doc_id, layer, method (rollout|flow), role, value
 attributions             collection, query_id, doc_id, role, attribution, abs_share, tokens, score,
                          baseline_score, delta
@@ -38,7 +40,7 @@ from .attributions import LAYERS as IG_LAYERS
 from .attributions import integrated_gradients, role_summary
 from .capture import BACKENDS, capture, flow_name, parse_indices, rollout_name, run_with_cache
 from .errors import BadInput, cli
-from .flows import aggregate_flows, flow_table
+from .flows import aggregate_flows, flow_table, per_query_flows
 from .model import DEFAULT_MAX_LENGTH, CrossEncoder
 from .rollout import cls_role_shares, shares_table
 
@@ -107,6 +109,7 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
     tables["scores"] = rs.candidates[["query_id", "doc_id", "rank"]].assign(score=scores.astype(float))
     tables["flows"] = flow_table({la: cache[flow_name(la)] for la in layers}, query_ids=qids, doc_ids=dids,
                                  heads=heads, collection=rs.name)
+    tables["flows_per_query"] = per_query_flows(tables["flows"])
     tables["flows_summary"] = aggregate_flows(tables["flows"])
 
     shares = {}

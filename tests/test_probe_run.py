@@ -78,6 +78,9 @@ def test_cli_writes_every_table_with_its_manifest(tiny_setup, capsys):
     assert meta["model"] == str(model) and meta["seed"] == 7 and meta["git_revision"]
     assert meta["collection"]["name"] == "beir" and meta["collection"]["queries"] == 2
     assert meta["settings"]["layers"] == [1, 2] and meta["settings"]["heads"] == [0, 3]
+    per_query = read_table(out, "flows_per_query")
+    assert set(per_query["query_id"]) == set(rs.candidates["query_id"])
+    assert per_query["pairs"].sum() == n_pairs * 2 * 2 * 5 * 6
     summary = read_table(out, "flows_summary")
     assert {"mean", "std", "count", "query_mean", "query_std", "queries"} <= set(summary.columns)
     assert (summary["count"] == n_pairs).all() and (summary["queries"] == 2).all()
@@ -102,7 +105,7 @@ def test_slow_parts_can_be_skipped(tiny_setup, capsys):
     code, _, _ = run_cli(["--model", str(model), "--collection", str(beir), "--queries", "1", "--depth", "2",
                           "--no-rollout", "--flow-pairs", "0", "--no-attributions", "--out", str(out)], capsys)
     assert code == 0
-    assert sorted(p.stem for p in out.glob("*.parquet")) == ["flows", "flows_summary", "scores"]
+    assert sorted(p.stem for p in out.glob("*.parquet")) == ["flows", "flows_per_query", "flows_summary", "scores"]
 
 
 def test_both_backends_write_the_same_flows(tiny_setup, capsys, tmp_path):
@@ -164,7 +167,7 @@ def test_help_documents_every_option():
         for opt in action.option_strings:
             assert opt in proc.stdout
         assert action.help and len(action.help) > 8
-    for table in ("flows", "flows_summary", "rollout", "attributions", "attribution_tokens", "scores"):
+    for table in ("flows", "flows_per_query", "flows_summary", "rollout", "attributions", "attribution_tokens", "scores"):
         assert table in proc.stdout
 
 
