@@ -206,7 +206,6 @@ class Capture:
                 st.rollout = _rollout_step(p, st.real, st.rollout)
                 cls_row = st.rollout[:, 0, :].unsqueeze(1)  # (b, 1, n)
                 st.out[rollout_name(layer)] = torch.matmul(cls_row, st.onehot).squeeze(1).float().cpu()
-            return
 
         return hook
 
@@ -232,10 +231,11 @@ class Capture:
             else:
                 scores, tl_cache = transformer_lens_run(self.scorer, batch, self._bridge,
                                                         names_filter=lambda n: n.endswith(".attn.hook_pattern"))
-                for layer in self.hooked_layers:
+                for layer in self.hooked_layers:  # the same hook functions, fed TransformerLens' patterns
                     name = pattern_name(layer)
                     if name in tl_cache:
-                        self.context._run_hooks(name, tl_cache[name])
+                        for fn in self.context.hooks[name]:
+                            fn(tl_cache[name], name)
             missing = [la for la in self.hooked_layers if la not in self._state.fired]
             if missing:
                 raise BadInput(
