@@ -17,7 +17,7 @@ from pathlib import Path
 
 from probe.errors import BadInput, cli
 
-from .interactions import valid_names
+from .interactions import DEFAULT_MICE_K, PRESETS, preset_rules, valid_names
 from .masks import MaskSpec, Rule, compile_mask
 from .runner import (add_common_args, experiment_from_args, format_summary, load_model, run_meta,
                      settings_from_args, stored_summary, write_results)
@@ -39,7 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default results/ablations)")
     p.add_argument("--force", action="store_true", help="recompute a run already in the results table")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--list", action="store_true", help="print the interaction vocabulary and presets, then exit")
     return p
+
+
+def vocabulary() -> str:
+    """The interaction names and what each preset removes (``--list``)."""
+    lines = [f"interactions: {valid_names()}", "source = the attending token: doc2query = documents may not read "
+             "the query (key side masked)", "presets:"]
+    for name in (*PRESETS[:-1], "mice-step3"):
+        rules = preset_rules(name)
+        lines.append(f"  {name:11s} " + "; ".join(f"{r.interaction}" + ("" if r.layers == "all" else f"[{r.layers}]")
+                                                for r in rules))
+    lines.append(f"  mice-step3@K: mice-step2 + query2doc[0-(K-1)]; mice-step3 = mice-step3@{DEFAULT_MICE_K}")
+    return "\n".join(lines)
 
 
 def spec_from_args(args: argparse.Namespace) -> MaskSpec:
@@ -65,6 +78,9 @@ def spec_from_args(args: argparse.Namespace) -> MaskSpec:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.list:
+        print(vocabulary())
+        return 0
     spec = spec_from_args(args)
     settings_from_args(args)  # bad numbers fail before anything is loaded
     ce, model_path = load_model(args)

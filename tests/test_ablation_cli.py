@@ -127,3 +127,11 @@ def test_sweep_resumes_after_kill_9(world):
         pd.testing.assert_frame_equal(a, b)
     assert len(pd.read_parquet(dir_ / "summary.parquet")["cell"].unique()) == 9
     assert not list(dir_.rglob(".*.tmp"))
+
+
+def test_list_prints_the_vocabulary(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli_module.main(["--list"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "doc2query" in out and "mice-step3@K" in out and "query2doc[0-1]" in out
