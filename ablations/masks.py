@@ -68,7 +68,7 @@ def parse_ranges(text: str, kind: str = "layers") -> Ranges | None:
 
 def format_ranges(indices: Sequence[int]) -> str:
     """``[0, 1, 2, 5] → "0-2,5"`` (sorted, duplicates merged)."""
-    idx = sorted(set(int(i) for i in indices))
+    idx = sorted({int(i) for i in indices})
     parts, i = [], 0
     while i < len(idx):
         j = i
@@ -88,7 +88,7 @@ def resolve_ranges(text: str, n: int, kind: str = "layers", clamp: bool = True) 
     ranges = parse_ranges(text, kind)
     if ranges is None:
         return tuple(range(n)), None
-    singular = kind[:-1] if kind.endswith("s") else kind
+    singular = kind.removesuffix("s")
     picked: set[int] = set()
     clamped = False
     for start, end in ranges:
@@ -271,19 +271,28 @@ class CompiledMask:
         Each distinct layer table is expanded once per batch, on first use.
         """
         cache: dict[int, torch.Tensor] = {}
+        code: list[torch.Tensor] = []  # the (b, q, k) role-pair code, shared by the batch's tables
 
         def bias(layer: int) -> torch.Tensor | None:
             g = self.groups[layer] if layer is not None and 0 <= layer < len(self.groups) else -1
             if g < 0:
                 return None
             if g not in cache:
-                cache[g] = expand_table(self.tables[g], roles, dtype)
+                if not code:
+                    code.append(role_pair_code(roles))
+                cache[g] = expand_table(self.tables[g], roles, dtype, code=code[0])
             return cache[g]
 
         return bias
 
 
-def expand_table(table: torch.Tensor, roles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def role_pair_code(roles: torch.Tensor) -> torch.Tensor:
+    """``code[b, i, j] = roles[b, i] * 6 + roles[b, j]``: the (attending, attended) role pair of every entry."""
+    return roles[:, :, None] * N_ROLES + roles[:, None, :]
+
+
+def expand_table(table: torch.Tensor, roles: torch.Tensor, dtype: torch.dtype = torch.float32,
+                 code: torch.Tensor | None = None) -> torch.Tensor:
     """Gather a ``(heads|1, 6, 6)`` allowed-table into an additive ``(batch, heads|1, q, k)`` bias.
 
     Rows whose every real key is removed get their diagonal back (self-attention fallback).
@@ -292,7 +301,7 @@ def expand_table(table: torch.Tensor, roles: torch.Tensor, dtype: torch.dtype = 
     table[:, int(Role.PAD), :] = True  # padding is the model's business, never the mask's
     table[:, :, int(Role.PAD)] = True
     h = table.shape[0]
-    code = roles[:, :, None] * N_ROLES + roles[:, None, :]  # (b, q, k)
+    code = role_pair_code(roles) if code is None else code  # (b, q, k)
     allowed = table.reshape(h, -1)[:, code].transpose(0, 1)  # (b, h, q, k)
     # Which source roles of each row would see no real key: the table against the roles present.
     real = torch.zeros(roles.shape[0], N_ROLES, dtype=torch.bool, device=roles.device)

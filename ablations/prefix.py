@@ -194,8 +194,6 @@ class PrefixCache:
         self._states = []
         self.layer = None
 
-    def __del__(self):  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass
+    def __del__(self):  # pragma: no cover - best effort at interpreter exit
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)

@@ -19,8 +19,16 @@ from probe.errors import BadInput, cli
 
 from .interactions import DEFAULT_MICE_K, PRESETS, preset_rules, valid_names
 from .masks import MaskSpec, Rule, compile_mask
-from .runner import (add_common_args, experiment_from_args, format_summary, load_model, run_meta,
-                     settings_from_args, stored_summary, write_results)
+from .runner import (
+    add_common_args,
+    experiment_from_args,
+    format_summary,
+    load_model,
+    run_meta,
+    settings_from_args,
+    stored_summary,
+    write_results,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def vocabulary() -> str:
     """The interaction names and what each preset removes (``--list``)."""
-    lines = [f"interactions: {valid_names()}", "source = the attending token: doc2query = documents may not read "
-             "the query (key side masked)", "presets:"]
+    lines = [f"interactions: {valid_names()}",
+             "source = the attending token: doc2query = documents may not read the query (key side masked)",
+             "presets:"]
     for name in (*PRESETS[:-1], "mice-step3"):
         rules = preset_rules(name)
         lines.append(f"  {name:11s} " + "; ".join(f"{r.interaction}" + ("" if r.layers == "all" else f"[{r.layers}]")

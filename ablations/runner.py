@@ -275,7 +275,7 @@ def format_summary(summary: pd.DataFrame, *, title: str | None = None) -> str:
     for c in ("baseline_mean", "mean"):
         df[c] = df[c].map("{:.4f}".format)
     df["delta"] = summary["delta"].map("{:+.4f}".format)
-    df["p"] = summary["p"].map(lambda p: "nan" if p != p else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}"))
+    df["p"] = summary["p"].map(lambda p: "nan" if np.isnan(p) else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}"))
     if df["spec_label"].nunique() == 1:
         cols.pop("spec_label")
         cols.pop("layers")

@@ -37,7 +37,14 @@ from .evaluate import parse_measures
 from .interactions import valid_names
 from .masks import MaskSpec, Rule, format_ranges, parse_ranges
 from .results import atomic_write_text, manifest, write_table
-from .runner import Experiment, add_common_args, experiment_from_args, load_model, run_meta, settings_from_args
+from .runner import (
+    Experiment,
+    add_common_args,
+    experiment_from_args,
+    load_model,
+    run_meta,
+    settings_from_args,
+)
 from .sweep import DEFAULT_INTERACTIONS, Cell, Sweep, SweepConfig, base_from_arg
 
 STRATEGIES = ("ordered", "best")

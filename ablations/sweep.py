@@ -33,8 +33,16 @@ from probe.errors import BadInput, cli
 from .interactions import check_interaction, valid_names
 from .masks import CompiledMask, MaskSpec, Rule, format_ranges, parse_ranges, resolve_ranges
 from .results import atomic_write_parquet, atomic_write_text, manifest, write_table
-from .runner import (Experiment, RunResult, add_common_args, experiment_from_args, format_summary, load_model,
-                     pbar, run_meta, settings_from_args)
+from .runner import (
+    Experiment,
+    RunResult,
+    add_common_args,
+    experiment_from_args,
+    load_model,
+    pbar,
+    run_meta,
+    settings_from_args,
+)
 
 DEFAULT_INTERACTIONS = ("query2doc", "doc2query", "cls2query", "cls2doc")
 MODES = ("single", "from", "upto")
@@ -102,7 +110,7 @@ class SweepConfig:
                     continue
             for layer in picked:
                 units.append({"single": str(layer), "from": format_ranges(range(layer, num_layers)),
-                              "upto": format_ranges(range(0, layer + 1))}[self.mode])
+                              "upto": format_ranges(range(layer + 1))}[self.mode])
         units = list(dict.fromkeys(units))
         groups = self.head_groups or ["all"]
         for g in groups:
@@ -171,7 +179,7 @@ class Sweep:
 
     def pending(self) -> list[Cell]:
         todo = [c for c in self.cells if not self.done(c)]
-        first = lambda c: self.compiled[c.index].first_layer  # noqa: E731
+        first = lambda c: self.compiled[c.index].first_layer
         return sorted(todo, key=lambda c: (-1 if first(c) is None else first(c), c.index))
 
     # --- running

@@ -92,12 +92,10 @@ def _main(argv=None) -> int:
             ce.forward(batch), masked.forward(batch)  # warm-up
             plain_t, masked_t = [], []
             for r in range(args.repeats):
-                if r % 2 == 0:
-                    plain_t.append(_time(lambda: ce.forward(batch)))
-                    masked_t.append(_time(lambda: masked.forward(batch)))
-                else:
-                    masked_t.append(_time(lambda: masked.forward(batch)))
-                    plain_t.append(_time(lambda: ce.forward(batch)))
+                first, second = ((plain_t, ce), (masked_t, masked)) if r % 2 == 0 else \
+                    ((masked_t, masked), (plain_t, ce))
+                for times, scorer in (first, second):
+                    times.append(_time(lambda s=scorer: s.forward(batch)))
             pm, mm = statistics.median(plain_t), statistics.median(masked_t)
             report["a"]["masks"][label] = {"plain_s": pm, "masked_s": mm, "ratio": mm / pm}
             print(f"    {label:40s} plain {pm * 1000:7.1f} ms  masked {mm * 1000:7.1f} ms  ratio {mm / pm:.3f}×",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,8 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ablations.interactions import DEFAULT_MICE_K, parse_interaction, preset_rules
-from ablations.masks import (MaskSpec, Rule, compile_mask, expand_table, format_ranges, parse_ranges,
-                             resolve_ranges)
+from ablations.masks import (
+    MaskSpec,
+    Rule,
+    compile_mask,
+    expand_table,
+    format_ranges,
+    parse_ranges,
+    resolve_ranges,
+)
 from probe.errors import BadInput
 from probe.roles import Role
 
@@ -40,7 +48,7 @@ def test_unknown_interactions_list_the_valid_ones(bad):
 
 def test_mice_presets_are_cumulative():
     steps = [preset_rules(f"mice-step{i}") for i in range(4)]
-    for prev, cur in zip(steps, steps[1:]):
+    for prev, cur in itertools.pairwise(steps):
         assert cur[: len(prev)] == prev
     assert preset_rules("mice-step3") == preset_rules(f"mice-step3@{DEFAULT_MICE_K}")
     assert preset_rules("mice-step3-l4") == preset_rules("mice-step3@4")

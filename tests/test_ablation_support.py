@@ -60,7 +60,7 @@ def cli_env(cache: Path) -> dict:
 
 
 def run_cli(module: str, args: list[str], cache: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(cache), capture_output=True,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(cache), check=False, capture_output=True,
                           text=True, timeout=kw.pop("timeout", 300), **kw)
 
 
