@@ -253,6 +253,10 @@ class CompiledMask:
         removed = ~self.allowed.reshape(self.num_layers, self.allowed.shape[1], -1).all(-1)
         return tuple(int(h) for h in removed.any(0).nonzero().flatten())
 
+    def affected_sources(self, layer: int) -> set[int]:
+        """Roles (codes) whose tokens lose at least one key in ``layer`` (in any head)."""
+        return {int(r) for r in (~self.allowed[layer]).any(-1).any(0).nonzero().flatten()}
+
     def removed_pairs(self, layer: int) -> list[tuple[str, str]]:
         """``[(source, target), ...]`` removed in ``layer`` (in any head)."""
         gone = ~self.allowed[layer].all(0)

@@ -8,12 +8,14 @@ own ``encoder.layer[i]`` with the model's padding mask), then pooler and classif
 
 The cache moves forward one layer at a time (one unmasked layer per batch), so a sweep that visits its
 cells by increasing first masked layer computes every prefix layer exactly once; moving back restarts
-from the embeddings. It holds one layer of states: ``pairs × tokens × hidden × 4`` bytes (~0.6 GB for
-TREC DL 2019 at depth 100 with MiniLM); past ``max_bytes`` the states are kept in a temporary folder.
+from the embeddings. It holds one or two layers of states (``pairs × tokens × hidden × 4`` bytes each,
+~0.6 GB for TREC DL 2019 at depth 100 with MiniLM); past ``max_bytes`` they go to a temporary folder.
 
-With ``cls_only_last`` (default) the last layer is computed for the CLS row only: the score reads the
-CLS state alone, so the other rows of the last layer are never needed. Both shortcuts are exact up to
-float rounding and tested against the full masked forward (1e-5).
+Two more exact shortcuts (BERT layers), on by default: the last layer is computed for the CLS row only
+(the score reads nothing else), and in the first masked layer only the rows whose attention the mask
+changes are recomputed — the others are the unmasked output of that layer, which the cache keeps as the
+next layer's prefix anyway (removing ``cls2doc`` in layer ℓ recomputes one row per pair there). All paths
+are tested against the full masked forward (1e-5).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from probe.attention import AttentionContext, attention_context
 from probe.model import CrossEncoder, PairBatch
+from probe.roles import Role
 
 from .masks import CompiledMask
 
@@ -68,17 +71,22 @@ def _head(ce: CrossEncoder, last: torch.Tensor) -> torch.Tensor:
     return ce.logits_to_scores(logits)
 
 
-def _cls_row_layer(layer_module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """One BERT layer computed for the CLS row only: ``(b, 1, hidden)``. ``mask``: additive, row 0 only."""
+def _rows_layer(layer_module, h: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One BERT layer computed for the rows ``idx`` ``(b, m)`` only: ``(b, m, hidden)``.
+
+    Keys and values come from every token; ``mask`` is the additive mask of those rows ``(b, h|1, m, k)``.
+    Uses the layer's own submodules (projections, output, feed-forward), in the model's order.
+    """
     attn = layer_module.attention.self
-    b, n, _ = h.shape
+    b, n, width = h.shape
+    m = idx.shape[1]
     d = attn.attention_head_size
-    q = attn.query(h[:, :1]).view(b, 1, -1, d).transpose(1, 2)
+    rows = h.gather(1, idx[:, :, None].expand(b, m, width))
+    q = attn.query(rows).view(b, m, -1, d).transpose(1, 2)
     k = attn.key(h).view(b, n, -1, d).transpose(1, 2)
     v = attn.value(h).view(b, n, -1, d).transpose(1, 2)
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
-    ctx = ctx.transpose(1, 2).reshape(b, 1, -1)
-    out = layer_module.attention.output(ctx, h[:, :1])
+    out = layer_module.attention.output(ctx.transpose(1, 2).reshape(b, m, -1), rows)
     return layer_module.output(layer_module.intermediate(out), out)
 
 
@@ -89,11 +97,38 @@ def _has_bert_layer(layer_module) -> bool:
             and not getattr(layer_module, "add_cross_attention", False))
 
 
+def _rows_mask(batch: PairBatch, idx: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None) -> torch.Tensor:
+    """Additive mask of the rows ``idx``: padded keys -inf, plus those rows of the ablation ``bias``."""
+    am = batch.attention_mask
+    pad = torch.zeros(am.shape, dtype=dtype, device=am.device).masked_fill_(am == 0, float("-inf"))[:, None, None]
+    if bias is None:
+        return pad
+    b, h, _, k = bias.shape
+    return pad + bias.gather(2, idx[:, None, :, None].expand(b, h, idx.shape[1], k))
+
+
+def _affected_rows(roles: torch.Tensor, sources: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (``(b, m)``, padded with 0) whose role is in ``sources``, and which of them are real."""
+    sel = torch.isin(roles, torch.tensor(sorted(sources), device=roles.device))
+    m = int(sel.sum(1).max()) if sel.numel() else 0
+    order = torch.argsort((~sel).to(torch.int8), dim=1, stable=True)[:, :m]
+    valid = sel.gather(1, order)
+    return torch.where(valid, order, torch.zeros_like(order)), valid
+
+
+#: Above this share of a batch's positions, the first masked layer is recomputed in full.
+ROWS_SHORTCUT_MAX_SHARE = 0.5
+
+
 def run_from(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, start: int, mask: CompiledMask | None,
-             *, cls_only_last: bool = True) -> torch.Tensor:
+             *, h_next: torch.Tensor | None = None, cls_only_last: bool = True) -> torch.Tensor:
     """Scores of ``batch`` given ``h``, the states entering layer ``start``, with ``mask`` applied from there.
 
-    Layers before ``start`` must be unaffected by the mask (``start <= mask.first_layer``).
+    Layers before ``start`` must be unaffected by the mask (``start <= mask.first_layer``). Two exact
+    shortcuts (BERT layers): with ``cls_only_last`` the last layer is computed for the CLS row only (the
+    score reads nothing else); given ``h_next``, the *unmasked* output of layer ``start``, only the rows
+    whose attention the mask changes in that layer (tokens of the roles it removes keys from) are
+    recomputed there — every other row equals the unmasked output.
     """
     if mask is not None and mask.first_layer is not None and start > mask.first_layer:
         raise ValueError(f"prefix states enter layer {start} but the mask already removes interactions "
@@ -101,24 +136,41 @@ def run_from(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, start: int, ma
     batch = batch.to(ce.device)
     layers = _base(ce).encoder.layer
     n = len(layers)
+    bert = all(_has_bert_layer(layer) for layer in layers)
     bias = mask.bias_fn(batch.roles, h.dtype) if mask is not None and not mask.is_empty else None
-    short = cls_only_last and start < n and _has_bert_layer(layers[n - 1])
+    cls_idx = torch.zeros(len(batch), 1, dtype=torch.long, device=h.device)
+    if h_next is not None and bert and start < n:
+        sources = mask.affected_sources(start) if bias is not None else set()
+        if start == n - 1 and cls_only_last:  # only CLS counts; it changes only if CLS itself lost keys
+            if int(Role.CLS) not in sources:
+                return _head(ce, h_next)
+            return _head(ce, _rows_layer(layers[start], h, cls_idx,
+                                         _rows_mask(batch, cls_idx, h.dtype, bias(start))))
+        idx, valid = _affected_rows(batch.roles, sources)
+        if idx.shape[1] <= ROWS_SHORTCUT_MAX_SHARE * h.shape[1]:
+            out = h_next.clone()
+            if idx.shape[1]:
+                rows = _rows_layer(layers[start], h, idx, _rows_mask(batch, idx, h.dtype, bias(start)))
+                bi = torch.arange(len(batch), device=h.device)[:, None].expand_as(idx)
+                out[bi[valid], idx[valid]] = rows[valid]
+            h, start = out, start + 1
+    short = cls_only_last and bert and start < n
     stop = n - 1 if short else n
     with attention_context(ce.model, AttentionContext(bias=bias)):
         pad = _padding_mask(ce, batch, h)
         for i in range(start, stop):
             h = layers[i](h, pad)
     if short:
-        row = _row0_mask(batch, h.dtype, bias(n - 1) if bias is not None else None)
-        h = _cls_row_layer(layers[n - 1], h, row)
+        last = bias(n - 1) if bias is not None else None
+        h = _rows_layer(layers[n - 1], h, cls_idx, _rows_mask(batch, cls_idx, h.dtype, last))
     return _head(ce, h)
 
 
-def _row0_mask(batch: PairBatch, dtype: torch.dtype, extra: torch.Tensor | None) -> torch.Tensor:
-    """Additive mask for the CLS query row: padding (-inf on padded keys) plus the ablation bias row 0."""
-    am = batch.attention_mask.to(extra.device if extra is not None else batch.attention_mask.device)
-    pad = torch.zeros(am.shape, dtype=dtype, device=am.device).masked_fill_(am == 0, float("-inf"))[:, None, None]
-    return pad if extra is None else pad + extra[:, :, :1, :]
+def _drop(states: list | None) -> None:
+    """Delete the spilled files of a list of states (in-memory tensors are just released)."""
+    for s in states or ():
+        if isinstance(s, Path):
+            s.unlink(missing_ok=True)
 
 
 class PrefixCache:
@@ -135,6 +187,8 @@ class PrefixCache:
         self._tmp: Path | None = None
         self.layer: int | None = None  # the layer the cached states enter
         self._states: list[torch.Tensor | Path] = []
+        self._next: list[torch.Tensor | Path] | None = None
+        self._serial = 0
         self.layers_computed = 0  # unmasked layer passes spent (for reports and tests)
 
     # --- storage (memory, or a temporary folder when too large)
@@ -143,47 +197,60 @@ class PrefixCache:
             return h
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="mice-prefix-", dir=self._spill_root))
-        path = self._tmp / f"{i}.pt"
+        self._serial += 1
+        path = self._tmp / f"{i}-{self._serial}.pt"
         torch.save(h, path)
         return path
 
-    def _load(self, i: int) -> torch.Tensor:
-        s = self._states[i]
+    def _load(self, states: list, i: int) -> torch.Tensor:
+        s = states[i]
         return torch.load(s, map_location=self.ce.device) if isinstance(s, Path) else s
 
     def nbytes_per_layer(self) -> int:
         hidden = int(self.ce.model.config.hidden_size)
         return sum(int(b.input_ids.numel()) * hidden * 4 for b in self.batches)
 
-    def _ensure(self, layer: int) -> None:
+    def _advance_all(self, states: list, layer: int, spill: bool) -> list:
+        out = [self._store(i, advance(self.ce, b, self._load(states, i), layer), spill)
+               for i, b in enumerate(self.batches)]
+        self.layers_computed += len(self.batches)
+        return out
+
+    def _ensure(self, layer: int, with_next: bool = False) -> None:
         if not 0 <= layer < self.ce.num_layers:
             raise ValueError(f"layer {layer} out of range 0..{self.ce.num_layers - 1}")
-        spill = self.nbytes_per_layer() > self.max_bytes
+        spill = 2 * self.nbytes_per_layer() > self.max_bytes
         with torch.inference_mode():
             if self.layer is None or layer < self.layer:
+                _drop(self._states), _drop(self._next)
                 self._states = [self._store(i, embed(self.ce, b), spill) for i, b in enumerate(self.batches)]
-                self.layer = 0
+                self.layer, self._next = 0, None
             while self.layer < layer:
-                self._states = [self._store(i, advance(self.ce, b, self._load(i), self.layer), spill)
-                                for i, b in enumerate(self.batches)]
+                nxt = self._next if self._next is not None else self._advance_all(self._states, self.layer, spill)
+                _drop(self._states)
+                self._states, self._next = nxt, None
                 self.layer += 1
-                self.layers_computed += len(self.batches)
+            if with_next and self._next is None:
+                self._next = self._advance_all(self._states, self.layer, spill)
 
-    def states(self, layer: int) -> Iterator[tuple[PairBatch, torch.Tensor]]:
-        """``(batch, states entering layer)`` for every batch (advancing the cache if needed)."""
-        self._ensure(layer)
+    def states(self, layer: int, with_next: bool = False) -> Iterator[tuple[PairBatch, torch.Tensor, torch.Tensor | None]]:
+        """``(batch, states entering layer, unmasked output of layer | None)`` for every batch."""
+        self._ensure(layer, with_next)
         for i, b in enumerate(self.batches):
-            yield b, self._load(i)
+            yield b, self._load(self._states, i), (self._load(self._next, i) if with_next else None)
 
-    def score(self, mask: CompiledMask | None, *, cls_only_last: bool = True) -> np.ndarray:
-        """Scores of every pair under ``mask``, starting from the cached states of its first masked layer."""
-        start = 0 if mask is None or mask.first_layer is None else mask.first_layer
-        if mask is None or mask.is_empty:
-            start = self.ce.num_layers - 1  # unmasked: only the last layer is left to run
+    def score(self, mask: CompiledMask | None, *, cls_only_last: bool = True, rows_shortcut: bool = True) -> np.ndarray:
+        """Scores of every pair under ``mask``, starting from the cached states of its first masked layer.
+
+        ``rows_shortcut`` also keeps the unmasked output of that layer (a second layer of states) and
+        recomputes only the rows the mask changes there (see :func:`run_from`).
+        """
+        empty = mask is None or mask.is_empty
+        start = self.ce.num_layers - 1 if empty else mask.first_layer  # unmasked: only the last layer is left
         scores = np.zeros(self.n, dtype=np.float32)
         with torch.inference_mode():
-            for batch, h in self.states(start):
-                scores[batch.index] = run_from(self.ce, batch, h, start, mask,
+            for batch, h, h_next in self.states(start, with_next=rows_shortcut):
+                scores[batch.index] = run_from(self.ce, batch, h, start, mask, h_next=h_next,
                                                cls_only_last=cls_only_last).float().cpu().numpy()
         return scores
 
@@ -191,7 +258,7 @@ class PrefixCache:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        self._states = []
+        self._states, self._next = [], None
         self.layer = None
 
     def __del__(self):  # pragma: no cover - best effort at interpreter exit

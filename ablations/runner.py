@@ -183,14 +183,15 @@ class Experiment:
             self._prefix = PrefixCache(self.ce, self.pairs, batches=self.batches)
         return self._prefix
 
-    def scores(self, compiled: CompiledMask, *, prefix: bool | None = None, cls_only_last: bool = True) -> np.ndarray:
+    def scores(self, compiled: CompiledMask, *, prefix: bool | None = None, cls_only_last: bool = True,
+               rows_shortcut: bool = True) -> np.ndarray:
         """Scores of every candidate under ``compiled``: from the prefix-state cache, or (``prefix=False``)
         the full masked forward of every batch."""
         if compiled.is_empty:
             return self.baseline.copy()
         use_prefix = self.use_prefix if prefix is None else (prefix and supports_prefix(self.ce))
         if use_prefix:
-            return self.prefix_cache().score(compiled, cls_only_last=cls_only_last)
+            return self.prefix_cache().score(compiled, cls_only_last=cls_only_last, rows_shortcut=rows_shortcut)
         return MaskedCrossEncoder(self.ce, compiled).score_batches(self.batches, len(self.pairs),
                                                                    progress=self.progress)
 

@@ -166,7 +166,7 @@ def test_query_doc_removal_leaves_only_hub_paths(tiny_ce_factory, pairs):
 
 # ------------------------------------------------------------------------------- prefix cache
 @pytest.mark.parametrize("spec", [MaskSpec.remove("doc2query", layers="2"), MaskSpec.remove("mice-step2"),
-                                  MaskSpec([Rule("query2doc", "3", "1,2")]), MaskSpec.remove("*2*", layers="1-3"),
+                                  MaskSpec([Rule("query2doc", "2", "1,2")]), MaskSpec.remove("*2*", layers="1-3"),
                                   MaskSpec.remove("cls2doc", layers="3")])
 def test_prefix_cache_equals_the_full_masked_forward(tiny_ce_factory, pairs, spec):
     ce = tiny_ce_factory(layers=4, hidden=64)
@@ -175,20 +175,35 @@ def test_prefix_cache_equals_the_full_masked_forward(tiny_ce_factory, pairs, spe
     cache = PrefixCache(ce, many, batch_size=4)
     compiled = compile_mask(spec, 4, 4)
     full = MaskedCrossEncoder(ce, compiled).score(many, batch_size=4)
-    assert np.abs(cache.score(compiled) - full).max() < 1e-5
-    assert np.abs(cache.score(compiled, cls_only_last=False) - full).max() < 1e-5
+    for cls_only_last in (True, False):
+        for rows_shortcut in (True, False):
+            got = cache.score(compiled, cls_only_last=cls_only_last, rows_shortcut=rows_shortcut)
+            assert np.abs(got - full).max() < 1e-5, (cls_only_last, rows_shortcut)
+    assert np.abs(full - ce.score(many)).max() > 1e-6  # the mask does change the scores
 
 
-def test_prefix_cache_computes_each_prefix_layer_once(tiny_ce_factory, pairs):
+def test_rows_shortcut_recomputes_only_the_changed_rows(tiny_ce_factory, pairs):
+    """Removing query2doc in the last layer cannot change the score (CLS keeps its keys): exact baseline."""
+    ce = tiny_ce_factory(layers=3)
+    cache = PrefixCache(ce, pairs, batch_size=2)
+    assert np.abs(cache.score(compile_mask(MaskSpec.remove("query2doc", layers="2"), 3, 4))
+                  - ce.score(pairs)).max() < 1e-5
+    assert compile_mask(MaskSpec.remove("cls2doc+query2doc"), 3, 4).affected_sources(0) == {int(Role.CLS),
+                                                                                         int(Role.QUERY)}
+
+
+@pytest.mark.parametrize("rows_shortcut,unmasked_layers", [(False, 3), (True, 4)])
+def test_prefix_cache_computes_each_prefix_layer_once(tiny_ce_factory, pairs, rows_shortcut, unmasked_layers):
     ce = tiny_ce_factory(layers=4)
     cache = PrefixCache(ce, pairs, batch_size=2)
     n_batches = len(cache.batches)
     for layer in range(4):
-        cache.score(compile_mask(MaskSpec.remove("doc2query", layers=str(layer)), 4, 4))
-        cache.score(compile_mask(MaskSpec.remove("query2doc", layers=str(layer)), 4, 4))
-    assert cache.layers_computed == 3 * n_batches  # layers 0, 1, 2 once each
-    cache.score(compile_mask(MaskSpec.remove("doc2query", layers="0"), 4, 4))  # back to 0: no prefix needed
-    assert cache.layers_computed == 3 * n_batches
+        for inter in ("doc2query", "query2doc"):
+            cache.score(compile_mask(MaskSpec.remove(inter, layers=str(layer)), 4, 4), rows_shortcut=rows_shortcut)
+    # layers 0, 1, 2 once each (+ layer 3's unmasked output, kept for the rows shortcut)
+    assert cache.layers_computed == unmasked_layers * n_batches
+    cache.score(compile_mask(MaskSpec.remove("doc2query", layers="0"), 4, 4), rows_shortcut=False)
+    assert cache.layers_computed == unmasked_layers * n_batches  # back to layer 0: no prefix layer needed
 
 
 def test_prefix_cache_spills_to_disk_when_over_budget(tiny_ce_factory, pairs, tmp_path):
@@ -197,7 +212,8 @@ def test_prefix_cache_spills_to_disk_when_over_budget(tiny_ce_factory, pairs, tm
     in_memory = PrefixCache(ce, pairs, batch_size=2).score(compiled)
     spilled = PrefixCache(ce, pairs, batch_size=2, max_bytes=1, spill_dir=tmp_path)
     assert np.abs(spilled.score(compiled) - in_memory).max() < 1e-6
-    assert any(tmp_path.iterdir())
+    files = list(tmp_path.rglob("*.pt"))
+    assert len(files) == 2 * len(spilled.batches)  # two layers of states; older layers deleted
     spilled.close()
     assert not any(tmp_path.iterdir())
 
@@ -205,6 +221,6 @@ def test_prefix_cache_spills_to_disk_when_over_budget(tiny_ce_factory, pairs, tm
 def test_run_from_refuses_a_prefix_past_the_first_masked_layer(tiny_ce_factory, pairs):
     ce = tiny_ce_factory(layers=3)
     cache = PrefixCache(ce, pairs, batch_size=8)
-    batch, h = next(cache.states(2))
+    batch, h, _ = next(cache.states(2))
     with pytest.raises(ValueError, match="already removes"):
         run_from(ce, batch, h, 2, compile_mask(MaskSpec.remove("doc2query", layers="1"), 3, 4))
