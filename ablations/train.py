@@ -163,8 +163,12 @@ def _validate(scorer: CrossEncoder, val_set) -> float:
 
 
 # ------------------------------------------------------------------------------ train
-def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
-    """Run (or resume, or skip if finished) a training run; returns the summary written to train.json."""
+def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run (or resume, or skip if finished) a training run; returns the summary written to train.json.
+
+    ``stop_after=N`` checkpoints and returns ``{"interrupted": True}`` after N optimizer steps of this call
+    (what a killed run leaves behind); calling again resumes from that checkpoint.
+    """
     out = Path(cfg.out)
     done = out / "train.json"
     if done.exists():
@@ -181,7 +185,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
 
     ckpt_path = out / ".checkpoint" / "state.pt"
     best_dir = out / ".best"
-    state = {"stage": 0, "step": 0, "best": -1.0, "history": [], "elapsed": 0.0}
+    state = {"stage": 0, "step": 0, "best": -1.0, "history": [], "losses": [], "elapsed": 0.0}
     resumed = ckpt_path.exists()
     if resumed:
         saved = torch.load(ckpt_path, weights_only=False)
@@ -189,6 +193,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
         state = saved["state"]
         print(f"resuming {out} at stage {state['stage']} step {state['step']}")
     scorer.model.train()
+    steps_this_call = 0
 
     for stage_idx, stage in enumerate(cfg.stages):
         if stage_idx < state["stage"]:
@@ -237,9 +242,12 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            state["losses"].append({"stage": stage.name, "step": step + 1, "loss": losses[-1]})
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", best=f"{state['best']:.4f}")
             state["step"] = step + 1
             last = step + 1 == stage.steps
+            steps_this_call += 1
+            interrupt = stop_after is not None and steps_this_call >= stop_after
             if state["step"] % cfg.eval_every == 0 or last:
                 val = _validate(scorer, val_set)
                 state["history"].append({"stage": stage.name, "step": state["step"], "val_ndcg10": val,
@@ -249,13 +257,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
                     _save_model_atomic(scorer, best_dir)
                 else:
                     stale += 1
-            if state["step"] % cfg.checkpoint_every == 0 or last or stale >= cfg.patience:
+            if state["step"] % cfg.checkpoint_every == 0 or last or stale >= cfg.patience or interrupt:
                 state["elapsed"] += time.time() - tick
                 tick = time.time()
                 _save_checkpoint(ckpt_path, {
                     "model": scorer.model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(), "state": state,
-                    "losses": losses})
+                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(), "state": state})
+            if interrupt and not last:
+                bar.close()
+                return {"interrupted": True, "stage": stage.name, "step": state["step"]}
             if stale >= cfg.patience:
                 print(f"{stage.name}: no validation gain in {cfg.patience} evaluations, stopping at step {step + 1}")
                 break
@@ -274,19 +284,22 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
         runs = {"bm25": rs.candidates[["query_id", "doc_id", "score"]],
                 "cross-encoder": rerank(best, rs, progress=progress)}
         test_rows.append(evaluate_runs(runs, rs))
-    table = pd.concat(test_rows, ignore_index=True)
+    table = pd.concat(test_rows, ignore_index=True) if test_rows else pd.DataFrame(
+        columns=["collection", "run", "query_id", "measure", "value"])
     summary = {
         "config": dataclasses.asdict(cfg),
         "train_seconds": round(state["elapsed"], 1),
         "wall_seconds": round(time.time() - started, 1),
         "best_validation_ndcg10": state["best"],
         "history": state["history"],
-        "test": aggregate(table).to_dict(orient="records"),
+        "losses": state["losses"],
+        "test": aggregate(table).to_dict(orient="records") if len(table) else [],
         "git_revision": git_revision(),
         "environment": environment() | {"torch_threads": torch.get_num_threads()},
     }
     write_table(table, out, "test_metrics", {"schema_version": 1, "kind": "train-test", "model": str(out)})
     pd.DataFrame(state["history"]).to_csv(out / "history.csv", index=False)
+    pd.DataFrame(state["losses"]).to_csv(out / "losses.csv", index=False)
     atomic_write_text(done, json.dumps(summary, indent=2, default=str) + "\n")
     shutil.rmtree(out / ".checkpoint", ignore_errors=True)
     shutil.rmtree(best_dir, ignore_errors=True)

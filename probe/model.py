@@ -7,6 +7,7 @@ toolkit (cross-encoder, masked, MICE, MaxSim, LITE, bi-encoder) shares that surf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,21 @@ Pair = tuple[str, str]
 
 DEFAULT_MAX_LENGTH = 256
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' info logs and progress bars (CLI output stays one screen, errors one line)."""
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def default_device() -> torch.device:
@@ -130,21 +146,18 @@ class CrossEncoder(Scorer):
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         if new_head:
             kwargs["num_labels"] = 1
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                source, output_loading_info=True, **kwargs
-            )
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(source)
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    source, output_loading_info=True, **kwargs
+                )
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BadInput(
                 f"cannot load model {name!r}: expected a local cross-encoder folder or a Hugging Face id "
                 f"(hub offline: {os.environ.get('HF_HUB_OFFLINE', '0') == '1'}) ({first})"
             ) from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
         missing_head = [k for k in info.get("missing_keys", []) if not k.startswith("bert.pooler")]
         if missing_head and not new_head:
             archs = ",".join(model.config.architectures or ["?"])
@@ -162,7 +175,8 @@ class CrossEncoder(Scorer):
         """Save as a folder loadable by this class, transformers and sentence-transformers' CrossEncoder."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        with quiet_transformers():
+            self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length}) + "\n")
 

@@ -1,0 +1,67 @@
+"""The foundation CLIs: bad input gives one line and exit 2; a real evaluation writes the results format."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=ENV, cwd=cwd,
+                          timeout=600)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for f in fragments:
+        assert f in lines[0]
+
+
+@pytest.fixture
+def tiny_model_dir(tiny_ce, tmp_path):
+    tiny_ce.save(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def test_unknown_model_path(tmp_path):
+    assert_one_line_error(run("ablations.evaluate", "--model", str(tmp_path / "missing")), "does not exist")
+
+
+def test_unknown_collection(tiny_model_dir):
+    assert_one_line_error(run("ablations.evaluate", "--model", tiny_model_dir, "--collection", "trec99"),
+                          "unknown collection 'trec99'", "dl19")
+
+
+def test_unknown_training_preset():
+    assert_one_line_error(run("ablations.train", "--preset", "imagenet"), "unknown preset 'imagenet'", "dl19")
+
+
+def test_missing_reference_model_says_how_to_train_it(tmp_path):
+    env = {**ENV, "MICE_CACHE": str(tmp_path / "cache"), "MICE_SHARED": str(tmp_path / "shared")}
+    (tmp_path / "shared" / "models").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "ablations.evaluate"], capture_output=True, text=True, env=env)
+    assert_one_line_error(proc, "python -m ablations.train --preset dl19")
+
+
+@pytest.mark.slow
+def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = run("ablations.evaluate", "--model", tiny_model_dir, "--collection", "dl19", "--queries", "3",
+               "--depth", "10", "--max-length", "64", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "bm25" in proc.stdout and "cross-encoder" in proc.stdout
+    table = pd.read_parquet(out / "metrics.parquet")
+    assert set(table["run"]) == {"bm25", "cross-encoder"}
+    assert table["query_id"].nunique() == 3
+    assert set(table["measure"]) == {"nDCG@10", "RR(rel=2)@10", "R(rel=2)@100"}
+    meta = json.loads((out / "metrics.json").read_text())
+    assert meta["model"] == tiny_model_dir and meta["collections"][0]["queries"] == 3
+    run_lines = (out / "dl19.cross-encoder.trec").read_text().splitlines()
+    assert len(run_lines) == 30 and run_lines[0].split()[3] == "1"
