@@ -259,3 +259,17 @@ def test_transformer_lens_backend_fills_the_same_cache(tiny_ce_factory, pairs):
             torch.testing.assert_close(tl[name], hf[name], rtol=1e-5, atol=1e-6)
     with pytest.raises(BadInput, match="capture backend 'jax' is unknown"):
         run_with_cache(ce, pairs, backend="jax")
+
+
+def test_flow_capture_keeps_only_the_reduced_tensors(tiny_ce_factory, pairs):
+    """Memory stays bounded: per pair × layer × head, 25 floats are kept, nothing of size n × n."""
+    ce = tiny_ce_factory(layers=3)
+    with capture(ce, ("flows",)) as cap:
+        for start in range(0, len(pairs), 2):
+            batch = ce.encode(pairs[start:start + 2])
+            batch.index = [start + i for i in batch.index]
+            cap.forward(batch)
+    kept = [t for chunks in cap._rows.values() for t in chunks]
+    assert all(t.shape[1:] == (4, 5, 5) for t in kept)
+    assert sum(t.numel() for t in kept) == len(pairs) * 3 * 4 * 25
+    assert cap.cache.index == list(range(len(pairs)))
