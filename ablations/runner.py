@@ -98,7 +98,7 @@ def _pairs_hash(rs: RerankSet) -> str:
 
 def baseline_key(fingerprint: str, rs: RerankSet, max_length: int) -> str:
     depth = int(rs.candidates["rank"].max()) if len(rs.candidates) else 0
-    raw = json.dumps([fingerprint, rs.name, len(rs.queries), depth, max_length, _pairs_hash(rs)])
+    raw = json.dumps([fingerprint, rs.name, rs.source, len(rs.queries), depth, max_length, _pairs_hash(rs)])
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
