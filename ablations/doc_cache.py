@@ -1,0 +1,209 @@
+"""The document-state index: per document, the keys and values a ``doc-cache`` plan reads, on disk.
+
+When no document token ever reads a query-side token and document positions are canonical, the
+document side's states depend on the document alone (:mod:`ablations.plan`). :meth:`DocStateIndex.build`
+computes, once per document, the keys and values of every layer ``merge … drop-1`` and writes them into
+one safetensors file:
+
+- ``kv`` — ``(tokens, layers, 2, hidden)`` (float32, exact; or float16, half the size), the document
+  tokens of all documents one after the other (``doc`` tokens then ``sep2``);
+- ``offsets`` — ``(documents + 1,)`` start row of each document; ``keys`` — ``(documents, 16)`` uint8,
+  the blake2b digest of each document's text (how a query-time batch finds its documents);
+- header metadata: format name and version, a **fingerprint** (model weights, the MICE configuration's
+  hash, tokenizer vocabulary, cached layers, dtype) and a blake2b checksum of the tensors.
+
+:meth:`DocStateIndex.open` refuses, with one line each, a missing file, a file that is not an index, an
+index of another format version, one built by another model or configuration (fingerprint mismatch) and
+a corrupt one (unreadable, or checksum mismatch) — never silently wrong scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from probe.errors import BadInput
+from probe.roles import Role
+
+from .plan import DocStates, doc_key
+
+FORMAT = "mice-doc-states"
+FORMAT_VERSION = 1
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def tokenizer_hash(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha1(json.dumps([type(tokenizer).__name__, vocab]).encode()).hexdigest()[:16]
+
+
+def expected_fingerprint(model) -> dict:
+    """What an index built for ``model`` (a :class:`ablations.mice.MiceModel`) must carry."""
+    plan = model.plan
+    return {"model": model.fingerprint(), "config": model.config.fingerprint(),
+            "tokenizer": tokenizer_hash(model.ce.tokenizer), "layers": [plan.merge, plan.drop],
+            "dtype": model.config.cache_dtype}
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(tensors[name].numpy()).data)
+    return h.hexdigest()
+
+
+@dataclass
+class DocStateIndex:
+    path: Path
+    fingerprint: dict
+    kv: torch.Tensor  # (tokens, layers, 2, H)
+    offsets: torch.Tensor  # (n + 1,)
+    rows: dict[bytes, int]
+
+    # ------------------------------------------------------------------------------ size
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.kv.numel() * self.kv.element_size())
+
+    @property
+    def file_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def bytes_per_doc(self) -> float:
+        return self.nbytes / max(1, len(self))
+
+    @property
+    def bytes_per_token(self) -> int:
+        return int(self.kv[0].numel() * self.kv.element_size()) if len(self.kv) else 0
+
+    def describe(self) -> str:
+        return (f"{len(self)} documents, {len(self.kv)} tokens, {self.file_bytes / 2**20:.1f} MiB on disk "
+                f"({self.bytes_per_doc / 1024:.1f} KiB per document, {self.bytes_per_token} B per token; "
+                f"layers {self.fingerprint['layers'][0]}-{self.fingerprint['layers'][1] - 1}, "
+                f"{self.fingerprint['dtype']})")
+
+    def __contains__(self, text: str) -> bool:
+        return doc_key(text) in self.rows
+
+    # ------------------------------------------------------------------------------ lookup
+    def gather(self, texts: list[str], device: torch.device | str = "cpu", dtype=torch.float32) -> DocStates:
+        """Padded document states of ``texts`` (in order). A text missing from the index is an error."""
+        try:
+            rows = [self.rows[doc_key(t)] for t in texts]
+        except KeyError:
+            missing = [t for t in texts if doc_key(t) not in self.rows]
+            raise BadInput(f"{len(missing)} document(s) are not in the document-state index {str(self.path)!r} "
+                           f"(e.g. {missing[0][:50]!r}); rebuild it over these documents") from None
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        start, stop = self.offsets[rows_t], self.offsets[rows_t + 1]
+        lengths = stop - start
+        width = int(lengths.max())
+        ar = torch.arange(width)
+        mask = ar[None, :] < lengths[:, None]
+        idx = torch.where(mask, start[:, None] + ar[None, :], torch.zeros_like(start)[:, None])
+        kv = self.kv[idx]  # (n, width, layers, 2, H)
+        if kv.dtype != dtype:
+            kv = kv.to(dtype)
+        roles = torch.full(mask.shape, int(Role.PAD), dtype=torch.long)
+        roles[mask] = int(Role.DOC)
+        roles[torch.arange(len(rows)), lengths - 1] = int(Role.SEP2)
+        return DocStates(kv.to(device), mask.long().to(device), roles.to(device))
+
+    # ------------------------------------------------------------------------------ build / open
+    @classmethod
+    def build(cls, model, docs: Iterable[str], path: str | Path, *, batch_size: int = 64,
+              progress: bool = False) -> DocStateIndex:
+        """Compute and write the states of every distinct text of ``docs`` for ``model`` (a MiceModel)."""
+        if model.plan.shape != "doc-cache":
+            raise BadInput(f"this MICE model runs plan {model.plan.shape!r}; a document-state index needs the "
+                           f"'doc-cache' plan (valid here: {', '.join(model.plan.valid)})")
+        texts = list(dict.fromkeys(docs))
+        if not texts:
+            raise BadInput("no documents to index")
+        ex = model.executor
+        tok = ex.tokenize_docs(texts)
+        order = np.argsort([-len(t) for t in tok], kind="stable")
+        dtype = _DTYPES[model.config.cache_dtype]
+        pieces: list[torch.Tensor | None] = [None] * len(texts)
+        bar = tqdm(total=len(texts), disable=not progress, desc="document states", unit="doc")
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                rows = order[s : s + batch_size].tolist()
+                b = ex.encode([("x", texts[i]) for i in rows])  # the query is not used
+                b = b.to(ex.device)
+                states = ex.doc_states(b.d_ids, b.d_mask, b.d_roles, b.d_pos)
+                lengths = b.d_mask.sum(1).tolist()
+                for j, i in enumerate(rows):
+                    pieces[i] = states.kv[j, : lengths[j]].to("cpu", dtype).clone()
+                bar.update(len(rows))
+        bar.close()
+        lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
+        offsets = torch.zeros(len(texts) + 1, dtype=torch.long)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        keys = torch.tensor(np.frombuffer(b"".join(doc_key(t) for t in texts), dtype=np.uint8).reshape(-1, 16))
+        tensors = {"kv": torch.cat(pieces, 0).contiguous(), "offsets": offsets, "keys": keys}
+        fingerprint = expected_fingerprint(model)
+        meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "fingerprint": json.dumps(fingerprint),
+                "checksum": _checksum(tensors), "documents": str(len(texts))}
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+        return cls(path, fingerprint, tensors["kv"], offsets, {doc_key(t): i for i, t in enumerate(texts)})
+
+    @classmethod
+    def open(cls, path: str | Path, expected: dict | None = None, *, verify: bool = True) -> DocStateIndex:
+        """Read an index; with ``expected`` (see :func:`expected_fingerprint`) refuse another model's."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise BadInput(f"document-state index {str(path)!r} does not exist; build it with "
+                           "`python -m ablations.export --index` or MiceModel.build_index")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                if meta.get("format") != FORMAT:
+                    raise BadInput(f"{str(path)!r} is not a MICE document-state index (format "
+                                   f"{meta.get('format')!r}, expected {FORMAT!r})")
+                if meta.get("format_version") != str(FORMAT_VERSION):
+                    raise BadInput(f"document-state index {str(path)!r} has format version "
+                                   f"{meta.get('format_version')!r}; this toolkit reads {FORMAT_VERSION}: rebuild it")
+                fingerprint = json.loads(meta["fingerprint"])
+                if expected is not None and fingerprint != expected:
+                    diff = [k for k in expected if fingerprint.get(k) != expected[k]]
+                    raise BadInput(f"document-state index {str(path)!r} was built by another model or configuration "
+                                   f"({', '.join(diff)} differ: index {[fingerprint.get(k) for k in diff]}, "
+                                   f"this model {[expected[k] for k in diff]}); rebuild it for this model")
+                tensors = {k: fh.get_tensor(k) for k in ("kv", "offsets", "keys")}
+        except BadInput:
+            raise
+        except Exception as exc:  # safetensors / json raise several types for a damaged file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise BadInput(f"document-state index {str(path)!r} is corrupt or unreadable ({first}); rebuild it") \
+                from None
+        if verify and _checksum(tensors) != meta.get("checksum"):
+            raise BadInput(f"document-state index {str(path)!r} is corrupt (checksum mismatch); rebuild it")
+        keys = tensors["keys"].numpy()
+        offsets = tensors["offsets"]
+        if len(offsets) != len(keys) + 1 or int(offsets[-1]) != len(tensors["kv"]):
+            raise BadInput(f"document-state index {str(path)!r} is corrupt (offsets do not match the states); "
+                           "rebuild it")
+        rows = {bytes(k): i for i, k in enumerate(keys)}
+        return cls(path, fingerprint, tensors["kv"], offsets, rows)
