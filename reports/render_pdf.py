@@ -1,0 +1,259 @@
+"""Sections → a paginated A4 PDF with matplotlib's PdfPages: the same content as the HTML.
+
+Text, tables and plots are all drawn by matplotlib, so the PDF needs no system tool: plots stay vector
+(each is drawn into a region of the page, at the size the HTML uses), fonts are embedded as TrueType
+(``pdf.fonttype: 42``; DejaVu Sans for text, DejaVu Sans Mono for tables), and the file carries no creation
+date, so the same results give the same bytes. Layout is done first (a list of drawing operations per
+page), so the contents page can give each section's page number.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.gridspec import GridSpec
+from matplotlib.patches import Rectangle
+
+from .blocks import Figure, Heading, Paragraph, Section, Table
+from .plots import RC
+
+W, H = 8.27, 11.69  # A4, inches
+MX, TOP, BOTTOM = 0.6, 0.65, 0.7
+AVAIL = W - 2 * MX
+SANS, MONO = "DejaVu Sans", "DejaVu Sans Mono"
+MONO_EM = 0.602  # DejaVu Sans Mono advance width per em
+SANS_EM = 0.56  # a conservative average for DejaVu Sans text
+COLORS = {"text": "#222222", "note": "#555555", "missing": "#a05a00", "warning": "#b3261e"}
+
+Op = Callable[[MplFigure], None]
+
+
+class Layout:
+    def __init__(self, footer: str):
+        self.pages: list[list[Op]] = []
+        self.footer = footer
+        self.y = 0.0
+        self.new_page()
+
+    # --- pages
+    def new_page(self) -> None:
+        self.pages.append([])
+        self.y = TOP
+
+    @property
+    def page_no(self) -> int:
+        return len(self.pages)
+
+    def room(self) -> float:
+        return H - BOTTOM - self.y
+
+    def ensure(self, h: float) -> None:
+        if h > self.room() and self.y > TOP + 1e-9:
+            self.new_page()
+
+    def op(self, fn: Op) -> None:
+        self.pages[-1].append(fn)
+
+    # --- text
+    def line(self, text: str, *, size: float = 9, weight: str = "normal", family: str = SANS, color: str = "#222222",
+             indent: float = 0.0, gap: float = 1.35, style: str = "normal") -> None:
+        h = size * gap / 72
+        self.ensure(h)
+        x, y = MX + indent, self.y
+
+        def draw(fig, x=x, y=y):
+            fig.text(x / W, 1 - y / H, text, fontsize=size, fontweight=weight, family=family, color=color,
+                     va="top", ha="left", fontstyle=style)
+
+        self.op(draw)
+        self.y += h
+
+    def paragraph(self, text: str, *, size: float = 9, color: str = "#222222", indent: float = 0.0,
+                  style: str = "normal", after: float = 0.08) -> None:
+        width = int((AVAIL - indent) * 72 / (size * SANS_EM))
+        for ln in textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=False) or [""]:
+            self.line(ln, size=size, color=color, indent=indent, style=style)
+        self.y += after
+
+    def space(self, h: float) -> None:
+        self.y += h
+
+    # --- blocks
+    def heading(self, text: str, size: float = 11) -> None:
+        self.ensure(size * 1.6 / 72 + 0.6)  # keep a heading with some of what follows
+        self.space(0.08)
+        self.line(text, size=size, weight="bold")
+        self.space(0.04)
+
+    def sources(self, sources: list[str]) -> None:
+        if sources:
+            self.paragraph("Source: " + ", ".join(sources), size=7, color="#666666", after=0.14)
+
+    def table(self, block: Table, size: float = 6.5) -> None:
+        df = block.df
+        cols = [str(c) for c in df.columns]
+        cells = [[str(v) for v in row] for row in df.itertuples(index=False)]
+        avail_chars = int(AVAIL * 72 / (size * MONO_EM)) - 2 * len(cols)
+        natural = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+        widths = [max(3, min(n, 60)) for n in natural]
+        # Shrink the widest column first, but not below its longest word (at most 24 characters) while another
+        # column can give; then below it, down to 8 characters.
+        words = [min(24, max([len(w) for v in [c, *(r[i] for r in cells)] for w in v.split()] or [3]))
+                 for i, c in enumerate(cols)]
+        for floor in (words, [8] * len(cols)):
+            while sum(widths) > avail_chars:
+                can = [i for i, w in enumerate(widths) if w > max(floor[i], 3)]
+                if not can:
+                    break
+                i = max(can, key=lambda k: (widths[k], -k))
+                widths[i] -= 1
+        pad = 2
+        lh = size * 1.25 / 72
+        char = size * MONO_EM / 72
+        xs = [MX]
+        for w in widths:
+            xs.append(xs[-1] + (w + pad) * char)
+
+        def wrap(text: str, w: int) -> list[str]:
+            return textwrap.wrap(text, width=w, break_long_words=True, break_on_hyphens=False) or [""]
+
+        header = [wrap(c, w) for c, w in zip(cols, widths)]
+        rows = [[wrap(v, w) for v, w in zip(r, widths)] for r in cells]
+        self.paragraph(block.caption, size=8, after=0.04)
+
+        def draw_row(lines: list[list[str]], *, bold: bool) -> None:
+            n = max(len(x) for x in lines)
+            h = n * lh + 0.03
+            y = self.y
+            width = xs[-1] - MX
+
+            def draw(fig, y=y, lines=lines, h=h):
+                if bold:
+                    fig.add_artist(Rectangle((MX / W, 1 - (y + h) / H), width / W, h / H, facecolor="#eeeeee",
+                                             edgecolor="none", transform=fig.transFigure))
+                for x, cell in zip(xs, lines):
+                    fig.text(x / W, 1 - (y + 0.015) / H, "\n".join(cell), fontsize=size, family=MONO,
+                             fontweight="bold" if bold else "normal", va="top", ha="left", linespacing=1.25)
+                fig.add_artist(matplotlib.lines.Line2D([MX / W, (MX + width) / W], [1 - (y + h) / H] * 2,
+                                                       color="#cccccc", linewidth=0.4, transform=fig.transFigure))
+
+            self.op(draw)
+            self.y += h
+
+        def head_height() -> float:
+            return max(len(x) for x in header) * lh + 0.03
+
+        self.ensure(head_height() + (max(len(x) for x in rows[0]) * lh + 0.03 if rows else 0))
+        draw_row(header, bold=True)
+        for r in rows:
+            h = max(len(x) for x in r) * lh + 0.03
+            if h > self.room():
+                self.new_page()
+                self.paragraph(f"(continued) {block.caption[:80]}", size=7, color="#666666", after=0.02)
+                draw_row(header, bold=True)
+            draw_row(r, bold=False)
+        self.space(0.05)
+        if block.note:
+            self.paragraph(block.note, size=7.5, color=COLORS["note"], style="italic")
+        self.sources(block.sources)
+
+    def figure(self, block: Figure) -> None:
+        w, h = block.size
+        scale = min(1.0, AVAIL / w, (H - TOP - BOTTOM - 0.8) / h)
+        w, h = w * scale, h * scale
+        self.ensure(h + 0.45)
+        y = self.y
+        x0 = MX + (AVAIL - w) / 2
+
+        def draw(fig, y=y, w=w, h=h, x0=x0):
+            # Subfigures are placed by grid ratios (not by a gridspec's margins): carve the rectangle out of a
+            # 3 × 3 grid whose middle cell is the plot's region.
+            eps = 1e-6
+            gs = GridSpec(3, 3, figure=fig, wspace=0, hspace=0, left=0, right=1, bottom=0, top=1,
+                          width_ratios=[max(x0, eps), w, max(W - x0 - w, eps)],
+                          height_ratios=[max(y, eps), h, max(H - y - h, eps)])
+            sub = fig.add_subfigure(gs[1, 1])
+            sub.set_facecolor("none")
+            block.draw(sub)
+
+        self.op(draw)
+        self.y += h + 0.05
+        self.paragraph(block.caption, size=8, after=0.02)
+        self.sources(block.sources)
+
+
+def layout_report(sections: list[Section], *, title: str, meta_lines: list[str]) -> tuple[Layout, dict[str, int]]:
+    lay = Layout(title)
+    starts: dict[str, int] = {}
+    # contents page: drawn after layout, when page numbers are known (placeholder page 1)
+    for s in sections:
+        lay.new_page()
+        starts[s.id] = lay.page_no
+        lay.line(f"{sections.index(s) + 1}. {s.title}", size=14, weight="bold", gap=1.6)
+        lay.space(0.06)
+        for b in s.blocks:
+            if isinstance(b, Heading):
+                lay.heading(b.text)
+            elif isinstance(b, Paragraph):
+                prefix = "missing: " if b.kind == "missing" and not b.text.startswith("missing") else ""
+                lay.paragraph(prefix + b.text, color=COLORS.get(b.kind, COLORS["text"]),
+                              style="italic" if b.kind == "note" else "normal")
+            elif isinstance(b, Table):
+                lay.table(b)
+            elif isinstance(b, Figure):
+                lay.figure(b)
+        if s.missing:
+            lay.paragraph("missing: " + s.missing, color=COLORS["missing"])
+    # the contents page (page 1)
+    body = lay.pages
+    lay.pages = [[]]
+    lay.y = TOP
+    lay.line(title, size=17, weight="bold", gap=1.5)
+    lay.space(0.05)
+    for m in meta_lines:
+        lay.paragraph(m, size=8.5, color="#444444", after=0.02)
+    lay.space(0.2)
+    lay.line("Contents", size=12, weight="bold", gap=1.6)
+    for i, s in enumerate(sections, 1):
+        tag = "   [missing]" if s.missing else ""
+        lay.line(f"{i}. {s.title}{tag}".ljust(60, " ") + f"page {starts[s.id]}", size=9, family=MONO)
+    missing = [s for s in sections if s.missing]
+    if missing:
+        lay.space(0.2)
+        lay.line("Missing sections", size=11, weight="bold", gap=1.6)
+        for s in missing:
+            lay.paragraph(f"{s.title}: {s.missing}", size=8.5, color=COLORS["missing"])
+    if len(lay.pages) != 1:
+        raise RuntimeError("the contents page overflowed")
+    lay.pages = lay.pages + body[1:]  # body[0] is the empty page the layout started with
+    starts = {k: v for k, v in starts.items()}
+    return lay, starts
+
+
+def render_pdf(sections: list[Section], *, title: str, meta_lines: list[str]) -> bytes:
+    lay, _ = layout_report(sections, title=title, meta_lines=meta_lines)
+    buf = io.BytesIO()
+    with matplotlib.rc_context(RC):
+        with PdfPages(buf, metadata={"Title": title, "Creator": "mice-toolkit reports.build",
+                                     "CreationDate": None, "ModDate": None}) as pdf:
+            total = len(lay.pages)
+            for n, ops in enumerate(lay.pages, 1):
+                fig = MplFigure(figsize=(W, H))
+                for op in ops:
+                    op(fig)
+                fig.text(0.5, 0.35 / H, f"{title} — page {n} of {total}", ha="center", va="bottom", fontsize=7,
+                         color="#888888", family=SANS)
+                pdf.savefig(fig)
+    return buf.getvalue()
+
+
+def write_pdf(path: Path, data: bytes) -> None:
+    from ablations.results import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), data)
