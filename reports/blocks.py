@@ -9,6 +9,7 @@ canvas (a standalone SVG for HTML, a region of an A4 page for PDF), and vector o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -68,7 +69,7 @@ class Section:
 
 def fmt(value, digits: int = 4, signed: bool = False) -> str:
     """A number as the report prints it (fixed digits; '–' for missing)."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, (bool,)):
         return "yes" if value else "no"
@@ -78,7 +79,7 @@ def fmt(value, digits: int = 4, signed: bool = False) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return str(value)
-    if v != v:
+    if math.isnan(v):
         return "–"
     if round(v, digits) == 0:
         v = 0.0  # no "-0.0000"
@@ -91,7 +92,7 @@ def fmt_p(p) -> str:
         p = float(p)
     except (TypeError, ValueError):
         return "–"
-    if p != p:
+    if math.isnan(p):
         return "–"
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
@@ -102,6 +103,6 @@ def stars(p) -> str:
         p = float(p)
     except (TypeError, ValueError):
         return ""
-    if p != p:
+    if math.isnan(p):
         return ""
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""

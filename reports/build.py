@@ -55,10 +55,11 @@ def build_report(results_dir: Path, out: Path | None = None, pdf: Path | None = 
     display_root = Path(results_dir).as_posix()
     ctx = context(results, display_root)
     html = render_html(sections, title=title, context=ctx)
-    meta = [f"Built by python -m reports.build from {display_root} ({ctx['n_tables']} tables); report code at git "
-            f"revision {ctx['report_revision']}.", f"Results created {ctx['created_range']}.",
-            "Every table and figure names its source file (relative to the results folder); the Sources section "
-            "lists each file's SHA-256."]
+    meta = [(f"Built by python -m reports.build from {display_root} ({ctx['n_tables']} tables); report code at "
+             f"git revision {ctx['report_revision']}."),
+            f"Results created {ctx['created_range']}.",
+            ("Every table and figure names its source file (relative to the results folder); the Sources section "
+             "lists each file's SHA-256.")]
     pdf_bytes = render_pdf(sections, title=title, meta_lines=meta) if pdf is not None else None
     if out is not None:
         atomic_write_text(Path(out), html)

@@ -34,9 +34,26 @@ def _annotate(ax, values: np.ndarray, labels: list[list[str]], vmax: float, *, d
             v = values[i, j]
             if not labels[i][j]:
                 continue
-            strong = abs(v) > 0.55 * vmax if diverging else v > 0.6 * vmax
+            strong = abs(v) > 0.55 * vmax if diverging else v < 0.5 * vmax  # viridis is dark at the low end
             ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=6,
-                    color="white" if strong and v == v else "black")
+                    color="white" if strong and np.isfinite(v) else "black")
+
+
+def _vector(cbar) -> None:
+    """Colorbars rasterize their gradient by default; keep it vector."""
+    if cbar.solids is not None:
+        cbar.solids.set_rasterized(False)
+
+
+def _mesh(ax, vals: np.ndarray, **kw):
+    """A heatmap as vector quads (pcolormesh; imshow would embed a raster image), row 0 at the top, cell
+    (i, j) centred on (j, i) like imshow."""
+    n, m = vals.shape
+    im = ax.pcolormesh(np.arange(m + 1) - 0.5, np.arange(n + 1) - 0.5, np.ma.masked_invalid(vals),
+                       edgecolors="white", linewidth=0.5, **kw)
+    ax.set_xlim(-0.5, m - 0.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    return im
 
 
 def flow_heatmaps_plot(grids: dict[int, pd.DataFrame]):
@@ -53,7 +70,8 @@ def flow_heatmaps_plot(grids: dict[int, pd.DataFrame]):
         for ax, layer in zip(axes, layers):
             g = grids[layer]
             vals = g.to_numpy(dtype=float)
-            im = ax.imshow(vals, cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+            im = _mesh(ax, vals, cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_aspect("equal")
             _annotate(ax, vals, [[f"{v:.2f}" for v in row] for row in vals], 1.0, diverging=False)
             ax.set_title(f"layer {layer}")
             ax.set_xticks(range(len(g.columns)), list(g.columns), rotation=45, ha="right")
@@ -65,7 +83,7 @@ def flow_heatmaps_plot(grids: dict[int, pd.DataFrame]):
             ax.set_axis_off()
         if im is not None:
             cax = fig.add_axes([0.91, 0.25, 0.015, 0.5])
-            fig.colorbar(im, cax=cax, label="share of attention")
+            _vector(fig.colorbar(im, cax=cax, label="share of attention"))
 
     return draw
 
@@ -106,7 +124,7 @@ def ablation_heatmap_plot(delta: pd.DataFrame, p: pd.DataFrame, measure: str, ba
         vals = delta.to_numpy(dtype=float)
         finite = np.abs(vals[np.isfinite(vals)])
         vmax = max(float(finite.max()) if finite.size else 0.0, 1e-3)
-        im = ax.imshow(np.ma.masked_invalid(vals), cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+        im = _mesh(ax, vals, cmap="RdBu", vmin=-vmax, vmax=vmax)
         pv = p.reindex(index=delta.index, columns=delta.columns).to_numpy(dtype=float)
         labels = [[("" if not np.isfinite(vals[i, j]) else f"{vals[i, j]:+.3f}{stars(pv[i, j])}")
                    for j in range(vals.shape[1])] for i in range(vals.shape[0])]
@@ -118,7 +136,7 @@ def ablation_heatmap_plot(delta: pd.DataFrame, p: pd.DataFrame, measure: str, ba
         ax.set_ylabel("interaction removed")
         ax.set_title(f"Δ {measure} vs the full model ({baseline:.4f}); * p<0.05, ** p<0.01, *** p<0.001")
         cax = fig.add_axes([0.88, 0.16, 0.015, 0.72])
-        fig.colorbar(im, cax=cax, label=f"Δ {measure}")
+        _vector(fig.colorbar(im, cax=cax, label=f"Δ {measure}"))
 
     return draw
 
@@ -131,7 +149,9 @@ def search_plot(alone: pd.DataFrame, removed: set[str], tolerance: float, measur
         units = list(alone["unit"])
         y = np.arange(len(units))
         colors = ["#2ca02c" if u in removed else "#7f7f7f" for u in units]
-        ax.barh(y, alone["delta"].to_numpy(dtype=float), color=colors, height=0.7)
+        deltas = alone["delta"].to_numpy(dtype=float)
+        ax.barh(y, deltas, color=colors, height=0.7)
+        ax.scatter(deltas, y, c=colors, s=14, zorder=3)  # a zero Δ still shows its colour
         ax.axvline(-tolerance, color="#d62728", linestyle="--", linewidth=0.8, label=f"−tolerance ({tolerance:g})")
         ax.axvline(0, color="black", linewidth=0.5)
         ax.set_yticks(y, units)

@@ -125,6 +125,12 @@ class Layout:
 
         header = [wrap(c, w) for c, w in zip(cols, widths)]
         rows = [[wrap(v, w) for v, w in zip(r, widths)] for r in cells]
+        caption_h = len(textwrap.wrap(block.caption, int(AVAIL * 72 / (8 * SANS_EM)))) * 8 * 1.35 / 72 + 0.04
+        total = caption_h + sum(max(len(x) for x in r) * lh + 0.03 for r in [header, *rows])
+        if total <= H - TOP - BOTTOM and total > self.room():
+            self.new_page()  # a table that fits on one page is not split
+        else:
+            self.ensure(caption_h + 3 * (lh + 0.03))
         self.paragraph(block.caption, size=8, after=0.04)
 
         def draw_row(lines: list[list[str]], *, bold: bool) -> None:
@@ -239,17 +245,16 @@ def layout_report(sections: list[Section], *, title: str, meta_lines: list[str])
 def render_pdf(sections: list[Section], *, title: str, meta_lines: list[str]) -> bytes:
     lay, _ = layout_report(sections, title=title, meta_lines=meta_lines)
     buf = io.BytesIO()
-    with matplotlib.rc_context(RC):
-        with PdfPages(buf, metadata={"Title": title, "Creator": "mice-toolkit reports.build",
-                                     "CreationDate": None, "ModDate": None}) as pdf:
-            total = len(lay.pages)
-            for n, ops in enumerate(lay.pages, 1):
-                fig = MplFigure(figsize=(W, H))
-                for op in ops:
-                    op(fig)
-                fig.text(0.5, 0.35 / H, f"{title} — page {n} of {total}", ha="center", va="bottom", fontsize=7,
-                         color="#888888", family=SANS)
-                pdf.savefig(fig)
+    metadata = {"Title": title, "Creator": "mice-toolkit reports.build", "CreationDate": None, "ModDate": None}
+    with matplotlib.rc_context(RC), PdfPages(buf, metadata=metadata) as pdf:
+        total = len(lay.pages)
+        for n, ops in enumerate(lay.pages, 1):
+            fig = MplFigure(figsize=(W, H))
+            for op in ops:
+                op(fig)
+            fig.text(0.5, 0.35 / H, f"{title} — page {n} of {total}", ha="center", va="bottom", fontsize=7,
+                     color="#888888", family=SANS)
+            pdf.savefig(fig)
     return buf.getvalue()
 
 

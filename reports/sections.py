@@ -55,7 +55,8 @@ def _cmd(results: Results, sub: str) -> str:
 def _strings(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
-        out[c] = out[c].map(lambda v: v if isinstance(v, str) else fmt(v) if isinstance(v, float) else str(v))
+        out[c] = out[c].map(lambda v: v if isinstance(v, str) else fmt(float(v)) if isinstance(v, (float, np.floating))
+                            else str(v))
     return out.reset_index(drop=True)
 
 
@@ -103,7 +104,7 @@ def setup_section(results: Results, opts: Options) -> Section:
         "Every table and figure names the files its numbers come from (paths relative to the results folder); "
         "the Sources appendix lists each file's SHA-256, its manifest's creation time and git revision."))
 
-    rows, models, collections, envs = [], {}, {}, {}
+    rows, prov, models, collections, envs = [], [], {}, {}, {}
     for group in folders:
         metas = [s.manifest for s in group]
         first = group[0].manifest
@@ -113,8 +114,9 @@ def setup_section(results: Results, opts: Options) -> Section:
         seeds = sorted({str(m.get("seed", (m.get("settings") or {}).get("seed", "–"))) for m in metas})
         rows.append({"folder": group[0].rel_folder, "kind": ", ".join(kinds),
                      "tables": ", ".join(s.table for s in group), "model": str(first.get("model", "–")),
-                     "collection": cname, "seed": ", ".join(seeds), "settings": _compact_settings(first),
-                     "created": min(str(m.get("created", "")) for m in metas),
+                     "collection": cname, "seed": ", ".join(seeds)})
+        prov.append({"folder": group[0].rel_folder, "settings": _compact_settings(first),
+                     "created (UTC)": min(str(m.get("created", "")) for m in metas),
                      "git revision": ", ".join(sorted({str(m.get("git_revision", "–")) for m in metas}))})
         key = (str(first.get("model", "–")), str(first.get("model_fingerprint", "–")))
         models.setdefault(key, []).append(group[0].rel_folder)
@@ -130,9 +132,10 @@ def setup_section(results: Results, opts: Options) -> Section:
     manifests = [f"{g[0].rel_folder}/*.json" if g[0].rel_folder != "." else "*.json" for g in folders]
 
     sec.add(Heading("Runs"))
-    sec.add(Table(_strings(pd.DataFrame(rows)), "One row per results folder: what ran, on which model and "
-                  "collection, with which seed and settings, when (manifest creation time, UTC) and at which git "
-                  "revision of the toolkit.", manifests))
+    sec.add(Table(_strings(pd.DataFrame(rows)), "One row per results folder: what ran (manifest kind and tables), "
+                  "on which model and collection, with which seed.", manifests))
+    sec.add(Table(_strings(pd.DataFrame(prov)), "Settings of each folder's run, when it was written (manifest "
+                  "creation time) and at which git revision of the toolkit.", manifests))
     sec.add(Heading("Models"))
     sec.add(Table(pd.DataFrame([{"model": m, "fingerprint (sha1 of config + weights)": f,
                                  "folders": ", ".join(sorted(set(v)))} for (m, f), v in sorted(models.items())]),
@@ -164,73 +167,86 @@ def flows_section(results: Results, opts: Options) -> Section:
                        f"(run python -m probe.run --queries 10 --depth 10 --out {_cmd(results, 'probe')})")
         return sec
     for group in _folders(probes):
-        folder = group[0].folder
-        meta = group[0].manifest
-        coll = meta.get("collection") or {}
-        sec.add(Heading(f"{group[0].rel_folder}/: {meta.get('model', '–')} on "
-                        f"{coll.get('name', '–') if isinstance(coll, dict) else coll}"))
-        tables = {s.table: s for s in group}
-        flow_src = tables.get("flows_summary") or tables.get("flows")
-        if flow_src is None:
-            sec.add(Paragraph(f"missing: {group[0].rel_folder} has no flows or flows_summary table; the "
-                              "per-layer role→role heatmaps need one.", "missing"))
-        else:
-            df = flow_src.read()
-            value = "mean" if flow_src.table == "flows_summary" else "value"
-            need(df, ["layer", "source", "target", value], flow_src)
-            df = df[df["target"].astype(str).isin(FLOW_ROLES) & df["source"].astype(str).isin(FLOW_ROLES)]
-            mean = (df.assign(source=df["source"].astype(str), target=df["target"].astype(str))
-                    .groupby(["layer", "source", "target"])[value].mean())
-            roles = [r for r in FLOW_ROLES if r in set(df["source"].astype(str)) | set(df["target"].astype(str))]
-            grids = {int(layer): part.droplevel(0).unstack("target").reindex(index=roles, columns=roles)
-                     for layer, part in mean.groupby(level=0)}
-            n = len(grids)
-            rows = int(np.ceil(n / 3))
-            sec.add(Figure(plots.flow_heatmaps_plot(grids),
-                           f"Role→role attention per layer (mean over heads and probed pairs): row = the attending "
-                           f"role, column = the attended role; each row sums to 1. Layers {min(grids)}–{max(grids)} (0-based).",
-                           (7.0, 2.5 * rows + 0.4), [flow_src.rel], "role to role attention heatmaps per layer"))
-        if "flows" in tables:
-            flows = tables["flows"].read()
-            need(flows, ["layer", "source", "target", "value"], tables["flows"])
-            parts = {"flows": flows}
-            srcs = [tables["flows"].rel]
-            if "rollout" in tables:
-                parts["rollout"] = tables["rollout"].read()
-                srcs.append(tables["rollout"].rel)
-            summ = probe_summary(parts)
-            summ = summ.assign(layer=summ["layer"].astype(int))
-            sec.add(Table(_strings(summ.round(6)).assign(layer=summ["layer"].astype(str)),
-                          "Headline flows per layer (probe.run.summary: mean over heads and pairs). a2b = share of "
-                          "an a-token's attention on b-tokens; *_cls_from_doc = share of CLS after layers 0..ℓ "
-                          "coming from document tokens.", srcs))
-        if "rollout" in tables:
-            r = tables["rollout"].read()
-            need(r, ["layer", "method", "role", "value"], tables["rollout"])
-            curves = (r.assign(method=r["method"].astype(str), role=r["role"].astype(str))
-                      .groupby(["method", "role", "layer"], as_index=False)["value"].mean())
-            pairs = r.groupby("method")[["query_id", "doc_id"]].apply(lambda g: len(g.drop_duplicates()))
-            sec.add(Figure(plots.rollout_plot(curves),
-                           "Rollout curve: share of the final CLS representation that comes from each role after "
-                           "layers 0..ℓ (Abnar & Zuidema 2020). Pairs: "
-                           + ", ".join(f"{m} {int(n)}" for m, n in pairs.sort_index().items()) + ".",
-                           (7.0, 3.2), [tables["rollout"].rel], "rollout curve"))
-        else:
-            sec.add(Paragraph(f"missing: {group[0].rel_folder} has no rollout table (the probe ran with "
-                              "--no-rollout and --flow-pairs 0); no rollout curve.", "missing"))
-        if "attributions" in tables:
-            a = tables["attributions"].read()
-            need(a, ["role", "attribution", "abs_share", "delta"], tables["attributions"])
-            g = a.assign(role=a["role"].astype(str)).groupby("role")
-            att = pd.DataFrame({"role": list(g.groups), "mean attribution": g["attribution"].mean().to_numpy(),
-                                "mean |attribution| share": g["abs_share"].mean().to_numpy(),
-                                "pairs": g.size().to_numpy()})
-            att["order"] = att["role"].map({r: i for i, r in enumerate(FLOW_ROLES)})
-            att = att.sort_values("order").drop(columns="order")
-            sec.add(Table(_strings(att), "Integrated Gradients per role (mean over the attributed pairs); the "
-                          f"largest completeness gap |delta| is {float(a['delta'].abs().max()):.2e}.",
-                          [tables["attributions"].rel]))
+        _guarded(sec, group[0].rel_folder + "/", _probe_folder, sec, group)
     return sec
+
+
+def _guarded(sec: Section, what: str, fn, *args):
+    """Run one part of a section; unreadable input becomes a 'missing' note there instead of losing the section."""
+    try:
+        return fn(*args)
+    except BadInput as exc:
+        sec.add(Paragraph(f"missing: {what} could not be used: {exc}", "missing"))
+        return None
+
+
+def _probe_folder(sec: Section, group: list[Source]) -> None:
+    meta = group[0].manifest
+    coll = meta.get("collection") or {}
+    sec.add(Heading(f"{group[0].rel_folder}/: {meta.get('model', '–')} on "
+                    f"{coll.get('name', '–') if isinstance(coll, dict) else coll}"))
+    tables = {s.table: s for s in group}
+    flow_src = tables.get("flows_summary") or tables.get("flows")
+    if flow_src is None:
+        sec.add(Paragraph(f"missing: {group[0].rel_folder} has no flows or flows_summary table; the "
+                          "per-layer role→role heatmaps need one.", "missing"))
+    else:
+        df = flow_src.read()
+        value = "mean" if flow_src.table == "flows_summary" else "value"
+        need(df, ["layer", "source", "target", value], flow_src)
+        df = df[df["target"].astype(str).isin(FLOW_ROLES) & df["source"].astype(str).isin(FLOW_ROLES)]
+        mean = (df.assign(source=df["source"].astype(str), target=df["target"].astype(str))
+                .groupby(["layer", "source", "target"])[value].mean())
+        roles = [r for r in FLOW_ROLES if r in set(df["source"].astype(str)) | set(df["target"].astype(str))]
+        grids = {int(layer): part.droplevel(0).unstack("target").reindex(index=roles, columns=roles)
+                 for layer, part in mean.groupby(level=0)}
+        n = len(grids)
+        rows = int(np.ceil(n / 3))
+        sec.add(Figure(plots.flow_heatmaps_plot(grids),
+                       f"Role→role attention per layer (mean over heads and probed pairs): row = the attending "
+                       f"role, column = the attended role; each row sums to 1. Layers {min(grids)}–{max(grids)} "
+                       "(0-based).",
+                       (7.0, 2.5 * rows + 0.4), [flow_src.rel], "role to role attention heatmaps per layer"))
+    if "flows" in tables:
+        flows = tables["flows"].read()
+        need(flows, ["layer", "source", "target", "value"], tables["flows"])
+        parts = {"flows": flows}
+        srcs = [tables["flows"].rel]
+        if "rollout" in tables:
+            parts["rollout"] = tables["rollout"].read()
+            srcs.append(tables["rollout"].rel)
+        summ = probe_summary(parts)
+        summ = summ.assign(layer=summ["layer"].astype(int))
+        sec.add(Table(_strings(summ.round(6)).assign(layer=summ["layer"].astype(str)),
+                      "Headline flows per layer (probe.run.summary: mean over heads and pairs). a2b = share of "
+                      "an a-token's attention on b-tokens; *_cls_from_doc = share of CLS after layers 0..ℓ "
+                      "coming from document tokens.", srcs))
+    if "rollout" in tables:
+        r = tables["rollout"].read()
+        need(r, ["layer", "method", "role", "value"], tables["rollout"])
+        curves = (r.assign(method=r["method"].astype(str), role=r["role"].astype(str))
+                  .groupby(["method", "role", "layer"], as_index=False)["value"].mean())
+        pairs = r.groupby("method")[["query_id", "doc_id"]].apply(lambda g: len(g.drop_duplicates()))
+        sec.add(Figure(plots.rollout_plot(curves),
+                       "Rollout curve: share of the final CLS representation that comes from each role after "
+                       "layers 0..ℓ (Abnar & Zuidema 2020). Pairs: "
+                       + ", ".join(f"{m} {int(n)}" for m, n in pairs.sort_index().items()) + ".",
+                       (7.0, 3.2), [tables["rollout"].rel], "rollout curve"))
+    else:
+        sec.add(Paragraph(f"missing: {group[0].rel_folder} has no rollout table (the probe ran with "
+                          "--no-rollout and --flow-pairs 0); no rollout curve.", "missing"))
+    if "attributions" in tables:
+        a = tables["attributions"].read()
+        need(a, ["role", "attribution", "abs_share", "delta"], tables["attributions"])
+        g = a.assign(role=a["role"].astype(str)).groupby("role")
+        att = pd.DataFrame({"role": list(g.groups), "mean attribution": g["attribution"].mean().to_numpy(),
+                            "mean |attribution| share": g["abs_share"].mean().to_numpy(),
+                            "pairs": g.size().to_numpy()})
+        att["order"] = att["role"].map({r: i for i, r in enumerate(FLOW_ROLES)})
+        att = att.sort_values("order").drop(columns="order")
+        sec.add(Table(_strings(att), "Integrated Gradients per role (mean over the attributed pairs); the "
+                      f"largest completeness gap |delta| is {float(a['delta'].abs().max()):.2e}.",
+                      [tables["attributions"].rel]))
 
 
 # ------------------------------------------------------------------------------------- ablations
@@ -274,57 +290,73 @@ def ablations_section(results: Results, opts: Options) -> Section:
         return sec
     pooled = []
     for src in sweeps:
-        df = src.read()
-        sec.add(Heading(f"Sweep {src.rel_folder}/"))
-        if df.empty:
-            sec.add(Paragraph(f"missing: {src.rel} has no finished cell yet.", "missing"))
-            continue
-        need(df, [*SUMMARY_NEEDS, "cell_interaction", "cell_layers"], src)
-        measure, note = _measure(df, opts.measure)
-        cells, finished = src.manifest.get("cells"), src.manifest.get("finished")
-        cfg = src.manifest.get("sweep") or {}
-        text = (f"Grid: interactions {', '.join(map(str, cfg.get('interactions', [])))}; mode "
-                f"{cfg.get('mode', '–')}; base mask {_spec_label(cfg.get('base'))}.")
-        if cells is not None and finished is not None and finished < cells:
-            text += f" Partial sweep: {finished} of {cells} cells finished; unfinished cells are blank."
-        sec.add(Paragraph(text + (" " + note if note else "")))
-        for coll, part in df.groupby("collection", sort=True):
-            part = part[part["measure"] == measure]
-            grid = pivot(part, measure)
-            pgrid = pivot(part.assign(delta=part["p"]), measure)
-            baseline = float(part["baseline_mean"].iloc[0])
-            ncell = int(np.isfinite(grid.to_numpy(dtype=float)).sum())
-            nsig = int((part["p"] < opts.alpha).sum())
-            sec.add(Figure(plots.ablation_heatmap_plot(grid, pgrid, measure, baseline),
-                           f"{coll}: Δ {measure} (ablated − full model, mean over {int(part['n'].iloc[0])} queries) "
-                           f"per interaction × layer; stars: paired t-test, uncorrected for the {ncell} cells "
-                           f"({nsig} with p < {opts.alpha:g}).",
-                           (7.0, 0.5 * len(grid) + 1.6), [src.rel], f"ablation heatmap {coll}"))
-        pooled.append(df[df["measure"] == measure].assign(_source=src.rel))
+        part = _guarded(sec, src.rel, _sweep_source, sec, src, opts)
+        if part is not None:
+            pooled.append(part)
     if runs:
         sec.add(Heading("Single ablation runs"))
         for src in runs:
-            df = src.read()
-            need(df, SUMMARY_NEEDS, src)
-            measure, note = _measure(df, opts.measure)
-            part = df[df["measure"] == measure].sort_values(["collection", "spec_label", "run_id"], kind="stable")
-            sec.add(Table(_effects_table(part), f"Every run in {src.rel_folder}: {measure} of the ablated and the "
-                          "full model, mean per-query Δ, seeded bootstrap 95% CI, paired t-test p and per-query "
-                          "wins/ties/losses." + (" " + note if note else ""), [src.rel]))
-            pooled.append(part.assign(_source=src.rel))
+            part = _guarded(sec, src.rel, _run_source, sec, src, opts)
+            if part is not None:
+                pooled.append(part)
     if pooled:
-        allrows = pd.concat(pooled, ignore_index=True)
-        allrows = allrows[allrows["measure"] == opts.measure] if (allrows["measure"] == opts.measure).any() \
-            else allrows
-        allrows = allrows.assign(_abs=allrows["delta"].abs()).sort_values(
-            ["_abs", "spec_label", "collection", "run_id", "_source"], ascending=[False, True, True, True, True],
-            kind="stable").drop_duplicates(["run_id"]).head(opts.top)
-        sec.add(Heading("Largest effects"))
-        sec.add(Table(_effects_table(allrows), f"The {len(allrows)} ablations with the largest |Δ "
-                      f"{allrows['measure'].iloc[0]}| over all sweeps and runs above (each run once), with the "
-                      "bootstrap 95% confidence interval of the mean Δ and the paired t-test.",
-                      sorted(set(allrows["_source"]))))
+        _largest_effects(sec, pooled, opts)
     return sec
+
+
+def _sweep_source(sec: Section, src: Source, opts: Options) -> pd.DataFrame | None:
+    df = src.read()
+    sec.add(Heading(f"Sweep {src.rel_folder}/"))
+    if df.empty:
+        sec.add(Paragraph(f"missing: {src.rel} has no finished cell yet.", "missing"))
+        return None
+    need(df, [*SUMMARY_NEEDS, "cell_interaction", "cell_layers"], src)
+    measure, note = _measure(df, opts.measure)
+    cells, finished = src.manifest.get("cells"), src.manifest.get("finished")
+    cfg = src.manifest.get("sweep") or {}
+    text = (f"Grid: interactions {', '.join(map(str, cfg.get('interactions', [])))}; mode "
+            f"{cfg.get('mode', '–')}; base mask {_spec_label(cfg.get('base'))}.")
+    if cells is not None and finished is not None and finished < cells:
+        text += f" Partial sweep: {finished} of {cells} cells finished; unfinished cells are blank."
+    sec.add(Paragraph(text + (" " + note if note else "")))
+    for coll, part in df.groupby("collection", sort=True):
+        part = part[part["measure"] == measure]
+        grid = pivot(part, measure)
+        pgrid = pivot(part.assign(delta=part["p"]), measure)
+        baseline = float(part["baseline_mean"].iloc[0])
+        ncell = int(np.isfinite(grid.to_numpy(dtype=float)).sum())
+        nsig = int((part["p"] < opts.alpha).sum())
+        sec.add(Figure(plots.ablation_heatmap_plot(grid, pgrid, measure, baseline),
+                       f"{coll}: Δ {measure} (ablated − full model, mean over {int(part['n'].iloc[0])} queries) "
+                       f"per interaction × layer; stars: paired t-test, uncorrected for the {ncell} cells "
+                       f"({nsig} with p < {opts.alpha:g}).",
+                       (7.0, 0.5 * len(grid) + 1.6), [src.rel], f"ablation heatmap {coll}"))
+    return df[df["measure"] == measure].assign(_source=src.rel)
+
+
+def _run_source(sec: Section, src: Source, opts: Options) -> pd.DataFrame:
+    df = src.read()
+    need(df, SUMMARY_NEEDS, src)
+    measure, note = _measure(df, opts.measure)
+    part = df[df["measure"] == measure].sort_values(["collection", "spec_label", "run_id"], kind="stable")
+    sec.add(Table(_effects_table(part), f"Every run in {src.rel_folder}: {measure} of the ablated and the "
+                  "full model, mean per-query Δ, seeded bootstrap 95% CI, paired t-test p and per-query "
+                  "wins/ties/losses." + (" " + note if note else ""), [src.rel]))
+    return part.assign(_source=src.rel)
+
+
+def _largest_effects(sec: Section, pooled: list[pd.DataFrame], opts: Options) -> None:
+    allrows = pd.concat(pooled, ignore_index=True)
+    allrows = allrows[allrows["measure"] == opts.measure] if (allrows["measure"] == opts.measure).any() \
+        else allrows
+    allrows = allrows.assign(_abs=allrows["delta"].abs()).sort_values(
+        ["_abs", "spec_label", "collection", "run_id", "_source"], ascending=[False, True, True, True, True],
+        kind="stable").drop_duplicates(["run_id"]).head(opts.top)
+    sec.add(Heading("Largest effects"))
+    sec.add(Table(_effects_table(allrows), f"The {len(allrows)} ablations with the largest |Δ "
+                  f"{allrows['measure'].iloc[0]}| over all sweeps and runs above (each run once), with the "
+                  "bootstrap 95% confidence interval of the mean Δ and the paired t-test.",
+                  sorted(set(allrows["_source"]))))
 
 
 def _spec_label(spec) -> str:
@@ -348,47 +380,51 @@ def minimal_section(results: Results, opts: Options) -> Section:
                        f"{_cmd(results, 'ablations/search')})")
         return sec
     for src in steps:
-        doc = src.manifest.get("search") or side_file(src, "search.json") or {}
-        df = src.read()
-        need(df, ["step", "phase", "unit", "removed_before", "mean", "baseline_mean", "delta", "p", "acceptable",
-                  "added"], src)
-        coll = src.manifest.get("collection") or {}
-        sec.add(Heading(f"Search {src.rel_folder}/: {coll.get('name', '–') if isinstance(coll, dict) else coll}"))
-        final = doc.get("final") or {}
-        measure = doc.get("measure", "–")
-        alpha = doc.get("alpha")
-        kv = [("strategy", str(doc.get("strategy", "–"))),
-              ("criterion", f"{measure} drop ≤ {doc.get('tolerance', '–')}"
-                            + ("" if alpha is None else f" and paired t-test p ≥ {alpha}")),
-              ("units tried", str(int((df["phase"] == "alone").sum()) if (df["phase"] == "alone").any()
-                                  else df["unit"].nunique())),
-              ("evaluations", str(len(df))),
-              ("removed", str(doc.get("removed_label") or "none")),
-              ("surviving", ", ".join(f"{u['interaction']}[{u['layers']}]" for u in doc.get("surviving", []))
-               or "none (every unit was removed)"),
-              (f"{measure} full → removed set", "–" if not final else
-               f"{fmt(final.get('baseline_mean'))} → {fmt(final.get('mean'))} (Δ {fmt(final.get('delta'), signed=True)}, "
-               f"95% CI [{fmt(final.get('ci_low'), signed=True)}, {fmt(final.get('ci_high'), signed=True)}], "
-               f"p {fmt_p(final.get('p'))})")]
-        sec.add(Table(pd.DataFrame(kv, columns=["", "value"]),
-                      "The minimal interaction set found by the greedy search: the interactions it could remove "
-                      "while the criterion held, and those that survive.", [src.rel, _manifest_rel(src)]))
-        alone = df[df["phase"] == "alone"].sort_values("step")
-        removed = set(df.loc[df["added"].astype(bool), "unit"])
-        if len(alone):
-            sec.add(Figure(plots.search_plot(alone, removed, float(doc.get("tolerance", 0.0) or 0.0), measure),
-                           f"Δ {measure} of each unit removed alone (the search's first phase).",
-                           (7.0, 0.22 * len(alone) + 1.6), [src.rel], "search units"))
-        table = pd.DataFrame({
-            "step": df["step"].astype(int).astype(str), "phase": df["phase"].astype(str),
-            "unit": df["unit"].astype(str), "removed before": df["removed_before"].astype(int).astype(str),
-            measure: df["mean"].map(fmt), "Δ": df["delta"].map(lambda v: fmt(v, signed=True)),
-            "p": df["p"].map(fmt_p), "acceptable": df["acceptable"].map(lambda b: "yes" if b else "no"),
-            "added": df["added"].map(lambda b: "yes" if b else ""),
-        })
-        sec.add(Table(table, "Every evaluation of the search, in order: the removed set so far plus the unit "
-                      "(acceptable = within the criterion; added = the unit joined the removed set).", [src.rel]))
+        _guarded(sec, src.rel, _search_source, sec, src)
     return sec
+
+
+def _search_source(sec: Section, src: Source) -> None:
+    doc = src.manifest.get("search") or side_file(src, "search.json") or {}
+    df = src.read()
+    need(df, ["step", "phase", "unit", "removed_before", "mean", "baseline_mean", "delta", "p", "acceptable",
+              "added"], src)
+    coll = src.manifest.get("collection") or {}
+    sec.add(Heading(f"Search {src.rel_folder}/: {coll.get('name', '–') if isinstance(coll, dict) else coll}"))
+    final = doc.get("final") or {}
+    measure = doc.get("measure", "–")
+    alpha = doc.get("alpha")
+    kv = [("strategy", str(doc.get("strategy", "–"))),
+          ("criterion", f"{measure} drop ≤ {doc.get('tolerance', '–')}"
+                        + ("" if alpha is None else f" and paired t-test p ≥ {alpha}")),
+          ("units tried", str(int((df["phase"] == "alone").sum()) if (df["phase"] == "alone").any()
+                              else df["unit"].nunique())),
+          ("evaluations", str(len(df))),
+          ("removed", str(doc.get("removed_label") or "none")),
+          ("surviving", ", ".join(f"{u['interaction']}[{u['layers']}]" for u in doc.get("surviving", []))
+           or "none (every unit was removed)"),
+          (f"{measure} full → removed set", "–" if not final else
+           f"{fmt(final.get('baseline_mean'))} → {fmt(final.get('mean'))} (Δ {fmt(final.get('delta'), signed=True)}, "
+           f"95% CI [{fmt(final.get('ci_low'), signed=True)}, {fmt(final.get('ci_high'), signed=True)}], "
+           f"p {fmt_p(final.get('p'))})")]
+    sec.add(Table(pd.DataFrame(kv, columns=["", "value"]),
+                  "The minimal interaction set found by the greedy search: the interactions it could remove "
+                  "while the criterion held, and those that survive.", [src.rel, _manifest_rel(src)]))
+    alone = df[df["phase"] == "alone"].sort_values("step")
+    removed = set(df.loc[df["added"].astype(bool), "unit"])
+    if len(alone):
+        sec.add(Figure(plots.search_plot(alone, removed, float(doc.get("tolerance", 0.0) or 0.0), measure),
+                       f"Δ {measure} of each unit removed alone (the search's first phase).",
+                       (7.0, 0.22 * len(alone) + 1.6), [src.rel], "search units"))
+    table = pd.DataFrame({
+        "step": df["step"].astype(int).astype(str), "phase": df["phase"].astype(str),
+        "unit": df["unit"].astype(str), "removed before": df["removed_before"].astype(int).astype(str),
+        measure: df["mean"].map(fmt), "Δ": df["delta"].map(lambda v: fmt(v, signed=True)),
+        "p": df["p"].map(fmt_p), "acceptable": df["acceptable"].map(lambda b: "yes" if b else "no"),
+        "added": df["added"].map(lambda b: "yes" if b else ""),
+    })
+    sec.add(Table(table, "Every evaluation of the search, in order: the removed set so far plus the unit "
+                  "(acceptable = within the criterion; added = the unit joined the removed set).", [src.rel]))
 
 
 # ------------------------------------------------------------------------------------ MICE comparison
