@@ -17,7 +17,6 @@ import subprocess
 from html import unescape
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_tiny_bert
@@ -315,11 +314,3 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err and needle in err, err
 
-
-def test_pareto_front():
-    from reports.plots import pareto_front
-
-    pts = pd.DataFrame({"lat": [1.0, 2.0, 3.0, 4.0, 2.5], "ndcg": [0.5, 0.7, 0.65, 0.72, 0.7]})
-    front = pareto_front(pts, "lat", "ndcg")
-    assert front["lat"].tolist() == [1.0, 2.0, 4.0]
-    assert np.all(np.diff(front["ndcg"].to_numpy()) > 0)
