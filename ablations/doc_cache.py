@@ -92,8 +92,7 @@ class DocStateIndex:
     def describe(self) -> str:
         return (f"{len(self)} documents, {len(self.kv)} tokens, {self.file_bytes / 2**20:.1f} MiB on disk "
                 f"({self.bytes_per_doc / 1024:.1f} KiB per document, {self.bytes_per_token} B per token; "
-                f"layers {self.fingerprint['layers'][0]}-{self.fingerprint['layers'][1] - 1}, "
-                f"{self.fingerprint['dtype']})")
+                f"{self.fingerprint.get('dtype')})")
 
     def __contains__(self, text: str) -> bool:
         return doc_key(text) in self.rows
@@ -114,7 +113,8 @@ class DocStateIndex:
         ar = torch.arange(width)
         mask = ar[None, :] < lengths[:, None]
         idx = torch.where(mask, start[:, None] + ar[None, :], torch.zeros_like(start)[:, None])
-        kv = self.kv[idx]  # (n, width, layers, 2, H)
+        kv = self.kv[idx]  # (n, width, *per-token shape)
+        kv[~mask] = 0  # padding positions hold zeros, as an encoder's masked output would
         if kv.dtype != dtype:
             kv = kv.to(dtype)
         roles = torch.full(mask.shape, int(Role.PAD), dtype=torch.long)
@@ -150,12 +150,18 @@ class DocStateIndex:
                     pieces[i] = states.kv[j, : lengths[j]].to("cpu", dtype).clone()
                 bar.update(len(rows))
         bar.close()
+        return cls.write(path, texts, pieces, expected_fingerprint(model))
+
+    @classmethod
+    def write(cls, path: str | Path, texts: list[str], pieces: list[torch.Tensor], fingerprint: dict
+              ) -> DocStateIndex:
+        """Write per-document token states ``pieces[i] (tokens_i, ...)`` of ``texts[i]`` (any per-token shape:
+        MICE keys/values, or the token embeddings of a late-interaction model)."""
         lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
         offsets = torch.zeros(len(texts) + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(lengths, 0)
         keys = torch.tensor(np.frombuffer(b"".join(doc_key(t) for t in texts), dtype=np.uint8).reshape(-1, 16))
         tensors = {"kv": torch.cat(pieces, 0).contiguous(), "offsets": offsets, "keys": keys}
-        fingerprint = expected_fingerprint(model)
         meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "fingerprint": json.dumps(fingerprint),
                 "checksum": _checksum(tensors), "documents": str(len(texts))}
         from safetensors.torch import save_file

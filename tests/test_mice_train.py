@@ -1,0 +1,107 @@
+"""Retraining loop (MICE student and late-interaction baselines) on tiny BERTs: loss goes down, resume is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_bert
+
+from ablations.late_interaction import LateInteractionScorer
+from ablations.mice import MiceModel
+from ablations.mice_config import preset
+from ablations.retrain import RetrainConfig, retrain
+from ablations.training_data import Group
+from probe.errors import BadInput
+from probe.model import CrossEncoder
+
+SMALL = {"max_length": 64, "max_doc_length": 40, "max_query_length": 16}
+
+
+@pytest.fixture
+def setup(tokenizer, pairs, tmp_path):
+    """A tiny cross-encoder on disk, its MICE configuration, and teacher-scored groups of real texts."""
+    ce = CrossEncoder(make_tiny_bert(tokenizer, layers=3), tokenizer, max_length=64, name="tiny")
+    with torch.no_grad():  # a random tiny BERT scores every pair alike; a larger head breaks the tie sooner
+        ce.model.classifier.weight.mul_(50)
+    ce.save(tmp_path / "ce")
+    cfg = preset("mice-l1+2", 3, 4, str(tmp_path / "ce"), **SMALL)
+    cfg.save(tmp_path / "mice.json")
+
+    def teacher(q, d):  # a lexical teacher: word overlap, so the margins to learn are real (0 to 3)
+        return float(len(set(q.lower().split()) & set(d.lower().rstrip(".").split())))
+    docs = [d for _, d in pairs] + ["An unrelated sentence about trains.", "Cooking pasta takes ten minutes."]
+    groups = []
+    for i, q in enumerate(dict.fromkeys(q for q, _ in pairs)):
+        for g in range(3):
+            chosen = [docs[(i + g + k) % len(docs)] for k in range(4)]
+            groups.append(Group(q, chosen, teacher=[teacher(q, d) for d in chosen]))
+    return tmp_path, groups
+
+
+def _cfg(tmp_path, out, **kw) -> RetrainConfig:
+    base = dict(out=str(tmp_path / out), config=str(tmp_path / "mice.json"), steps=20, lr=1e-2, head_lr=1e-2,
+                groups_per_step=2, group_size=4, eval_every=0, checkpoint_every=4, max_doc_length=40)
+    return RetrainConfig(**{**base, **kw})
+
+
+def test_mice_retraining_lowers_the_loss_and_loads(setup, pairs):
+    tmp_path, groups = setup
+    summary = retrain(_cfg(tmp_path, "mice"), groups=groups, progress=False)
+    fb = summary["fixed_batch_loss"]
+    assert fb["after"] < 0.9 * fb["before"], fb
+    assert len(summary["losses"]) == 20 and summary["parameters"] > 0
+    model = MiceModel.load(tmp_path / "mice")  # the output folder is a MICE model
+    before = MiceModel.load(tmp_path / "mice.json")
+    assert model.plan.shape == before.plan.shape == "doc-cache"
+    assert np.abs(model.score(pairs) - before.score(pairs)).max() > 1e-4  # the weights moved
+    again = retrain(_cfg(tmp_path, "mice"), groups=groups, progress=False)  # finished: not redone
+    assert again["fixed_batch_loss"] == fb
+
+
+def test_resume_after_interruption_gives_the_same_model(setup, pairs):
+    tmp_path, groups = setup
+    retrain(_cfg(tmp_path, "straight"), groups=groups, progress=False)
+    first = retrain(_cfg(tmp_path, "resumed"), groups=groups, progress=False, stop_after=5)
+    assert first == {"interrupted": True, "step": 5}
+    retrain(_cfg(tmp_path, "resumed"), groups=groups, progress=False)
+    a = MiceModel.load(tmp_path / "straight").score(pairs)
+    b = MiceModel.load(tmp_path / "resumed").score(pairs)
+    assert np.abs(a - b).max() < 1e-5
+    with pytest.raises(BadInput, match="different settings"):
+        retrain(_cfg(tmp_path, "other"), groups=groups, progress=False, stop_after=2)
+        retrain(_cfg(tmp_path, "other", lr=1e-4), groups=groups, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["maxsim", "lite"])
+def test_late_interaction_baselines_train_with_the_same_loop(setup, pairs, kind):
+    tmp_path, groups = setup
+    summary = retrain(_cfg(tmp_path, kind, student=kind, steps=20), groups=groups, progress=False)
+    fb = summary["fixed_batch_loss"]
+    assert fb["after"] < fb["before"], fb
+    model = LateInteractionScorer.load(tmp_path / kind)
+    assert model.module.kind == kind and model.score(pairs).shape == (len(pairs),)
+
+
+def test_late_interaction_scores_index_and_maxsim_formula(tokenizer, pairs, tmp_path):
+    ce = CrossEncoder(make_tiny_bert(tokenizer, layers=2), tokenizer, max_length=64, name="tiny")
+    for kind in ("maxsim", "lite"):
+        li = LateInteractionScorer.from_cross_encoder(ce, kind, max_doc_length=40, max_query_length=16)
+        online = li.score(pairs)
+        index = li.build_index([d for _, d in pairs], tmp_path / f"{kind}.safetensors")
+        assert index.bytes_per_token == 128 * 4
+        assert np.abs(li.score(pairs) - online).max() < 1e-5
+        li.detach_index()
+        li.attach_index(tmp_path / f"{kind}.safetensors")
+        assert np.abs(li.score(pairs) - online).max() < 1e-5
+        folder = li.save(tmp_path / f"{kind}-model")
+        assert np.abs(LateInteractionScorer.load(folder).score(pairs) - online).max() < 1e-5
+        if kind == "maxsim":  # Σ over query tokens of the max cosine over document tokens
+            with torch.no_grad():
+                q, qm = li.encode_queries([pairs[0][0]])
+                d, dm = li.encode_docs([pairs[0][1]])
+                manual = (q[0, : int(qm.sum())] @ d[0, : int(dm.sum())].T).max(1).values.sum()
+            assert abs(float(manual) - online[0]) < 1e-5
+    other = LateInteractionScorer.from_cross_encoder(ce, "lite", seed=3, max_doc_length=40, max_query_length=16)
+    with pytest.raises(BadInput, match="built by another model"):
+        other.attach_index(tmp_path / "lite.safetensors")
