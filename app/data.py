@@ -1,0 +1,360 @@
+"""What the explorer reads and runs: result tables, models, collections and one-pair computations, cached.
+
+Everything here calls the toolkit's own functions (``ablations.results.read_table``, ``probe.capture``,
+``probe.attributions``, ``ablations.masks`` / ``ablations.masked``, ``probe.flows``); the views only draw.
+Models and collections are cached with ``st.cache_resource`` (one copy per process), tables and pair
+results with ``st.cache_data`` (keyed by the file's path and modification time, so a rerun of a CLI shows
+up on the next interaction). The hub is switched off (``HF_HUB_OFFLINE=1`` unless set otherwise): a model
+name that is not on disk fails at once with a message instead of starting a download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from ablations.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
+from ablations.masks import CompiledMask, MaskSpec, compile_mask  # noqa: E402
+from ablations.paths import REFERENCE_MODELS, resolve_model  # noqa: E402
+from ablations.results import read_manifest, read_table  # noqa: E402
+from probe.attention import AttentionContext, attention_context  # noqa: E402
+from probe.errors import BadInput  # noqa: E402
+from probe.model import DEFAULT_MAX_LENGTH, CrossEncoder, quiet_transformers  # noqa: E402
+
+#: Model names the sidebar offers besides a local folder (see ``ablations.paths.resolve_model``).
+NAMED_MODELS: tuple[str, ...] = (*dict.fromkeys(REFERENCE_MODELS), "minilm-l6")
+#: Collection names the sidebar offers besides a BEIR folder.
+NAMED_COLLECTIONS: tuple[str, ...] = tuple(COLLECTIONS)
+
+#: Table names by what the app does with them.
+PROBE_TABLES = ("flows_per_query", "flows")
+ABLATION_KINDS = ("ablation-sweep", "ablation-search", "ablation-run")
+COMPARISON_TABLE = "comparison"
+
+
+def message(exc: BaseException) -> str:
+    """A one-line readable message for an exception (a :class:`BadInput` is already one)."""
+    if isinstance(exc, BadInput):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class TableInfo:
+    """One results table found on disk: its folder, name, the manifest's ``kind`` and creation time."""
+
+    folder: Path
+    table: str
+    kind: str
+    created: str = ""
+    error: str = ""
+
+
+@dataclass
+class ResultFolder:
+    """A folder of results tables (``<table>.parquet`` + ``<table>.json``)."""
+
+    path: Path
+    tables: dict[str, TableInfo] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> set[str]:
+        return {t.kind for t in self.tables.values()}
+
+    def label(self, root: Path) -> str:
+        try:
+            rel = self.path.relative_to(root)
+        except ValueError:
+            rel = self.path
+        return str(rel) if str(rel) != "." else f"{root.name}/"
+
+
+def _signature(root: Path) -> tuple:
+    """Paths and modification times of the manifests under ``root`` (cheap; invalidates the scan cache)."""
+    if not root.is_dir():
+        return ()
+    out = []
+    for p in root.rglob("*.json"):
+        try:
+            out.append((str(p), p.stat().st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(sorted(out))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _scan(root: str, signature: tuple) -> dict[str, dict[str, TableInfo]]:
+    found: dict[str, dict[str, TableInfo]] = {}
+    for manifest_path, _ in signature:
+        path = Path(manifest_path)
+        if not path.with_suffix(".parquet").is_file():
+            continue  # search.json, sweep.json, MICE configurations: not tables
+        folder, table = path.parent, path.stem
+        try:
+            meta = json.loads(path.read_text())
+            info = TableInfo(folder, table, str(meta.get("kind", "")), str(meta.get("created", "")))
+        except (OSError, ValueError) as exc:
+            info = TableInfo(folder, table, "", "", f"manifest {str(path)!r} is not JSON: {exc}")
+        found.setdefault(str(folder), {})[table] = info
+    return found
+
+
+def scan_results(root: str | Path) -> list[ResultFolder]:
+    """Every folder under ``root`` holding results tables, sorted by path."""
+    root = Path(root).expanduser()
+    found = _scan(str(root), _signature(root))
+    return [ResultFolder(Path(f), tables) for f, tables in sorted(found.items())]
+
+
+def probe_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
+    return [f for f in folders if any(t in f.tables for t in PROBE_TABLES)]
+
+
+def ablation_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
+    return [f for f in folders if "summary" in f.tables and (f.kinds & set(ABLATION_KINDS) or "steps" in f.tables
+                                                             or "per_query" in f.tables)]
+
+
+def comparison_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
+    return [f for f in folders if COMPARISON_TABLE in f.tables
+            or any(k.startswith(("mice-compar", "compare")) for k in f.kinds)]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read(folder: str, table: str, mtime_ns: int) -> pd.DataFrame:
+    return read_table(Path(folder), table)
+
+
+def table(folder: str | Path, name: str) -> pd.DataFrame:
+    """``<folder>/<name>.parquet`` through :func:`ablations.results.read_table` (cached until the file changes)."""
+    path = Path(folder) / f"{name}.parquet"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0  # read_table raises the readable error
+    return _read(str(folder), name, mtime)
+
+
+def manifest(folder: str | Path, name: str) -> dict:
+    return read_manifest(Path(folder), name)
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise BadInput(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise BadInput(f"{str(path)!r} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{str(path)!r} holds a JSON {type(data).__name__}; expected an object")
+    return data
+
+
+# ------------------------------------------------------------------------------ models, collections
+def resolve(name: str | None) -> str:
+    """``ablations.paths.resolve_model`` (``None``/empty → ``$MICE_MODEL`` or ``reference``)."""
+    return resolve_model(name.strip() if isinstance(name, str) and name.strip() else None)
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def _load_model(path: str, max_length: int) -> CrossEncoder:
+    with quiet_transformers():
+        return CrossEncoder.from_pretrained(path, max_length=max_length)
+
+
+def load_model(name: str | None, max_length: int = DEFAULT_MAX_LENGTH) -> tuple[CrossEncoder, str]:
+    """The cross-encoder named ``name`` (a name of ``resolve_model`` or a local folder) and its path."""
+    path = resolve(name)
+    if Path(path).expanduser().exists():
+        path = str(Path(path).expanduser().resolve())
+    return _load_model(path, int(max_length)), path
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_collection(name: str) -> RerankSet:
+    return load_collection(name)
+
+
+def collection(name: str) -> RerankSet:
+    """``ablations.collections.load_collection`` (cached per process)."""
+    name = name.strip()
+    if not name:
+        raise BadInput(f"no collection given; choose one of {', '.join(NAMED_COLLECTIONS)} or a BEIR folder")
+    key = ALIASES.get(name, name)
+    if key not in COLLECTIONS:
+        key = str(Path(key).expanduser().resolve())
+    return _load_collection(key)
+
+
+# -------------------------------------------------------------------------------------- MICE specs
+def is_mice_config(data: dict) -> bool:
+    return data.get("kind") == "mice-config" or {"base_model", "num_layers", "num_heads"} <= set(data)
+
+
+def spec_from_document(data: dict, source: str = "the file") -> MaskSpec:
+    """A mask spec from a JSON document: a MaskSpec (``rules``), a search result (``removed``), or a
+    document wrapping one under ``mask`` / ``spec`` / ``mask_spec``."""
+    if "rules" in data:
+        return MaskSpec.from_dict(data)
+    for key in ("mask", "mask_spec", "spec", "removed"):
+        inner = data.get(key)
+        if isinstance(inner, str):
+            try:
+                inner = json.loads(inner)
+            except ValueError:
+                continue
+        if isinstance(inner, dict) and "rules" in inner:
+            return MaskSpec.from_dict(inner)
+    raise BadInput(f"{source} holds no mask spec: expected a MICE configuration (ablations.mice_config), an "
+                   "object with 'rules' (a MaskSpec), or one under 'mask', 'mask_spec', 'spec' or 'removed' "
+                   "(search.json)")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What the Pair view runs instead of the plain model: a mask, or a MICE configuration.
+
+    ``spec_json`` is the mask applied to the model's attention (for the score of a plain mask, and for
+    attention and attributions); ``mice_json`` a MICE configuration scored by ``ablations.plan``;
+    ``model`` the model the configuration names (its ``weights`` or ``base_model``), if any.
+    """
+
+    label: str
+    spec_json: str | None = None
+    mice_json: str | None = None
+    model: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def variant_from_file(path: str | Path) -> Variant:
+    """A :class:`Variant` from a JSON file: a MICE configuration, a mask spec or a search result."""
+    doc = read_json(path)
+    where = repr(str(path))
+    if is_mice_config(doc):
+        from ablations.mice_config import MiceConfig, spec_from_interactions
+
+        cfg = MiceConfig.from_dict(doc, where=f"MICE config {where}")
+        spec = spec_from_interactions(cfg.interactions())  # the effective per-layer table (mask + merge)
+        notes = []
+        if cfg.drop_layer < cfg.num_layers:
+            notes.append(f"layers {cfg.drop_layer}-{cfg.num_layers - 1} are dropped: MICE does not run them "
+                         "(their attention is shown for the masked full model)")
+        if cfg.doc_positions == "canonical":
+            notes.append("attention and attributions use the cross-encoder's joint tokenization; the MICE score "
+                         f"uses canonical document positions (offset {cfg.doc_position_offset})")
+        return Variant(f"MICE {cfg.label}", spec.to_json(), cfg.to_json(indent=None), cfg.weights or cfg.base_model,
+                       tuple(notes))
+    spec = spec_from_document(doc, where)
+    return Variant(spec.label, spec.to_json())
+
+
+def spec_files(root: str | Path) -> list[Path]:
+    """JSON files under ``root`` that hold a MICE configuration or a mask spec (search results, --spec files)."""
+    root = Path(root).expanduser()
+    out = []
+    if not root.is_dir():
+        return out
+    for path in sorted(root.rglob("*.json")):
+        if path.with_suffix(".parquet").is_file() or path.name == "sweep.json":
+            continue
+        try:
+            doc = json.loads(path.read_text())
+            if not (isinstance(doc, dict) and is_mice_config(doc)):
+                spec_from_document(doc)
+        except (OSError, ValueError, AttributeError, BadInput):
+            continue
+        out.append(path)
+    return out
+
+
+# ------------------------------------------------------------------------------------ one pair
+def _compiled(ce: CrossEncoder, spec_json: str | None) -> CompiledMask | None:
+    if not spec_json:
+        return None
+    compiled = compile_mask(MaskSpec.from_json(spec_json), ce.num_layers, ce.num_heads)
+    return None if compiled.is_empty else compiled
+
+
+def _bias_context(ce: CrossEncoder, compiled: CompiledMask | None, roles: torch.Tensor) -> AttentionContext:
+    ctx = AttentionContext()
+    if compiled is not None:
+        ctx.bias = compiled.bias_fn(roles.to(ce.device), next(ce.model.parameters()).dtype)
+    return ctx
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def pair_score(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str) -> float:
+    """The score of one pair by the model, or by ``ablations.masked.MaskedCrossEncoder`` under the spec."""
+    from ablations.masked import MaskedCrossEncoder
+
+    compiled = _compiled(_ce, spec_json)
+    scorer = _ce if compiled is None else MaskedCrossEncoder(_ce, compiled)
+    return float(scorer.score([(query, doc)], batch_size=1)[0])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def mice_score(_ce: CrossEncoder, model_key: str, mice_json: str, query: str, doc: str) -> float:
+    """The score of one pair by a MICE configuration (``ablations.plan``: its cheapest exact plan)."""
+    from ablations.mice_config import MiceConfig
+    from ablations.plan import PlanExecutor
+
+    executor = PlanExecutor(_ce, MiceConfig.from_json(mice_json))
+    with torch.inference_mode():
+        return float(executor.forward(executor.encode([(query, doc)]))[0])
+
+
+@dataclass
+class PairAttention:
+    tokens: list[str]
+    roles: list[str]
+    pattern: np.ndarray  # (heads, n, n), post-softmax, the pair's real tokens
+    score: float
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def pair_attention(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str,
+                   layer: int) -> PairAttention:
+    """Every head's attention pattern in ``layer`` for one pair (``probe.capture``), under the spec's mask."""
+    from probe.capture import capture, pattern_name
+    from probe.roles import ROLE_NAMES
+
+    compiled = _compiled(_ce, spec_json)
+    batch = _ce.encode([(query, doc)])
+    with capture(_ce, ("pattern",), layers=[layer]) as cap:
+        if compiled is not None:  # the mask's bias on the same interception point the hooks use
+            cap.context.bias = _bias_context(_ce, compiled, batch.roles).bias
+        scores = cap.forward(batch)
+    cache = cap.cache
+    pattern = cache[pattern_name(layer)][0].numpy().astype(np.float32)
+    roles = [ROLE_NAMES[int(r)] for r in cache.roles[0]]
+    n = len(roles)
+    tokens = _ce.tokenizer.convert_ids_to_tokens(batch.input_ids[0, :n].tolist())
+    return PairAttention(tokens, roles, pattern, float(scores[0]))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def pair_attributions(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str,
+                      n_steps: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """captum Integrated Gradients per token and per role (``probe.attributions``), under the spec's mask."""
+    from probe.attributions import integrated_gradients, role_summary
+
+    compiled = _compiled(_ce, spec_json)
+    roles = _ce.encode([(query, doc)]).roles
+    with attention_context(_ce.model, _bias_context(_ce, compiled, roles)):
+        tokens, info = integrated_gradients(_ce, [(query, doc)], n_steps=n_steps, batch_size=1)
+    return tokens, role_summary(tokens, info)

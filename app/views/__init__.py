@@ -1,0 +1,1 @@
+"""Views of the explorer: one module per view, each with ``render(ctx)``."""

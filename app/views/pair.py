@@ -1,0 +1,185 @@
+"""Pair view: one query and one document through a model (full, or with a MICE mask).
+
+Answers: what does the model score this pair, where does each token look in a chosen layer and head, and
+which tokens does the score depend on (captum Integrated Gradients)?
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ablations.interactions import DEFAULT_MICE_K, PRESETS
+from ablations.masks import MaskSpec, Rule, compile_mask
+from app import charts, data
+from app.views.common import Context, check_pair, guard, pair_inputs, set_pair
+
+FULL, PRESET, FILE = "full cross-encoder", "MICE preset", "mask spec / MICE configuration file"
+
+
+def render(ctx: Context) -> None:
+    st.header("Pair: score, attention, attributions")
+    st.caption("What does the model score this pair, where does each token look in a chosen layer and head, "
+               "and which tokens does the score depend on?")
+    with guard("Collection"):
+        pick_pair(ctx)
+    query, doc = pair_inputs("pair")
+    variant = choose_variant(ctx)
+    if variant is False:
+        return
+    loaded = ctx.load_model(variant.model if variant is not None else None)
+    if loaded is None or not check_pair(query, doc):
+        return
+    ce, path, key = loaded
+    spec_json = variant.spec_json if variant is not None else None
+    with guard("Scoring"):
+        if spec_json is not None:
+            compiled = compile_mask(MaskSpec.from_json(spec_json), ce.num_layers, ce.num_heads)
+            for notice in (*compiled.notices, *variant.notes):
+                st.caption(notice)
+            st.caption(f"Mask: {compiled.describe()}")
+        with st.spinner("Scoring …"):
+            full = data.pair_score(ce, key, None, query, doc)
+            other = None
+            if variant is not None and variant.mice_json:
+                other = data.mice_score(ce, key, variant.mice_json, query, doc)
+            elif spec_json is not None:
+                other = data.pair_score(ce, key, spec_json, query, doc)
+        cols = st.columns(3)
+        cols[0].metric("Score (full model)", f"{full:.4f}")
+        if other is not None:
+            name = "MICE" if variant.mice_json else "masked"
+            cols[1].metric(f"Score ({name})", f"{other:.4f}", delta=f"{other - full:+.4f}")
+        cols[2].caption(f"model `{path}` · {ce.num_layers} layers × {ce.num_heads} heads · max length "
+                        f"{ce.max_length}")
+    with guard("Attention"):
+        attention_section(ce, key, spec_json, query, doc)
+    with guard("Attributions"):
+        attribution_section(ce, key, spec_json, query, doc)
+
+
+# --------------------------------------------------------------------------------------- picking
+def pick_pair(ctx: Context) -> None:
+    if not ctx.collection:
+        st.caption("Choose a collection in the sidebar to pick pairs from it, or type a pair below.")
+        return
+    with st.spinner(f"Loading collection {ctx.collection} …", show_time=True):
+        rs = data.collection(ctx.collection)
+    qids = rs.query_ids
+    if not qids:
+        st.info(f"Collection {rs.name} has no judged query with candidates.")
+        return
+    relevance = {(q, d): r for q, d, r in rs.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)}
+
+    def candidates(qid: str) -> list[str]:
+        c = rs.candidates[rs.candidates["query_id"] == qid].sort_values("rank")
+        return c["doc_id"].tolist()
+
+    def picked_query() -> None:
+        qid = st.session_state["pick_qid"]
+        docs = candidates(qid)
+        st.session_state["pick_did"] = docs[0]
+        set_pair(rs.queries[qid], rs.docs[docs[0]])
+
+    def picked_doc() -> None:
+        qid, did = st.session_state["pick_qid"], st.session_state["pick_did"]
+        set_pair(rs.queries[qid], rs.docs[did])
+
+    if st.session_state.get("pair_from") != rs.name:  # first visit with this collection: its first pair
+        st.session_state["pair_from"] = rs.name
+        st.session_state.pop("pick_qid", None)
+        st.session_state.pop("pick_did", None)
+        set_pair(rs.queries[qids[0]], rs.docs[candidates(qids[0])[0]])
+    c1, c2 = st.columns(2)
+    qid = c1.selectbox(f"Query from {rs.name} ({len(qids)})", qids, key="pick_qid", on_change=picked_query,
+                       format_func=lambda q: f"{q}: {rs.queries[q][:90]}")
+    docs = candidates(qid)
+    if st.session_state.get("pick_did") not in docs:
+        st.session_state["pick_did"] = docs[0]
+    ranks = dict(zip(rs.candidates["doc_id"], rs.candidates["rank"])) if len(docs) else {}
+    c2.selectbox(f"Document (BM25 candidates of query {qid})", docs, key="pick_did", on_change=picked_doc,
+                 format_func=lambda d: f"#{ranks.get(d, '?')} {d} · rel {relevance.get((qid, d), '–')} · "
+                                       f"{rs.docs[d][:70]}")
+
+
+def choose_variant(ctx: Context) -> data.Variant | None | bool:
+    """``None`` for the full model, a :class:`~app.data.Variant`, or ``False`` when the chosen file cannot
+    be used (a message says why)."""
+    variant = st.radio("Scorer", (FULL, PRESET, FILE), horizontal=True, key="pair_variant")
+    if variant == FULL:
+        return None
+    if variant == PRESET:
+        c1, c2 = st.columns(2)
+        preset = c1.selectbox("Preset", PRESETS, index=len(PRESETS) - 1, key="pair_preset")
+        if preset == "mice-step3":
+            k = c2.number_input("K: query–document interaction starts at layer", 0, 48, DEFAULT_MICE_K,
+                                key="pair_k")
+            preset = f"mice-step3@{int(k)}"
+        return data.Variant(preset, MaskSpec([Rule(preset)]).to_json())
+    files = [str(p) for p in data.spec_files(ctx.results)]
+    c1, c2 = st.columns(2)
+    chosen = c1.selectbox(f"Files found under {ctx.results}", ["(type a path)", *files], key="pair_spec_pick")
+    typed = c2.text_input("…or a JSON file path", key="pair_spec_path")
+    path = typed.strip() or (chosen if chosen != "(type a path)" else "")
+    if not path:
+        st.info("Choose or type a JSON file: a MICE configuration (`mice.json`), a mask spec (`--spec` file) "
+                "or the `search.json` of `python -m ablations.search` (its removed set).")
+        return False
+    try:
+        variant = data.variant_from_file(path)
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"Cannot use {path!r}: {data.message(exc)}", icon="⚠️")
+        return False
+    st.caption(f"`{Path(path).name}`: {variant.label}" + (f" · model `{variant.model}`" if variant.model else ""))
+    return variant
+
+
+# ------------------------------------------------------------------------------------- attention
+def attention_section(ce, key: str, spec_json: str | None, query: str, doc: str) -> None:
+    st.subheader("Attention")
+    c1, c2, c3 = st.columns(3)
+    layer = c1.selectbox("Layer", list(range(ce.num_layers)), key="pair_layer")
+    head = c2.selectbox("Head", ["mean", *range(ce.num_heads)], key="pair_head",
+                        format_func=lambda h: "mean over heads" if h == "mean" else f"head {h}")
+    with st.spinner(f"Capturing layer {layer} …"):
+        att = data.pair_attention(ce, key, spec_json, query, doc, int(layer))
+    matrix = att.pattern.mean(axis=0) if head == "mean" else att.pattern[int(head)]
+    labels = [charts.token_label(i, t, r) for i, (t, r) in enumerate(zip(att.tokens, att.roles))]
+    source = c3.selectbox("Attention from token", list(range(len(att.tokens))), key="pair_source",
+                          format_func=lambda i: labels[i])
+    head_txt = "mean over heads" if head == "mean" else f"head {head}"
+    st.html(charts.role_legend())
+    st.html(charts.token_strip(att.tokens, att.roles, matrix[source],
+                               caption=f"shade = attention paid by token {labels[source]!r} (layer {layer}, "
+                                       f"{head_txt}); hover a token for its value"))
+    fig = charts.attention_heatmap(att.tokens, att.roles, matrix,
+                                   f"layer {layer}, {head_txt}: rows attend to columns")
+    st.pyplot(fig, clear_figure=True, width=int(min(1100, 320 + 24 * len(att.tokens))))
+    table = pd.DataFrame({
+        "position": range(len(att.tokens)), "token": att.tokens, "role": att.roles,
+        "attention_from_source": matrix[source], "attention_received": matrix.mean(axis=0),
+    })
+    with st.expander("Attention per token (table)"):
+        st.dataframe(table, hide_index=True, key="pair_attention_df")
+
+
+def attribution_section(ce, key: str, spec_json: str | None, query: str, doc: str) -> None:
+    st.subheader("Attributions (captum Integrated Gradients)")
+    c1, c2 = st.columns([1, 2])
+    on = c1.toggle("Compute attributions", value=True, key="pair_ig")
+    steps = c2.slider("Integration steps", 4, 128, 32, step=4, key="pair_ig_steps")
+    if not on:
+        st.caption("Attributions are off.")
+        return
+    with st.spinner(f"Integrated Gradients ({steps} steps) …", show_time=True):
+        tokens, roles = data.pair_attributions(ce, key, spec_json, query, doc, int(steps))
+    delta = float(roles["delta"].iloc[0])
+    st.caption(f"Baseline: query and document tokens replaced by [PAD] (CLS/SEP kept, so they get 0). "
+               f"Attributions sum to score − baseline score = {roles['score'].iloc[0] - roles['baseline_score'].iloc[0]:+.4f}"
+               f" up to the convergence delta {delta:+.2e}.")
+    st.html(charts.token_strip(tokens["token"].tolist(), tokens["role"].tolist(), tokens["attribution"].to_numpy(),
+                               signed=True, caption="red raises the score, blue lowers it"))
+    st.altair_chart(charts.attribution_bars(tokens))
+    st.dataframe(roles[["role", "attribution", "abs_share", "tokens"]], hide_index=True, key="pair_roles_df")
