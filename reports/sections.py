@@ -429,7 +429,10 @@ def _search_source(sec: Section, src: Source) -> None:
 
 # ------------------------------------------------------------------------------------ MICE comparison
 def compare_sources(results: Results) -> list[Source]:
-    return [s for s in results.sources if s.kind in COMPARE_KINDS or s.table in COMPARE_TABLES]
+    """Comparison tables: named ``comparison`` (``ablations.compare`` also writes a ``per_query`` table of the
+    same kind, which is not one)."""
+    return [s for s in results.sources if s.table in COMPARE_TABLES
+            or (s.kind in COMPARE_KINDS and "compar" in s.table)]
 
 
 def mice_section(results: Results, opts: Options) -> Section:
@@ -439,8 +442,8 @@ def mice_section(results: Results, opts: Options) -> Section:
     srcs = compare_sources(results)
     if not srcs:
         sec.missing = (f"no MICE comparison table found under {results.root.as_posix()} (run python -m "
-                       f"ablations.compare --out {_cmd(results, 'mice')}; a table whose manifest kind is one of "
-                       f"{', '.join(COMPARE_KINDS)} or whose name is one of {', '.join(COMPARE_TABLES)})")
+                       f"ablations.compare --config mice.json --mice MICE_MODEL --out {_cmd(results, 'mice')}; it "
+                       "writes the table comparison.parquet)")
         return sec
     for block in comparison_blocks(srcs, opts):
         sec.add(block)
