@@ -179,14 +179,16 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pts.loc[keep]
 
 
-def pareto_chart(points: pd.DataFrame, x: str, y: str, label: str, color: str, log_x: bool = False) -> alt.Chart:
+def pareto_chart(points: pd.DataFrame, x: str, y: str, label: str, color: str, *, x_title: str, y_title: str,
+                 log_x: bool = False) -> alt.Chart:
+    """Scatter of ``y`` (higher is better) against ``x`` (lower is better), labelled, with the Pareto front."""
     front = pareto_front(points, x, y)
     scale = alt.Scale(type="log") if log_x else alt.Scale(zero=False)
-    base = alt.Chart(points).encode(x=alt.X(f"{x}:Q", title=x, scale=scale), y=alt.Y(f"{y}:Q", title=y,
-                                                                                       scale=alt.Scale(zero=False)))
+    base = alt.Chart(points).encode(x=alt.X(f"{x}:Q", title=x_title, scale=scale),
+                                    y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)))
     dots = base.mark_circle(size=90).encode(color=alt.Color(f"{color}:N", title=color),
-                                            tooltip=[label, color, alt.Tooltip(f"{x}:Q", format=".3g"),
-                                                     alt.Tooltip(f"{y}:Q", format=".4f")])
+                                            tooltip=[label, color, alt.Tooltip(f"{x}:Q", format=".3g", title=x_title),
+                                                     alt.Tooltip(f"{y}:Q", format=".4f", title=y_title)])
     text = base.mark_text(align="left", dx=7, dy=-6, fontSize=11).encode(text=f"{label}:N")
     line = alt.Chart(front).mark_line(strokeDash=[4, 3], color="#555", interpolate="step-after").encode(
         x=f"{x}:Q", y=f"{y}:Q")

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from ablations.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
 from ablations.masks import CompiledMask, MaskSpec, compile_mask  # noqa: E402
-from ablations.paths import REFERENCE_MODELS, resolve_model  # noqa: E402
+from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402
 from ablations.results import read_manifest, read_table  # noqa: E402
 from probe.attention import AttentionContext, attention_context  # noqa: E402
 from probe.errors import BadInput  # noqa: E402
@@ -257,8 +257,11 @@ def variant_from_file(path: str | Path) -> Variant:
         if cfg.doc_positions == "canonical":
             notes.append("attention and attributions use the cross-encoder's joint tokenization; the MICE score "
                          f"uses canonical document positions (offset {cfg.doc_position_offset})")
-        return Variant(f"MICE {cfg.label}", spec.to_json(), cfg.to_json(indent=None), cfg.weights or cfg.base_model,
-                       tuple(notes))
+        model = cfg.base_model
+        if cfg.weights:  # relative to the configuration's folder, as ablations.mice.MiceModel.load reads it
+            weights = Path(cfg.weights)
+            model = str(weights if weights.is_absolute() else Path(path).parent / weights)
+        return Variant(f"MICE {cfg.label}", spec.to_json(), cfg.to_json(indent=None), model, tuple(notes))
     spec = spec_from_document(doc, where)
     return Variant(spec.label, spec.to_json())
 
@@ -309,13 +312,11 @@ def pair_score(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def mice_score(_ce: CrossEncoder, model_key: str, mice_json: str, query: str, doc: str) -> float:
-    """The score of one pair by a MICE configuration (``ablations.plan``: its cheapest exact plan)."""
+    """The score of one pair by a MICE configuration on the model's weights (``ablations.mice.MiceModel``)."""
+    from ablations.mice import MiceModel
     from ablations.mice_config import MiceConfig
-    from ablations.plan import PlanExecutor
 
-    executor = PlanExecutor(_ce, MiceConfig.from_json(mice_json))
-    with torch.inference_mode():
-        return float(executor.forward(executor.encode([(query, doc)]))[0])
+    return float(MiceModel(_ce, MiceConfig.from_json(mice_json)).score([(query, doc)], batch_size=1)[0])
 
 
 @dataclass

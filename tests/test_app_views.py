@@ -13,7 +13,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 from test_app_support import APP, build_demo
 
@@ -150,9 +149,9 @@ def test_pair_view_mask_spec_file(demo, ce):
 
 
 def test_pair_view_mice_configuration(demo, ce):
-    pytest.importorskip("ablations.plan")
+    pytest.importorskip("ablations.mice")
+    from ablations.mice import MiceModel
     from ablations.mice_config import MiceConfig, spec_from_interactions
-    from ablations.plan import PlanExecutor
 
     at = open_app(demo, "pair")
     at.radio(key="pair_variant").set_value("mask spec / MICE configuration file").run()
@@ -160,9 +159,7 @@ def test_pair_view_mice_configuration(demo, ce):
     no_trouble(at)
     query, doc = first_pair(demo)
     cfg = MiceConfig.load(demo.mice / "mice.json")
-    ex = PlanExecutor(ce, cfg)
-    with torch.no_grad():
-        expected = float(ex.forward(ex.encode([(query, doc)]))[0])
+    expected = float(MiceModel(ce, cfg).score([(query, doc)])[0])
     assert metric(at, "Score (MICE)") == pytest.approx(expected, abs=1e-4)
     # The attention shown is the model's under the configuration's effective mask: same score (joint positions).
     effective = MaskedCrossEncoder(ce, spec_from_interactions(cfg.interactions())).score([(query, doc)])[0]
@@ -344,15 +341,20 @@ def test_mice_view_table_pareto_and_download(demo):
     at = open_app(demo, "mice")
     no_trouble(at)
     table = frame(at, "nDCG@10")
-    assert len(table) == 6 and {"RR@10", "latency (latency_ms)", "storage (storage_mb)"} <= set(table.columns)
-    assert table.set_index("name").loc["mice-l1+1", "nDCG@10"] == pytest.approx(0.64)
+    assert len(table) == 6 and {"RR@10", "Δ nDCG@10", "significance", "latency (latency_ms_per_query)",
+                                "storage (storage_bytes_per_doc)", "parameters"} <= set(table.columns)
+    rows = table.set_index("name")
+    assert rows.loc["mice-retrained", "nDCG@10"] == pytest.approx(0.64)
+    assert rows.loc["mice-retrained", "Δ nDCG@10"] == pytest.approx(-0.06)
+    assert rows.loc["slow-and-bad", "significance"] == "**" and rows.loc["lite", "significance"] == ""
+    assert rows.loc["mice-masked", "kind"] == "masked" and rows.loc["mice-retrained", "kind"] == "mice"
     front = next(c.value for c in at.caption if c.value.startswith("Dashed line"))
-    names = re.findall(r"`([^`]+)`", front)
-    assert names == ["maxsim", "lite", "mice-l1+1", "mice-step2", "cross-encoder"]
+    assert re.findall(r"`([^`]+)`", front) == ["maxsim", "lite", "mice-retrained", "mice-masked", "cross-encoder"]
     chart = json.dumps(json.loads(at.get("vega_lite_chart")[0].proto.spec))
-    assert "nDCG@10" in chart
+    assert "nDCG@10" in chart and "latency_ms_per_query" in chart
     at.selectbox(key="mice_measure").set_value("RR@10").run()
     assert "RR@10" in json.dumps(json.loads(at.get("vega_lite_chart")[0].proto.spec))
+    assert frame(at, "Δ RR@10").set_index("name").loc["maxsim", "Δ RR@10"] == pytest.approx(-0.12)
     buttons = at.get("download_button")
     assert buttons and "MICE configuration" in buttons[0].proto.label
     assert at.selectbox(key="mice_config").value == "mice.json"
@@ -361,19 +363,27 @@ def test_mice_view_table_pareto_and_download(demo):
 def test_mice_view_reads_a_wide_table_with_other_names(demo, tmp_path):
     df = pd.DataFrame({"system": ["ce", "mice-l2+3", "maxsim"], "dataset": ["dl19"] * 3,
                        "nDCG@10": [0.72, 0.70, 0.60], "ms_per_query": [30.0, 9.0, 2.0], "index_bytes": [0, 5e8, 9e9]})
-    write_table(df, tmp_path / "results" / "compare", "comparison", manifest(kind="mice-comparison"))
+    elsewhere = tmp_path / "configs" / "cfg.json"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(json.dumps({"schema_version": 1, "kind": "mice-config", "base_model": "x",
+                                     "num_layers": 6, "num_heads": 12}))
+    write_table(df, tmp_path / "results" / "compare", "comparison",
+                manifest(kind="mice-compare", settings={"config": str(elsewhere)}))
     at = open_app(demo, "mice", results=tmp_path / "results")
     no_trouble(at)
     table = frame(at, "nDCG@10")
     assert list(table["name"]) == ["ce", "mice-l2+3", "maxsim"]
     assert list(table["kind"]) == ["cross-encoder", "mice", "maxsim"]
     assert "latency (ms_per_query)" in table.columns and "storage (index_bytes)" in table.columns
+    assert at.selectbox(key="mice_config").value == str(elsewhere.resolve())
+    (tmp_path / "configs" / "cfg.json").unlink()
+    at = open_app(demo, "mice", results=tmp_path / "results")
     assert any("No MICE configuration JSON" in i.value for i in at.info)
 
 
 def test_mice_view_unusable_table_is_a_message(demo, tmp_path):
     write_table(pd.DataFrame({"foo": [1.0]}), tmp_path / "results" / "compare", "comparison",
-                manifest(kind="mice-comparison"))
+                manifest(kind="mice-compare"))
     at = open_app(demo, "mice", results=tmp_path / "results")
     assert not at.exception
     assert any("no scorer column" in e.value for e in at.error)

@@ -22,6 +22,9 @@ from app.views.common import Context, guard
 NAME_COLS = ("model", "run", "system", "variant", "scorer", "name", "label")
 KIND_COLS = ("kind", "family", "scorer_kind", "type")
 COLLECTION_COLS = ("collection", "dataset")
+DOMAIN_COLS = ("domain", "split")
+#: Columns shown as they are when present (statistics against the reference, model size).
+EXTRA_COLS = ("delta", "p", "ci_low", "ci_high", "wins", "ties", "losses", "parameters")
 VALUE_COLS = ("value", "mean")
 CONFIG_COLS = ("config", "mice_config", "config_path")
 KINDS = ("cross-encoder", "masked", "mice", "maxsim", "lite")
@@ -43,7 +46,7 @@ def _like(df: pd.DataFrame, needles, exclude=()) -> str | None:
 
 def infer_kind(name: str) -> str:
     low = str(name).lower()
-    for kind in ("maxsim", "lite", "mice", "masked"):
+    for kind in ("maxsim", "lite", "masked", "mice"):
         if kind in low:
             return kind
     return "cross-encoder" if any(k in low for k in ("cross", "ce", "reference", "full")) else "other"
@@ -82,6 +85,11 @@ def normalise(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         "latency": pd.to_numeric(long[latency], errors="coerce") if latency else float("nan"),
         "storage": pd.to_numeric(long[storage], errors="coerce") if storage else float("nan"),
     })
+    domain = _first(long, DOMAIN_COLS)
+    out["domain"] = long[domain].astype(str) if domain else ""
+    for col in EXTRA_COLS:
+        if col in long.columns:
+            out[col] = pd.to_numeric(long[col], errors="coerce")
     for col in CONFIG_COLS:
         if col in long.columns:
             out["config"] = long[col].astype(str)
@@ -97,13 +105,18 @@ def config_files(folder: Path, table: pd.DataFrame, meta: dict) -> list[Path]:
     names: list[Path] = []
     for value in table.get("config", pd.Series(dtype=str)).dropna().unique():
         names.append(Path(value))
-    for key in ("mice_config", "config", "configs"):
-        value = meta.get(key)
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    for value in (meta.get("mice_config"), meta.get("config"), settings.get("config"), settings.get("mice")):
         values = value if isinstance(value, list) else [value]
-        names.extend(Path(v) for v in values if isinstance(v, str))
+        for v in values:
+            if isinstance(v, str) and v:
+                names.extend([Path(v), Path(v) / "mice.json"])  # a file, or a MICE model folder
     names.extend(folder.rglob("*.json"))
+    candidates = []
+    for p in names:  # relative paths: to the comparison's folder, the working directory, the repository
+        candidates.extend([p] if p.is_absolute() else [folder / p, Path.cwd() / p, data.REPO_ROOT / p])
     out = []
-    for p in dict.fromkeys(p if p.is_absolute() else (folder / p) for p in names):
+    for p in dict.fromkeys(c.resolve() for c in candidates):
         try:
             doc = json.loads(p.read_text())
         except (OSError, ValueError):
@@ -111,6 +124,25 @@ def config_files(folder: Path, table: pd.DataFrame, meta: dict) -> list[Path]:
         if isinstance(doc, dict) and data.is_mice_config(doc):
             out.append(p)
     return out
+
+
+def compare_table(part: pd.DataFrame, measure: str, used: dict[str, str]) -> pd.DataFrame:
+    """One row per scorer: every measure's mean, then Δ / p / significance of ``measure``, latency, storage."""
+    wide = part.pivot_table(index=["name", "kind"], columns="measure", values="value", sort=False)
+    wide = wide[[m for m in dict.fromkeys(part["measure"]) if m in wide.columns]]
+    sel = part[part["measure"] == measure].set_index(["name", "kind"])
+    extra = pd.DataFrame(index=wide.index)
+    if "delta" in sel.columns:
+        extra[f"Δ {measure}"] = sel["delta"]
+        if "p" in sel.columns:
+            extra["p"] = sel["p"]
+            extra["significance"] = [charts.stars(float(p)) for p in sel["p"].reindex(wide.index)]
+    facts = part.groupby(["name", "kind"], sort=False)[["latency", "storage"]].first()
+    extra[f"latency ({used.get('latency', 'n/a')})"] = facts["latency"]
+    extra[f"storage ({used.get('storage', 'n/a')})"] = facts["storage"]
+    if "parameters" in sel.columns:
+        extra["parameters"] = sel["parameters"]
+    return wide.join(extra).reset_index()
 
 
 def render(ctx: Context) -> None:
@@ -138,23 +170,23 @@ def show(folder: data.ResultFolder) -> None:
                f"{meta.get('git_revision', '?')} · columns used: "
                + ", ".join(f"{k} ← `{v}`" for k, v in used.items()))
     c1, c2, c3 = st.columns(3)
-    collections = sorted(df["collection"].unique())
-    coll = c1.selectbox("Collection", collections, key="mice_collection") if len(collections) > 1 else collections[0]
+    collections = list(dict.fromkeys(df["collection"]))
+    domains = dict(zip(df["collection"], df["domain"]))
+    coll = c1.selectbox("Collection", collections, key="mice_collection",
+                        format_func=lambda c: f"{c} ({domains[c]})" if domains.get(c) else c)
     measures = list(dict.fromkeys(df["measure"]))
     measure = c2.selectbox("Measure", measures, index=measures.index("nDCG@10") if "nDCG@10" in measures else 0,
                            key="mice_measure")
     log_x = c3.toggle("Log latency axis", key="mice_logx")
     part = df[df["collection"] == coll]
-    wide = part.pivot_table(index=["name", "kind"], columns="measure", values="value", sort=False)
-    extra = part.groupby(["name", "kind"], sort=False)[["latency", "storage"]].first()
-    table = wide.join(extra).reset_index()
-    table = table.rename(columns={"latency": f"latency ({used.get('latency', 'n/a')})",
-                                  "storage": f"storage ({used.get('storage', 'n/a')})"})
-    st.dataframe(table, hide_index=True, key="mice_table")
+    st.dataframe(compare_table(part, measure, used), hide_index=True, key="mice_table")
+    st.caption(f"Mean per query on {coll}" + (f" ({part['domain'].iloc[0]})" if part["domain"].iloc[0] else "")
+               + (f"; Δ and p: {measure} against the reference (paired t-test: * p < 0.05, ** p < 0.01, "
+                  "*** p < 0.001)" if "delta" in part.columns else "") + ".")
     points = part[part["measure"] == measure].dropna(subset=["value"])
     if points["latency"].notna().any():
-        st.altair_chart(charts.pareto_chart(points.rename(columns={"latency": "latency_ms", "value": measure}),
-                                            "latency_ms", measure, "name", "kind", log_x=log_x))
+        st.altair_chart(charts.pareto_chart(points, "latency", "value", "name", "kind", log_x=log_x,
+                                            x_title=f"latency ({used['latency']})", y_title=measure))
         front = charts.pareto_front(points, "latency", "value")
         st.caption("Dashed line: the Pareto front (no other scorer is both faster and better): "
                    + ", ".join(f"`{n}`" for n in front["name"]) + ".")

@@ -1,0 +1,46 @@
+"""The explorer in a real headless Chromium: every view renders its elements, no exception box, screenshots.
+
+Starts ``streamlit run app/main.py`` on localhost with small real result tables (tiny BERT), drives it with
+Selenium and the Debian ``chromium`` + ``chromium-driver`` packages (``app/browser_check.py``), and keeps
+one full-page screenshot per view in ``results/screenshots/`` (gitignored; CI keeps them as artifacts).
+Marked ``slow``; select it alone with ``-k browser``. Skipped, saying why, only when Chromium, its driver
+or selenium is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from test_app_support import REPO, build_demo
+
+from app import browser_check
+
+SHOTS = REPO / "results" / "screenshots"
+
+
+def _missing() -> str | None:
+    if not Path(browser_check.CHROMIUM).is_file():
+        return f"{browser_check.CHROMIUM} is absent: install the Debian packages chromium and chromium-driver"
+    if not Path(browser_check.CHROMEDRIVER).is_file():
+        return f"{browser_check.CHROMEDRIVER} is absent: install the Debian package chromium-driver"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_browser_every_view_renders_in_chromium(tmp_path, tokenizer):
+    pytest.importorskip("selenium", reason="pip install selenium (the browser test drives Chromium with it)")
+    demo = build_demo(tmp_path / "demo", tokenizer)
+    if SHOTS.exists():
+        shutil.rmtree(SHOTS)
+    params = {"model": str(demo.model), "collection": str(demo.beir), "results": str(demo.results)}
+    pages = browser_check.run(params, SHOTS, timeout=240)
+    assert [p.name for p in pages] == [p.name for p in browser_check.PAGES]
+    failures = {p.name: p.failures for p in pages if p.failures}
+    assert not failures, f"{failures}; see the screenshots in {SHOTS} and {SHOTS / 'streamlit.log'}"
+    for page in pages:
+        shot = SHOTS / f"{page.name}.png"
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert shot.stat().st_size > 20_000, shot  # a rendered page, not a blank one
