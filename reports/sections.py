@@ -110,18 +110,26 @@ def setup_section(results: Results, opts: Options) -> Section:
         first = group[0].manifest
         kinds = sorted({s.kind for s in group})
         coll = first.get("collection") or {}
-        cname = coll.get("name", "") if isinstance(coll, dict) else str(coll)
+        # one collection ("collection": describe()) or several ("collections": {name: describe()})
+        colls = [coll] if isinstance(coll, dict) and coll else [
+            c for _, c in sorted((first.get("collections") or {}).items()) if isinstance(c, dict)]
+        cname = ", ".join(str(c.get("name", "–")) for c in colls) if colls else str(coll or "–")
+        model_names = first.get("model") or ", ".join(sorted(first.get("models") or {})) or "–"
         seeds = sorted({str(m.get("seed", (m.get("settings") or {}).get("seed", "–"))) for m in metas})
         rows.append({"folder": group[0].rel_folder, "kind": ", ".join(kinds),
-                     "tables": ", ".join(s.table for s in group), "model": str(first.get("model", "–")),
+                     "tables": ", ".join(s.table for s in group), "model": str(model_names),
                      "collection": cname, "seed": ", ".join(seeds)})
         prov.append({"folder": group[0].rel_folder, "settings": _compact_settings(first),
                      "created (UTC)": min(str(m.get("created", "")) for m in metas),
                      "git revision": ", ".join(sorted({str(m.get("git_revision", "–")) for m in metas}))})
-        key = (str(first.get("model", "–")), str(first.get("model_fingerprint", "–")))
-        models.setdefault(key, []).append(group[0].rel_folder)
-        if isinstance(coll, dict) and coll:
-            ckey = tuple(str(coll.get(k, "–")) for k in ("name", "queries", "candidates", "judged_pairs", "source"))
+        if first.get("model") or not first.get("models"):
+            key = (str(first.get("model", "–")), str(first.get("model_fingerprint", "–")))
+            models.setdefault(key, []).append(group[0].rel_folder)
+        else:
+            for name, path in sorted((first.get("models") or {}).items()):
+                models.setdefault((f"{name}: {path}", "–"), []).append(group[0].rel_folder)
+        for c in colls:
+            ckey = tuple(str(c.get(k, "–")) for k in ("name", "queries", "candidates", "judged_pairs", "source"))
             collections.setdefault(ckey, []).append(group[0].rel_folder)
         for m in metas:
             env = m.get("environment") or {}

@@ -37,6 +37,8 @@ def _comparison(tmp_path):
                        "value": v} for q in "abcd"]
     meta = manifest(kind="mice-compare", reference="cross-encoder", in_domain=["dl19"],
                     models={m[0]: f"made-up/{m[0]}" for m in MODELS},
+                    collections={c: {"name": c, "queries": 4, "candidates": 40, "judged_pairs": 9, "source": "x"}
+                                 for c in ("dl19", "scifact")},
                     latency={"collection": "dl19", "queries": ["1", "2"], "candidates_per_query": 100,
                              "batch_size": 100, "torch_threads": 2})
     out = tmp_path / "results" / "mice"
@@ -57,6 +59,8 @@ def test_comparison_section_and_directions(tmp_path):
     sections, html, _ = build_report(_comparison(tmp_path))
     state = {s.id: s.missing for s in sections}
     assert state["mice"] is None and state["notes"] is None
+    setup = _section(html, "setup")
+    assert "mice-retrained: made-up/mice-retrained" in setup and "<td>dl19, scifact</td>" in setup
     mice = _section(html, "mice")
     assert "dl19 (ID)" in mice and "scifact (OOD)" in mice
     assert "0.5500**" in mice  # p = 0.004 on the OOD collection
