@@ -43,6 +43,7 @@ def _vector(cbar) -> None:
     """Colorbars rasterize their gradient by default; keep it vector."""
     if cbar.solids is not None:
         cbar.solids.set_rasterized(False)
+        cbar.solids.set_edgecolor("face")  # no hairline seams between the quads in PDF viewers
 
 
 def _mesh(ax, vals: np.ndarray, **kw):
@@ -126,7 +127,8 @@ def ablation_heatmap_plot(delta: pd.DataFrame, p: pd.DataFrame, measure: str, ba
         vmax = max(float(finite.max()) if finite.size else 0.0, 1e-3)
         im = _mesh(ax, vals, cmap="RdBu", vmin=-vmax, vmax=vmax)
         pv = p.reindex(index=delta.index, columns=delta.columns).to_numpy(dtype=float)
-        labels = [[("" if not np.isfinite(vals[i, j]) else f"{vals[i, j]:+.3f}{stars(pv[i, j])}")
+        labels = [[("" if not np.isfinite(vals[i, j]) else f"{vals[i, j] + 0.0 if round(vals[i, j], 3) else 0.0:+.3f}"
+                    f"{stars(pv[i, j])}")
                    for j in range(vals.shape[1])] for i in range(vals.shape[0])]
         _annotate(ax, vals, labels, vmax, diverging=True)
         ax.set_xticks(range(len(delta.columns)), [str(c) for c in delta.columns])
