@@ -79,7 +79,8 @@ class DocStateIndex:
 
     @property
     def file_bytes(self) -> int:
-        return self.path.stat().st_size
+        """Size of the index file (the states' size if the file is gone)."""
+        return self.path.stat().st_size if self.path.is_file() else self.nbytes
 
     @property
     def bytes_per_doc(self) -> float:
@@ -98,8 +99,13 @@ class DocStateIndex:
         return doc_key(text) in self.rows
 
     # ------------------------------------------------------------------------------ lookup
-    def gather(self, texts: list[str], device: torch.device | str = "cpu", dtype=torch.float32) -> DocStates:
-        """Padded document states of ``texts`` (in order). A text missing from the index is an error."""
+    def gather(self, texts: list[str], device: torch.device | str = "cpu", dtype=torch.float32, *,
+               zero_padding: bool = True) -> DocStates:
+        """Padded document states of ``texts`` (in order). A text missing from the index is an error.
+
+        ``zero_padding`` writes zeros at padding positions (what an encoder's masked output holds); a MICE
+        plan masks them out anyway and skips it.
+        """
         try:
             rows = [self.rows[doc_key(t)] for t in texts]
         except KeyError:
@@ -113,8 +119,10 @@ class DocStateIndex:
         ar = torch.arange(width)
         mask = ar[None, :] < lengths[:, None]
         idx = torch.where(mask, start[:, None] + ar[None, :], torch.zeros_like(start)[:, None])
-        kv = self.kv[idx]  # (n, width, *per-token shape)
-        kv[~mask] = 0  # padding positions hold zeros, as an encoder's masked output would
+        flat = self.kv.reshape(len(self.kv), -1)
+        kv = flat.index_select(0, idx.flatten()).view(len(rows), width, *self.kv.shape[1:])
+        if zero_padding:
+            kv[~mask] = 0
         if kv.dtype != dtype:
             kv = kv.to(dtype)
         roles = torch.full(mask.shape, int(Role.PAD), dtype=torch.long)
@@ -124,7 +132,7 @@ class DocStateIndex:
 
     # ------------------------------------------------------------------------------ build / open
     @classmethod
-    def build(cls, model, docs: Iterable[str], path: str | Path, *, batch_size: int = 64,
+    def build(cls, model, docs: Iterable[str], path: str | Path, *, batch_size: int = 16,
               progress: bool = False) -> DocStateIndex:
         """Compute and write the states of every distinct text of ``docs`` for ``model`` (a MiceModel)."""
         if model.plan.shape != "doc-cache":

@@ -190,7 +190,7 @@ class LateInteractionScorer(Scorer):
         return self.module.interact(q[where], qm[where], d, dm)
 
     # ------------------------------------------------------------------------------ index
-    def build_index(self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 64,
+    def build_index(self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 16,
                     progress: bool = False) -> DocStateIndex:
         texts = list(dict.fromkeys(docs))
         if not texts:

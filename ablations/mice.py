@@ -96,7 +96,7 @@ class MiceModel(Scorer):
         return f"{self.config.label}; plan {self.plan.describe()}{idx}"
 
     # ------------------------------------------------------------------------------ index
-    def build_index(self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 64,
+    def build_index(self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 16,
                     progress: bool = False, attach: bool = True) -> DocStateIndex:
         index = DocStateIndex.build(self, docs, path, batch_size=batch_size, progress=progress)
         if attach:
@@ -128,7 +128,7 @@ class MiceModel(Scorer):
             if shape != "doc-cache" or self.index is None:
                 raise BadInput("this batch was encoded without documents; it needs the doc-cache plan and an "
                                "attached document-state index")
-            docs = self.index.gather(batch.doc_texts, self.device)
+            docs = self.index.gather(batch.doc_texts, self.device, zero_padding=False)
         return self.executor.forward(batch, shape, docs)
 
     def batches(self, pairs: Sequence[Pair], batch_size: int = 32) -> Iterable[MiceBatch]:

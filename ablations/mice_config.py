@@ -59,6 +59,12 @@ DEFAULT_MAX_QUERY_LENGTH = 64
 #: Document budget of a 256-token cross-encoder after a typical 7-token query (256 - 7 - 3).
 DEFAULT_MAX_DOC_LENGTH = 246
 
+
+def doc_budget(max_length: int) -> int:
+    """Canonical document budget matching a cross-encoder of ``max_length`` tokens: what a document gets
+    after a typical query (``DEFAULT_DOC_OFFSET - 2`` word pieces) and the three special tokens."""
+    return max(1, max_length - 3 - (DEFAULT_DOC_OFFSET - 2))
+
 _FINAL = re.compile(r"mice-l(\d+)\+(\d+)")
 
 
@@ -297,5 +303,7 @@ def preset(name: str, num_layers: int, num_heads: int, base_model: str, **overri
     else:
         raise BadInput(f"unknown MICE preset {name!r}; expected one of {preset_names()}")
     fields_.update(overrides)
+    if "max_length" in fields_ and "max_doc_length" not in fields_:
+        fields_["max_doc_length"] = doc_budget(fields_["max_length"])
     source = {"preset": key, **fields_.pop("source", {})}
     return MiceConfig(base_model=base_model, num_layers=num_layers, num_heads=num_heads, source=source, **fields_)

@@ -200,18 +200,23 @@ class _Biases:
 
 # ------------------------------------------------------------------------------------------ layers
 def layer_rows(layer, rows: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor,
-               extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               extra: tuple[torch.Tensor, torch.Tensor] | None = None,
+               expand: torch.Tensor | None = None) -> torch.Tensor:
     """One BERT layer for ``rows (b, m, H)`` attending to ``kv (b, k, H)`` and, if given, precomputed
     keys/values ``extra = (K, V)`` each ``(b, k2, H)`` appended after ``kv``'s; ``mask (b, h|1, m, k+k2)``.
 
+    ``expand (b,)``: ``rows`` and ``kv`` are given once per distinct query (``(nq, m, H)``) and row ``i`` of
+    the batch uses ``rows[expand[i]]`` — the projections are computed once per query, not per pair.
     Uses the layer's own modules in the model's order (projections, output, feed-forward), with their
     dropout in training mode.
     """
     attn = layer.attention.self
+    q, k, v = attn.query(rows), attn.key(kv), attn.value(kv)
+    if expand is not None:
+        q, k, v, rows = q[expand], k[expand], v[expand], rows[expand]
     b, m, _ = rows.shape
     d = attn.attention_head_size
-    q = attn.query(rows).view(b, m, -1, d).transpose(1, 2)
-    k, v = attn.key(kv), attn.value(kv)
+    q = q.view(b, m, -1, d).transpose(1, 2)
     if extra is not None:
         k, v = torch.cat([k, extra[0]], 1), torch.cat([v, extra[1]], 1)
     n = k.shape[1]
@@ -447,11 +452,12 @@ class PlanExecutor:
         cols = torch.cat([q_roles, docs.roles.to(q_roles.device)], 1)
         full = _Biases(self.table, q_roles, cols, hq.dtype)
         cls = _Biases(self.table, q_roles[:, :1], cols, hq.dtype)
-        h = hq[b.pair_query]
+        h, expand = hq, b.pair_query  # the first joint layer projects each distinct query once
         for j, i in enumerate(range(merge, drop)):
             extra = docs.layer(j)
             if i < drop - 1:
-                h = layer_rows(self.layers[i], h, h, full(i), extra)
+                h = layer_rows(self.layers[i], h, h, full(i), extra, expand)
             else:
-                h = layer_rows(self.layers[i], h[:, :1], h, cls(i), extra)
+                h = layer_rows(self.layers[i], h[:, :1], h, cls(i), extra, expand)
+            expand = None
         return self._head(h[:, :1])
