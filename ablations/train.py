@@ -43,7 +43,7 @@ from probe.model import CrossEncoder
 from . import training_data as td
 from .collections import load_collection
 from .evaluate import aggregate, evaluate_runs, rerank
-from .paths import REFERENCE_MODELS, resolve_model, trained_model_dir
+from .paths import REFERENCE_MODELS, resolve_model, shared_dir, trained_model_dir
 from .results import atomic_write_text, environment, git_revision, write_table
 
 LOSSES = ("bce", "mse", "lce", "margin-mse", "kl")
@@ -60,7 +60,8 @@ class Stage:
     group_size: int = 8
     warmup: float = 0.1  # fraction of steps
     # distillation data
-    n_queries: int = 2400
+    dev_queries: int = 400  # MS MARCO dev-small queries (one group each)
+    groups_per_query: int = 12  # groups per training-collection query
     depth: int = 30
     teacher_scale: float = 10.0  # cosine margins are ~0.1; scale them to logit range
     # judged data
@@ -102,8 +103,8 @@ def _reference(test: str, train: list[str]) -> TrainConfig:
     return TrainConfig(
         out=str(trained_model_dir(REFERENCE_MODELS[f"reference-{test}"])),
         train_collections=train, validation=train[0], test=[test],
-        stages=[Stage("distill", "margin-mse", "distill", steps=400, lr=7e-5, n_queries=1600),
-                Stage("finetune", "lce", "judged", steps=150, lr=1e-5)],
+        stages=[Stage("distill", "margin-mse", "distill", steps=400, lr=1e-4),
+                Stage("finetune", "lce", "judged", steps=150, lr=2e-5)],
     )
 
 
@@ -112,7 +113,8 @@ PRESETS = {
     "dl20": lambda: _reference("dl20", ["dl19", "dl21"]),
     "smoke": lambda: TrainConfig(
         out="runs/smoke-model", test=["dl19"], validation_depth=20, eval_every=15, checkpoint_every=10,
-        stages=[Stage("distill", "margin-mse", "distill", steps=30, lr=1e-4, n_queries=150, group_size=4),
+        stages=[Stage("distill", "margin-mse", "distill", steps=30, lr=1e-4, dev_queries=20, groups_per_query=1,
+                      group_size=4),
                 Stage("finetune", "lce", "judged", steps=10, lr=1e-5, group_size=4)],
     ),
 }
@@ -182,6 +184,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     train_q, held_q = td.split_queries(val_rs.queries, cfg.validation_fraction, cfg.seed)
     held_out = {f"{cfg.validation}:{q}" for q in held_q}
     val_set = td.validation_set(cfg.validation, sorted(held_out), cfg.validation_depth)
+    excluded = td.test_passages(cfg.test)  # no test-collection passage is ever trained on
 
     ckpt_path = out / ".checkpoint" / "state.pt"
     best_dir = out / ".best"
@@ -189,6 +192,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     resumed = ckpt_path.exists()
     if resumed:
         saved = torch.load(ckpt_path, weights_only=False)
+        if saved.get("config") != dataclasses.asdict(cfg):
+            raise BadInput(f"checkpoint {ckpt_path} was written with different settings; "
+                           f"delete {out} or choose another --out")
         scorer.model.load_state_dict(saved["model"])
         state = saved["state"]
         print(f"resuming {out} at stage {state['stage']} step {state['step']}")
@@ -201,12 +207,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         if stage.data == "distill":
             from .teacher import BiEncoder
 
-            groups = td.distillation_groups(cfg.train_collections, exclude_queries=held_out,
-                                            n_queries=stage.n_queries, group_size=stage.group_size,
+            groups = td.distillation_groups(cfg.train_collections, exclude_queries=held_out, exclude_docs=excluded,
+                                            dev_queries=stage.dev_queries,
+                                            groups_per_query=stage.groups_per_query, group_size=stage.group_size,
                                             depth=stage.depth, seed=cfg.seed, teacher=BiEncoder(cfg.teacher),
                                             progress=progress)
         else:
-            groups = td.judged_groups(cfg.train_collections, exclude_queries=held_out,
+            groups = td.judged_groups(cfg.train_collections, exclude_queries=held_out, exclude_docs=excluded,
                                       group_size=stage.group_size, min_positive=stage.min_positive, seed=cfg.seed)
         per_epoch = len(groups) // stage.groups_per_step
         if per_epoch == 0:
@@ -261,7 +268,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
                 state["elapsed"] += time.time() - tick
                 tick = time.time()
                 _save_checkpoint(ckpt_path, {
-                    "model": scorer.model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "config": dataclasses.asdict(cfg), "model": scorer.model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(), "state": state})
             if interrupt and not last:
                 bar.close()
@@ -272,7 +279,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         bar.close()
         state["elapsed"] += time.time() - tick
         state["stage"], state["step"], resumed = stage_idx + 1, 0, False
-        _save_checkpoint(ckpt_path, {"model": scorer.model.state_dict(), "state": state})
+        _save_checkpoint(ckpt_path, {"config": dataclasses.asdict(cfg), "model": scorer.model.state_dict(),
+                                     "state": state})
 
     # The selected model (best validation nDCG@10) becomes the output folder.
     best = CrossEncoder.from_pretrained(best_dir)
@@ -313,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "$MICE_CACHE/models/<name>)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--config", type=Path, default=None, help="JSON file with TrainConfig fields (overrides preset)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores; 1 is steadier when other work shares the CPU)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -322,7 +332,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.preset not in PRESETS:
         raise BadInput(f"unknown preset {args.preset!r}; expected one of {', '.join(PRESETS)}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BadInput(f"--threads {args.threads} must be >= 1")
+        torch.set_num_threads(args.threads)
     cfg = PRESETS[args.preset]()
+    shared_copy = shared_dir() / "models" / Path(cfg.out).name
+    if args.preset in ("dl19", "dl20") and not (args.out or args.config or args.seed is not None) \
+            and (shared_copy / "config.json").is_file():
+        print(f"reference model already present at {shared_copy}; nothing to train")
+        return 0
     if args.config:
         try:
             fields = json.loads(args.config.read_text())

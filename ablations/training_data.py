@@ -2,9 +2,9 @@
 
 A *group* is one query with ``n`` documents: labels (graded relevance) and/or teacher scores.
 
-- :func:`distillation_groups` — MS MARCO dev-small queries (plus the training collections' own queries)
-  with bm25s candidates retrieved from the *training* collections' passage pools, scored by a teacher.
-  No test-collection passage is ever indexed.
+- :func:`distillation_groups` — the training collections' queries with their BM25 candidates and judged
+  passages, plus MS MARCO dev-small queries with bm25s candidates retrieved from the *training*
+  collections' passage pools, scored by a teacher. No test-collection passage is ever used.
 - :func:`judged_groups` — one positive (grade ≥ ``min_positive``) and BM25 hard negatives (judged 0,
   preferring those in the BM25 top-100) per group, from the training collections' judged pairs.
 - :func:`validation_set` — held-out training-collection queries re-ranked on their BM25 top-``depth``.
@@ -50,6 +50,25 @@ def dev_small_queries() -> dict[str, str]:
     return readers.read_tsv_queries(data_dir() / "msmarco-passage-dev-small" / "topics.msmarco-passage.dev-subset.txt")
 
 
+def test_passages(test_collections: list[str]) -> tuple[set[str], set[str]]:
+    """Ids and exact texts of every passage a test collection ships: never used in training."""
+    ids: set[str] = set()
+    texts: set[str] = set()
+    for name in test_collections:
+        try:
+            docs = pooled_passages(name)
+        except BadInput:  # not a TREC DL collection: its corpus is the candidate documents
+            docs = load_collection(name).docs
+        ids.update(docs)
+        texts.update(docs.values())
+    return ids, texts
+
+
+def _without(docs: dict[str, str], excluded: tuple[set[str], set[str]]) -> dict[str, str]:
+    ids, texts = excluded
+    return {k: v for k, v in docs.items() if k not in ids and v not in texts}
+
+
 def _teacher_cache(key: dict) -> Path:
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "teacher" / f"{digest}.parquet"
@@ -59,60 +78,80 @@ def distillation_groups(
     train_collections: list[str],
     *,
     exclude_queries: set[str],
-    n_queries: int,
+    exclude_docs: tuple[set[str], set[str]] = (set(), set()),
+    dev_queries: int,
+    groups_per_query: int,
     group_size: int,
     depth: int,
     seed: int,
     teacher=None,
     progress: bool = True,
 ) -> list[Group]:
-    """Groups of ``group_size`` bm25s candidates (sampled from the top-``depth``) scored by ``teacher``.
+    """Candidate groups scored by ``teacher``, from two sources:
+
+    - in-domain: every (not held-out) query of the training collections with its shipped BM25 top-100
+      plus its judged passages that have text; ``groups_per_query`` random groups per query, so the
+      student sees relevant passages and real hard negatives in many contrasts;
+    - MS MARCO dev-small: ``dev_queries`` queries with bm25s top-``depth`` candidates from the training
+      collections' passage pools, one group each (query diversity).
 
     Teacher scores are cached under ``$MICE_CACHE/teacher`` keyed by every setting, so a resumed or
     repeated run does not embed again.
     """
     docs: dict[str, str] = {}
     queries: dict[str, str] = {}
+    lists: dict[str, list[str]] = {}
     for name in train_collections:
-        docs.update(pooled_passages(name))
-        queries.update({f"{name}:{q}": t for q, t in load_collection(name).queries.items()
-                        if f"{name}:{q}" not in exclude_queries})
+        pool = _without(pooled_passages(name), exclude_docs)
+        docs.update(pool)
+        rs = load_collection(name)
+        judged = rs.qrels[rs.qrels["doc_id"].isin(pool.keys())].groupby("query_id")["doc_id"].agg(list)
+        cands = rs.candidates[rs.candidates["doc_id"].isin(pool.keys())].groupby("query_id")["doc_id"].agg(list)
+        for q, text in rs.queries.items():
+            if f"{name}:{q}" not in exclude_queries:
+                queries[f"{name}:{q}"] = text
+                lists[f"{name}:{q}"] = list(dict.fromkeys(cands.get(q, []) + judged.get(q, [])))
     dev = dev_small_queries()
-    rng = random.Random(seed)
-    dev_ids = rng.sample(sorted(dev), min(len(dev), max(0, n_queries - len(queries))))
+    dev_ids = random.Random(seed).sample(sorted(dev), min(len(dev), dev_queries))
+    key = {"collections": train_collections, "in_domain": sorted(queries), "dev": sorted(dev_ids),
+           "groups_per_query": groups_per_query, "group_size": group_size, "depth": depth, "seed": seed,
+           "teacher": getattr(teacher, "name", "none"), "docs": len(docs), "excluded": len(exclude_docs[0])}
     queries.update({f"dev:{q}": dev[q] for q in dev_ids})
-    key = {"collections": train_collections, "queries": sorted(queries), "group_size": group_size,
-           "depth": depth, "seed": seed, "teacher": getattr(teacher, "name", "none"), "docs": len(docs)}
     cache = _teacher_cache(key)
     if cache.exists():
         table = pd.read_parquet(cache)
     else:
-        run = BM25Index(docs).search(queries, k=depth)
-        sampled = []
-        for qid, cand in run.groupby("query_id", sort=True):
-            ids = cand["doc_id"].tolist()
+        if dev_ids:
+            run = BM25Index(docs).search({f"dev:{q}": dev[q] for q in dev_ids}, k=depth)
+            lists.update(run.groupby("query_id")["doc_id"].agg(list).to_dict())
+        rows = []
+        for qid in sorted(lists):
+            ids = lists[qid]
             if len(ids) < group_size:
                 continue
-            sampled.extend((qid, d) for d in random.Random(f"{seed}:{qid}").sample(ids, group_size))
-        table = pd.DataFrame(sampled, columns=["query_id", "doc_id"])
+            for g in range(1 if qid.startswith("dev:") else groups_per_query):
+                rng = random.Random(f"{seed}:{qid}:{g}")
+                rows.extend((qid, g, d) for d in rng.sample(ids, group_size))
+        table = pd.DataFrame(rows, columns=["query_id", "group", "doc_id"])
         if teacher is None:
             raise BadInput("distillation needs a teacher")
         table["teacher"] = teacher.score_ids(list(zip(table["query_id"], table["doc_id"])), queries, docs,
                                              progress=progress)
         atomic_write_parquet(table, cache)
-    groups = []
-    for qid, g in table.groupby("query_id", sort=True):
-        groups.append(Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist()))
-    return groups
+    return [Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
+            for (qid, _), g in table.groupby(["query_id", "group"], sort=True)]
 
 
 def judged_groups(
-    train_collections: list[str], *, exclude_queries: set[str], group_size: int, min_positive: int, seed: int
+    train_collections: list[str], *, exclude_queries: set[str], group_size: int, min_positive: int, seed: int,
+    exclude_docs: tuple[set[str], set[str]] = (set(), set()),
 ) -> list[Group]:
     """One group per positive judged pair: the positive plus ``group_size - 1`` judged-0 hard negatives."""
     groups = []
     for name in train_collections:
         queries, qrels, docs = judged_texts(name)
+        docs = _without(docs, exclude_docs)
+        qrels = qrels[qrels["doc_id"].isin(docs.keys())]
         bm25 = load_collection(name).candidates
         in_bm25 = set(zip(bm25["query_id"], bm25["doc_id"]))
         for qid, judged in qrels.groupby("query_id", sort=True):

@@ -63,8 +63,8 @@ def test_a_short_real_distillation_run_learns(tmp_path):
     from ablations.paths import resolve_model
     from ablations.teacher import BiEncoder
 
-    stage = Stage("distill", "margin-mse", "distill", steps=40, lr=1e-4, n_queries=160, group_size=4,
-                  groups_per_step=4, depth=20)
+    stage = Stage("distill", "margin-mse", "distill", steps=40, lr=1e-4, dev_queries=40, groups_per_query=1,
+                  group_size=4, groups_per_step=4, depth=20)
     cfg = TrainConfig(out=str(tmp_path / "model"), train_collections=["dl20", "dl21"], validation="dl20",
                       validation_depth=20, test=[], eval_every=20, checkpoint_every=20, max_length=96, stages=[stage])
     summary = train(cfg, progress=False)
@@ -72,8 +72,8 @@ def test_a_short_real_distillation_run_learns(tmp_path):
     assert summary["best_validation_ndcg10"] > untrained + 0.01
 
     held = {f"dl20:{q}" for q in td.split_queries(load_collection("dl20").queries, 0.25, 0)[1]}
-    groups = td.distillation_groups(["dl20", "dl21"], exclude_queries=held, n_queries=160, group_size=4, depth=20,
-                                    seed=0, teacher=BiEncoder())[:32]  # cached teacher scores: same groups
+    groups = td.distillation_groups(["dl20", "dl21"], exclude_queries=held, dev_queries=40, groups_per_query=1,
+                                    group_size=4, depth=20, seed=0, teacher=BiEncoder())[:32]  # cached: same groups
 
     def loss_of(model):
         with torch.no_grad():
