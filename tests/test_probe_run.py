@@ -195,7 +195,7 @@ def real_scorer() -> tuple[CrossEncoder, str]:
 def test_real_model_flow_table_for_20_queries(tmp_path):
     scorer, name = real_scorer()
     cfg = ProbeConfig(model=name, collection="dl19", queries=20, depth=2, flow_pairs=1, attribution_pairs=2,
-                      ig_steps=16, out=str(tmp_path))
+                      ig_steps=32, out=str(tmp_path))
     tables = probe(cfg, scorer=scorer)
     flows = tables["flows"]
     assert flows["query_id"].nunique() == 20 and len(flows[["query_id", "doc_id"]].drop_duplicates()) == 40
@@ -219,6 +219,6 @@ def test_real_model_flow_table_for_20_queries(tmp_path):
     assert rollout[(rollout.method == "rollout") & (rollout.role == "doc")]["value"].mean() > 0.05
     attributions = tables["attributions"]
     gap = (attributions["score"] - attributions["baseline_score"]).abs()
-    assert (attributions["delta"].abs() <= 0.2 * gap + 1e-3).all()
+    assert (attributions["delta"].abs() <= 0.1 * gap + 0.01).all()  # completeness, up to 32-step quadrature
     assert isinstance(pd.read_parquet(tmp_path / "flows.parquet"), pd.DataFrame)
     assert read_manifest(tmp_path, "flows")["collection"]["queries"] == 20
