@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collection name or BEIR folder (repeatable; default dl19)")
     p.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
     p.add_argument("--depth", type=int, default=None, help="re-rank only the top-K BM25 candidates")
-    p.add_argument("--max-length", type=int, default=256, help="max tokens per pair (default 256)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="max tokens per pair (default: the model's own, from its folder, else 256)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", type=Path, default=Path("results/evaluate"), help="output folder (default results/evaluate)")
     return p

@@ -35,14 +35,14 @@ def main(argv=None) -> int:
     p.add_argument("--collection", default="dl19")
     p.add_argument("--queries", type=int, default=None, help="limit the number of queries (default: all)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=None, help="default: the model's own max length")
     args = p.parse_args(argv)
 
     path = resolve_model(args.model)
     rs = load_collection(args.collection).subset(args.queries, 100)
     pairs = rs.pairs()
     ours = CrossEncoder.from_pretrained(path, max_length=args.max_length)
-    theirs = STCrossEncoder(path, max_length=args.max_length, device=str(ours.device))
+    theirs = STCrossEncoder(path, max_length=ours.max_length, device=str(ours.device))
     identity = torch.nn.Identity()
     # warm-up both on a few pairs so one-time costs are not timed
     ours.score(pairs[:64], batch_size=args.batch_size)
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
                                               show_progress_bar=False))
     diff = float(np.abs(s_ours - np.asarray(s_st)).max())
     print(f"model {path}\ncollection {rs.name}: {len(rs.queries)} queries, {len(pairs)} pairs, "
-          f"batch {args.batch_size}, max_length {args.max_length}, torch threads {torch.get_num_threads()}")
+          f"batch {args.batch_size}, max_length {ours.max_length}, torch threads {torch.get_num_threads()}")
     print(f"{'scorer':<34}{'seconds':>9}{'pairs/s':>10}")
     print(f"{'mice-toolkit CrossEncoder.score':<34}{t_ours:>9.1f}{len(pairs) / t_ours:>10.1f}")
     print(f"{'sentence-transformers predict':<34}{t_st:>9.1f}{len(pairs) / t_st:>10.1f}")

@@ -126,7 +126,7 @@ class CrossEncoder(Scorer):
         cls,
         name_or_path: str | os.PathLike,
         *,
-        max_length: int = DEFAULT_MAX_LENGTH,
+        max_length: int | None = None,
         device: str | torch.device | None = None,
         new_head: bool = False,
         attn_implementation: str | None = None,
@@ -135,6 +135,8 @@ class CrossEncoder(Scorer):
 
         ``new_head=True`` accepts an encoder without a trained classification head and adds a fresh
         one-logit head (the trainer's starting point); otherwise such a model is refused.
+        ``max_length=None`` takes the folder's ``sentence_bert_config.json`` ``max_seq_length`` (the length a
+        model was trained at), else 256; an explicit value always wins.
         """
         name = str(name_or_path)
         local = Path(name).expanduser()
@@ -166,8 +168,8 @@ class CrossEncoder(Scorer):
                 f"missing {missing_head[0]}); train one with `python -m ablations.train` or pass a cross-encoder"
             )
         st_conf = _read_json(local / "sentence_bert_config.json") if local.exists() else {}
-        if "max_seq_length" in st_conf and max_length == DEFAULT_MAX_LENGTH:
-            max_length = min(max_length, int(st_conf["max_seq_length"]))
+        if max_length is None:
+            max_length = int(st_conf.get("max_seq_length", DEFAULT_MAX_LENGTH))
         model.to(torch.device(device) if device else default_device())
         return cls(model, tokenizer, max_length=max_length, name=name)
 
