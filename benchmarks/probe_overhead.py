@@ -57,8 +57,9 @@ def _main(argv=None) -> int:
     p.add_argument("--collection", default="dl19", help="collection (default dl19, the in-domain test set)")
     p.add_argument("--queries", type=int, default=43, help="first N queries (default 43: all of dl19)")
     p.add_argument("--depth", type=int, default=100, help="BM25 candidates per query (default 100)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per batch (default 32)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="max tokens per pair (default: the model folder's own, else 256)")
     p.add_argument("--repeats", type=int, default=3, help="passes over all batches (default 3)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
@@ -68,7 +69,7 @@ def _main(argv=None) -> int:
     rs = load_collection(args.collection).subset(args.queries, args.depth)
     batches = list(scorer.batches(rs.pairs(), args.batch_size))
     n_pairs = sum(len(b) for b in batches)
-    print(f"{model} on {rs.name}: {n_pairs} pairs in {len(batches)} batches; torch threads "
+    print(f"{model} on {rs.name}: {n_pairs} pairs in {len(batches)} batches (max_length {scorer.max_length}); torch threads "
           f"{torch.get_num_threads()}; {args.repeats} repeats", flush=True)
     modes = {"plain": None, "flows": ("flows",), "flows+rollout": ("flows", "rollout")}
     run_batch(scorer, batches[-1], ("flows",))  # warm-up
@@ -94,7 +95,7 @@ def _main(argv=None) -> int:
     tot_c = {m: sum(v) for m, v in cpu.items()}
     result = {
         "model": model, "collection": rs.name, "pairs": n_pairs, "batches": len(batches),
-        "batch_size": args.batch_size, "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size, "max_length": scorer.max_length, "repeats": args.repeats, "threads": torch.get_num_threads(),
         "wall_s": wall, "cpu_s": cpu,
         "ratio_flows": tot_w["flows"] / tot_w["plain"], "ratio_flows_rollout": tot_w["flows+rollout"] / tot_w["plain"],
         "cpu_ratio_flows": tot_c["flows"] / tot_c["plain"],

@@ -63,7 +63,7 @@ class ProbeConfig:
     ig_steps: int = 32
     ig_layer: str = "embeddings"
     batch_size: int = 16
-    max_length: int = DEFAULT_MAX_LENGTH
+    max_length: int | None = None  # None: the model folder's own (sentence_bert_config), else 256
     seed: int = 0
     out: str = "results/probe"
 
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"embedding layer attributed (default {d.ig_layer})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per batch (default {d.batch_size})")
     p.add_argument("--max-length", type=int, default=d.max_length,
-                   help=f"max tokens per pair (default {d.max_length})")
+                   help=f"max tokens per pair (default: the model folder's max_seq_length, else {DEFAULT_MAX_LENGTH})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"torch seed, recorded in the manifest (default {d.seed})")
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     return p
