@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 from probe.errors import BadInput
-from probe.model import DEFAULT_MAX_LENGTH, CrossEncoder
+from probe.model import CrossEncoder
 
 from .collections import RerankSet, load_collection
 from .evaluate import parse_measures, per_query
@@ -57,7 +57,7 @@ class Settings:
     collection: str = "dl19"
     queries: int | None = None
     depth: int | None = None
-    max_length: int = DEFAULT_MAX_LENGTH
+    max_length: int | None = None  # None: the model folder's own (sentence_bert_config), else 256
     batch_size: int = 32
     seed: int = 0
     n_boot: int = DEFAULT_BOOTSTRAP
@@ -292,7 +292,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", default="dl19", help="collection name or BEIR folder (default dl19)")
     p.add_argument("--queries", type=int, default=None, help="use only the first N queries (sorted by id)")
     p.add_argument("--depth", type=int, default=None, help="re-rank only the top-K first-stage candidates")
-    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="max tokens per pair (default 256)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="max tokens per pair (default: the model's own, from its folder, else 256)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--measures", nargs="+", default=None,
                    help="ir_measures names (default: the collection's, e.g. nDCG@10 RR(rel=2)@10 R(rel=2)@100)")
