@@ -64,9 +64,10 @@ class Source:
 
 @dataclass
 class Results:
-    root: Path
+    root: Path  # resolved
     sources: list[Source]
     problems: list[str]
+    label: str = ""  # the folder as the user named it (printed: the report does not depend on the checkout path)
 
     def find(self, kind: str | None = None, table: str | None = None, folder: Path | None = None) -> list[Source]:
         return [s for s in self.sources
@@ -88,6 +89,7 @@ def _is_intermediate(path: Path, root: Path) -> bool:
 def discover(root: Path) -> Results:
     """Index every table (parquet + manifest) under ``root``, in sorted path order."""
     root = Path(root)
+    label = root.as_posix()
     if not root.exists():
         raise BadInput(f"--results {str(root)!r} does not exist; give the folder the probe/ablation CLIs wrote "
                        "their tables to (e.g. results/)")
@@ -117,7 +119,7 @@ def discover(root: Path) -> Results:
     for pq in sorted(root.rglob("*.parquet")):
         if pq not in described and not _is_intermediate(pq, root) and not pq.name.startswith("."):
             problems.append(f"{pq.relative_to(root).as_posix()}: no manifest ({pq.stem}.json) beside it; ignored")
-    return Results(root, sources, problems)
+    return Results(root, sources, problems, label)
 
 
 def side_file(source: Source, name: str) -> dict | None:

@@ -49,7 +49,7 @@ def need(df: pd.DataFrame, columns: list[str], source: Source) -> None:
 
 
 def _cmd(results: Results, sub: str) -> str:
-    return f"{results.root.as_posix()}/{sub}"
+    return f"{results.label}/{sub}"
 
 
 def _strings(df: pd.DataFrame) -> pd.DataFrame:
@@ -93,14 +93,14 @@ def _compact_settings(meta: dict) -> str:
 def setup_section(results: Results, opts: Options) -> Section:
     sec = Section("setup", "Setup")
     if not results.sources:
-        sec.missing = (f"no result tables (parquet + JSON manifest) found under {results.root.as_posix()}; "
+        sec.missing = (f"no result tables (parquet + JSON manifest) found under {results.label}; "
                        "run python -m probe.run / python -m ablations.run / sweep / search with --out under it")
         if results.problems:
             sec.add(Paragraph("Files found but not usable: " + "; ".join(results.problems), "warning"))
         return sec
     folders = _folders(results.sources)
     sec.add(Paragraph(
-        f"Results folder {results.root.as_posix()}: {len(results.sources)} tables in {len(folders)} folders. "
+        f"Results folder {results.label}: {len(results.sources)} tables in {len(folders)} folders. "
         "Every table and figure names the files its numbers come from (paths relative to the results folder); "
         "the Sources appendix lists each file's SHA-256, its manifest's creation time and git revision."))
 
@@ -171,7 +171,7 @@ def flows_section(results: Results, opts: Options) -> Section:
     sec = Section("flows", "Attention flows")
     probes = results.find(kind=PROBE_KIND)
     if not probes:
-        sec.missing = (f"no probe results (manifest kind 'probe') found under {results.root.as_posix()} "
+        sec.missing = (f"no probe results (manifest kind 'probe') found under {results.label} "
                        f"(run python -m probe.run --queries 10 --depth 10 --out {_cmd(results, 'probe')})")
         return sec
     for group in _folders(probes):
@@ -292,7 +292,7 @@ def ablations_section(results: Results, opts: Options) -> Section:
     runs = results.find(kind=RUN_KIND, table="summary")
     if not sweeps and not runs:
         sec.missing = (f"no ablation results (manifest kind 'ablation-sweep' or 'ablation-run', table 'summary') "
-                       f"found under {results.root.as_posix()} (run python -m ablations.sweep --out "
+                       f"found under {results.label} (run python -m ablations.sweep --out "
                        f"{_cmd(results, 'ablations/sweep')} or python -m ablations.run --remove doc2query --out "
                        f"{_cmd(results, 'ablations/runs')})")
         return sec
@@ -384,7 +384,7 @@ def minimal_section(results: Results, opts: Options) -> Section:
     steps = results.find(kind=SEARCH_KIND, table="steps")
     if not steps:
         sec.missing = (f"no search results (manifest kind 'ablation-search', table 'steps') found under "
-                       f"{results.root.as_posix()} (run python -m ablations.search --tolerance 0.01 --out "
+                       f"{results.label} (run python -m ablations.search --tolerance 0.01 --out "
                        f"{_cmd(results, 'ablations/search')})")
         return sec
     for src in steps:
@@ -449,7 +449,7 @@ def mice_section(results: Results, opts: Options) -> Section:
     sec = Section("mice", "MICE comparison")
     srcs = compare_sources(results)
     if not srcs:
-        sec.missing = (f"no MICE comparison table found under {results.root.as_posix()} (run python -m "
+        sec.missing = (f"no MICE comparison table found under {results.label} (run python -m "
                        f"ablations.compare --config mice.json --mice MICE_MODEL --out {_cmd(results, 'mice')}; it "
                        "writes the table comparison.parquet)")
         return sec
@@ -472,7 +472,7 @@ def notes_section(results: Results, opts: Options) -> Section:
     if checks is None:
         sec.missing = ("cannot check the paper's directions: " + unknown if unknown else
                        f"cannot check the paper's directions: no MICE comparison table under "
-                       f"{results.root.as_posix()}")
+                       f"{results.label}")
         return sec
     sec.add(checks)
     if unknown:
@@ -484,7 +484,7 @@ def notes_section(results: Results, opts: Options) -> Section:
 def sources_section(results: Results, opts: Options) -> Section:
     sec = Section("sources", "Sources")
     if not results.sources:
-        sec.missing = f"no result tables under {results.root.as_posix()}"
+        sec.missing = f"no result tables under {results.label}"
         return sec
     rows = [{"file": s.rel, "kind": s.kind, "rows": str(s.manifest.get("rows", "–")),
              "created": str(s.manifest.get("created", "–")), "git revision": str(s.manifest.get("git_revision", "–")),
