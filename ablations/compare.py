@@ -178,7 +178,7 @@ def _params(scorer: Scorer) -> int:
 
 def summarise(per_q: pd.DataFrame, facts: dict, args) -> pd.DataFrame:
     rows = []
-    ref = per_q[per_q["model"] == REFERENCE].set_index(["collection", "measure", "query_id"])["value"]
+    ref = per_q[per_q["model"] == REFERENCE].set_index(["collection", "measure", "query_id"])["value"].sort_index()
     for (model, collection, measure), part in per_q.groupby(["model", "collection", "measure"], sort=False):
         base = ref.loc[collection, measure].reindex(part["query_id"]).to_numpy()
         st = paired_stats(part["value"].to_numpy(), base, n_boot=args.bootstrap, seed=args.seed)
@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=None, help="first N queries of each collection")
     p.add_argument("--ood-queries", type=int, default=None, help="first N queries of out-of-domain collections")
     p.add_argument("--depth", type=int, default=None, help="top-K candidates per query (default all: 100)")
-    p.add_argument("--max-length", type=int, default=256, help="cross-encoder pair budget (default 256)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="cross-encoder pair budget (default: the model's own, e.g. 128 for the reference)")
     p.add_argument("--batch-size", type=int, default=100, help="pairs per call when evaluating (default 100)")
     p.add_argument("--latency-queries", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -61,9 +61,13 @@ def load_source(source: str, model: str, overrides: dict) -> MiceConfig:
     """A configuration from ``--from`` (see the module docstring) with ``overrides`` applied."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     path = Path(source)
-    fresh = dict(overrides)  # a new configuration matches the model's own length budget
-    fresh.setdefault("max_length", model_max_length(model))
-    fresh.setdefault("max_doc_length", doc_budget(fresh["max_length"]))
+
+    def fresh() -> dict:  # a new configuration matches the model's own length budget
+        out = dict(overrides)
+        out.setdefault("max_length", model_max_length(model))
+        out.setdefault("max_doc_length", doc_budget(out["max_length"]))
+        return out
+
     if path.is_dir():
         for name in ("search.json", "mice.json"):
             if (path / name).is_file():
@@ -74,7 +78,7 @@ def load_source(source: str, model: str, overrides: dict) -> MiceConfig:
     if not path.is_file():
         if source.strip().lower().startswith("mice-"):
             layers, heads = model_shape(model)
-            return preset(source, layers, heads, model, **fresh)
+            return preset(source, layers, heads, model, **fresh())
         raise BadInput(f"--from {source!r} is neither a file, a folder nor a preset ({preset_names()})")
     data = _read_json(path)
     if isinstance(data, dict) and data.get("kind") == "mice-config":
@@ -94,7 +98,7 @@ def load_source(source: str, model: str, overrides: dict) -> MiceConfig:
         raise BadInput(f"{str(path)!r} is not a search result (search.json), a mask spec ({{\"rules\": ...}}) or a "
                        "MICE configuration")
     layers, heads = model_shape(model)
-    return MiceConfig(base_model=model, num_layers=layers, num_heads=heads, mask=spec, source=src, **fresh)
+    return MiceConfig(base_model=model, num_layers=layers, num_heads=heads, mask=spec, source=src, **fresh())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,142 @@
+"""The export → compare command lines on tiny saved models and a tiny BEIR collection; bad input in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from test_ablation_support import run_cli, save_tiny_model, write_tiny_beir
+
+from ablations import compare as compare_cli
+from ablations import export as export_cli
+from ablations.late_interaction import LateInteractionScorer
+from ablations.mice import MiceModel
+from ablations.mice_config import MiceConfig
+
+SMALL = ["--max-length", "64", "--max-query-length", "16", "--max-doc-length", "40"]
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_in_process(main, args, capsys) -> Result:
+    """The CLI's ``main`` in this process (no interpreter start-up per call): exit code, stdout, stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    out = capsys.readouterr()
+    return Result(exit_.value.code, out.out, out.err)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("mice-cli")
+    return root, save_tiny_model(root / "ce", tokenizer, layers=3), write_tiny_beir(root / "beir")
+
+
+def test_export_from_preset_builds_config_and_index(tiny):
+    root, model, beir = tiny
+    out = root / "preset" / "mice.json"
+    res = run_cli("ablations.export", ["--from", "mice-l1+2", "--model", str(model), "--out", str(out), *SMALL,
+                                       "--index", str(beir)], root / "cache")
+    assert res.returncode == 0, res.stderr
+    cfg = MiceConfig.load(out)
+    assert (cfg.merge_layer, cfg.drop_layer, cfg.plan) == (1, 3, "doc-cache")
+    assert "plan: doc-cache" in res.stdout and "layer 2: " in res.stdout
+    assert "document-state index" in res.stdout and "KiB per document" in res.stdout
+    index = out.with_name("doc-states-beir.safetensors")
+    MiceModel.load(out).attach_index(index)  # the fingerprint matches the exported model
+
+
+def test_export_from_search_result_spec_and_config(tiny, capsys):
+    root, model, _ = tiny
+    search = root / "search"
+    search.mkdir()
+    removed = {"schema_version": 1, "rules": [{"interaction": "mice-step2", "layers": "all", "heads": "all"},
+                                              {"interaction": "query2doc", "layers": "0", "heads": "all"}]}
+    (search / "search.json").write_text(json.dumps({"removed": removed, "removed_label": "x", "measure": "nDCG@10"}))
+    res = run_in_process(export_cli.main, ["--from", str(search), "--model", str(model), "--out",
+                                           str(root / "s.json"), *SMALL], capsys)
+    assert res.returncode == 0, res.stderr
+    cfg = MiceConfig.load(root / "s.json")
+    assert cfg.source["from"].endswith("search.json") and cfg.plan == "doc-cache"
+    assert cfg.interactions()[0]["removed"].count("query2doc") == 1
+    # a mask spec file with an explicit merge layer and a chosen plan
+    (root / "spec.json").write_text(json.dumps({"schema_version": 1, "rules": [
+        {"interaction": "doc2query", "layers": "all", "heads": "all"}]}))
+    res = run_in_process(export_cli.main, ["--from", str(root / "spec.json"), "--model", str(model),
+                                           "--merge-layer", "1", "--positions", "joint", "--out",
+                                           str(root / "j.json"), *SMALL], capsys)
+    assert res.returncode == 0, res.stderr
+    cfg = MiceConfig.load(root / "j.json")
+    assert cfg.plan == "split" and cfg.merge_layer == 1 and "merge 1" in res.stdout
+    # re-export a configuration with one field changed
+    res = run_in_process(export_cli.main, ["--from", str(root / "j.json"), "--drop-layer", "2", "--plan", "masked",
+                                           "--out", str(root / "k.json")], capsys)
+    assert res.returncode == 0, res.stderr
+    again = MiceConfig.load(root / "k.json")
+    assert (again.drop_layer, again.plan, again.merge_layer) == (2, "masked", 1)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--from", "mice-step9"], "unknown MICE preset 'mice-step9'"),
+    (["--from", "nowhere.json"], "is neither a file, a folder nor a preset"),
+    (["--from", "mice-step2", "--plan", "split"], "plan 'split' does not compute this configuration exactly"),
+    (["--from", "mice-step2", "--drop-layer", "9"], "drop_layer 9 must be in 1..3"),
+])
+def test_export_bad_input_is_one_line(tiny, args, message, capsys):
+    root, model, _ = tiny
+    res = run_in_process(export_cli.main, [*args, "--model", str(model), "--out", str(root / "bad.json")], capsys)
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_other_schema_version_and_bad_cache_are_refused_by_the_clis(tiny, capsys):
+    root, model, beir = tiny
+    cfg = json.loads(MiceConfig.from_dict({"schema_version": 1, "base_model": str(model), "num_layers": 3,
+                                           "num_heads": 4, "mask": {"rules": []}}).to_json())
+    (root / "v2.json").write_text(json.dumps({**cfg, "schema_version": 2}))
+    res = run_cli("ablations.export", ["--from", str(root / "v2.json"), "--out", str(root / "x.json")], root / "cache")
+    assert res.returncode == 2 and "schema_version 2; this toolkit reads MICE config schema_version 1" in res.stderr
+    MiceConfig.from_dict({"schema_version": 1, "base_model": str(model), "num_layers": 4, "num_heads": 4,
+                          "mask": {"rules": []}, "max_length": 64}).save(root / "l4.json")
+    res = run_in_process(compare_cli.main, ["--reference", str(model), "--config", str(root / "l4.json"),
+                                            "--collections", str(beir), "--out", str(root / "cmp-bad")], capsys)
+    assert res.returncode == 2 and "MICE config is for 4 layers" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
+    root, model, beir = tiny
+    cfg = root / "cmp" / "mice.json"
+    assert run_in_process(export_cli.main, ["--from", "mice-l1+2", "--model", str(model), "--out", str(cfg),
+                                            *SMALL], capsys).returncode == 0
+    MiceModel.load(cfg).save(root / "cmp" / "mice-model")  # stands in for a retrained model
+    LateInteractionScorer.from_cross_encoder(str(model), "maxsim", max_doc_length=40).save(root / "cmp" / "maxsim")
+    LateInteractionScorer.from_cross_encoder(str(model), "lite", max_doc_length=40).save(root / "cmp" / "lite")
+    out = root / "cmp" / "results"
+    res = run_in_process(compare_cli.main, ["--reference", str(model), "--config", str(cfg), "--mice",
+                                            str(root / "cmp" / "mice-model"), "--maxsim", str(root / "cmp" / "maxsim"),
+                                            "--lite", str(root / "cmp" / "lite"), "--collections", str(beir),
+                                            "--latency-queries", "2", "--bootstrap", "200", "--out", str(out)],
+                         capsys)
+    assert res.returncode == 0, res.stderr
+    table = pd.read_parquet(out / "comparison.parquet")
+    meta = json.loads((out / "comparison.json").read_text())
+    assert meta["kind"] == "mice-compare" and meta["reference"] == "cross-encoder"
+    assert set(table["model"]) == {"cross-encoder", "mice-masked", "mice-retrained", "maxsim", "lite"}
+    assert {"nDCG@10", "RR@10"} <= set(table["measure"])
+    ref = table[table["reference"]]
+    assert ref["p"].isna().all() and (ref["delta"] == 0).all()
+    # the saved MICE model is the masked one (same weights): identical per-query values
+    mm = table[table["model"] == "mice-masked"].set_index("measure")["mean"]
+    mr = table[table["model"] == "mice-retrained"].set_index("measure")["mean"]
+    assert (mm - mr).abs().max() < 1e-9
+    assert (table[table["model"] == "maxsim"]["storage_bytes_per_doc"] > 0).all()
+    assert (table[table["model"] == "cross-encoder"]["storage_bytes_per_doc"] == 0).all()
+    assert (table["latency_ms_per_query"] > 0).all() and (table["parameters"] > 0).all()
+    per_q = pd.read_parquet(out / "per_query.parquet")
+    assert set(per_q.columns) >= {"model", "collection", "domain", "query_id", "measure", "value"}
+    assert "mice-masked" in res.stdout and "ms/query" in res.stdout
