@@ -144,7 +144,7 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
         timings["attributions_s"] = round(time.perf_counter() - start, 2)
 
     tables["scores"].insert(0, "collection", rs.name)
-    settings = asdict(cfg) | {"layers": layers, "heads": heads}
+    settings = asdict(cfg) | {"layers": layers, "heads": heads, "max_length": scorer.max_length}
     meta = manifest(kind="probe", model=str(model_path or scorer.name), collection=rs.describe(), seed=cfg.seed,
                     settings=settings, timings=timings,
                     hooks={"flows": "blocks.{layer}.attn.hook_role_flow",

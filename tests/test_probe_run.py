@@ -78,6 +78,7 @@ def test_cli_writes_every_table_with_its_manifest(tiny_setup, capsys):
     assert meta["model"] == str(model) and meta["seed"] == 7 and meta["git_revision"]
     assert meta["collection"]["name"] == "beir" and meta["collection"]["queries"] == 2
     assert meta["settings"]["layers"] == [1, 2] and meta["settings"]["heads"] == [0, 3]
+    assert meta["settings"]["max_length"] == 64
     per_query = read_table(out, "flows_per_query")
     assert set(per_query["query_id"]) == set(rs.candidates["query_id"])
     assert per_query["pairs"].sum() == n_pairs * 2 * 2 * 5 * 6
