@@ -37,7 +37,7 @@ def attention_heatmap(tokens: Sequence[str], roles: Sequence[str], matrix: np.nd
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     im = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-9), aspect="equal",
                    interpolation="nearest")
-    fontsize = float(np.clip(240.0 / max(n, 1), 3.0, 9.0))
+    fontsize = float(np.clip(480.0 / max(n, 1), 3.5, 9.0))
     labels = [token_label(i, t, r) for i, (t, r) in enumerate(zip(tokens, roles))]
     ax.set_xticks(range(n), labels, rotation=90, fontsize=fontsize)
     ax.set_yticks(range(n), labels, fontsize=fontsize)

@@ -25,12 +25,12 @@ import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
 from ablations.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
-from ablations.masks import CompiledMask, MaskSpec, compile_mask  # noqa: E402
-from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402
+from ablations.masks import CompiledMask, MaskSpec, compile_mask, format_ranges  # noqa: E402
+from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
 from ablations.results import read_manifest, read_table  # noqa: E402
 from probe.attention import AttentionContext, attention_context  # noqa: E402
 from probe.errors import BadInput  # noqa: E402
-from probe.model import DEFAULT_MAX_LENGTH, CrossEncoder, quiet_transformers  # noqa: E402
+from probe.model import CrossEncoder, quiet_transformers  # noqa: E402
 
 #: Model names the sidebar offers besides a local folder (see ``ablations.paths.resolve_model``).
 NAMED_MODELS: tuple[str, ...] = (*dict.fromkeys(REFERENCE_MODELS), "minilm-l6")
@@ -172,17 +172,19 @@ def resolve(name: str | None) -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
-def _load_model(path: str, max_length: int) -> CrossEncoder:
+def _load_model(path: str, max_length: int | None) -> CrossEncoder:
     with quiet_transformers():
         return CrossEncoder.from_pretrained(path, max_length=max_length)
 
 
-def load_model(name: str | None, max_length: int = DEFAULT_MAX_LENGTH) -> tuple[CrossEncoder, str]:
-    """The cross-encoder named ``name`` (a name of ``resolve_model`` or a local folder) and its path."""
+def load_model(name: str | None, max_length: int | None = None) -> tuple[CrossEncoder, str]:
+    """The cross-encoder named ``name`` (a name of ``resolve_model`` or a local folder) and its path.
+
+    ``max_length=None``: the model folder's own (``CrossEncoder.from_pretrained``'s default)."""
     path = resolve(name)
     if Path(path).expanduser().exists():
         path = str(Path(path).expanduser().resolve())
-    return _load_model(path, int(max_length)), path
+    return _load_model(path, None if max_length is None else int(max_length)), path
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -252,8 +254,9 @@ def variant_from_file(path: str | Path) -> Variant:
         spec = spec_from_interactions(cfg.interactions())  # the effective per-layer table (mask + merge)
         notes = []
         if cfg.drop_layer < cfg.num_layers:
-            notes.append(f"layers {cfg.drop_layer}-{cfg.num_layers - 1} are dropped: MICE does not run them "
-                         "(their attention is shown for the masked full model)")
+            dropped = format_ranges(range(cfg.drop_layer, cfg.num_layers))
+            notes.append(f"dropped layers {dropped}: MICE does not run them (their attention is shown for "
+                         "the masked full model)")
         if cfg.doc_positions == "canonical":
             notes.append("attention and attributions use the cross-encoder's joint tokenization; the MICE score "
                          f"uses canonical document positions (offset {cfg.doc_position_offset})")

@@ -256,8 +256,6 @@ def test_views_without_results_say_what_to_run(demo, tmp_path):
 
 # --------------------------------------------------------------------------------------- ablation
 def test_ablation_live_toggles_rescore_the_pair(demo, ce):
-    from test_app_support import comparison_table  # noqa: F401 - the support module is importable
-
     query = "capital of france"
     doc = "Paris is the capital and largest city of France."
     edits = {"edited_rows": {1: {"layer 0": True, "layer 2": True}}, "added_rows": [], "deleted_rows": []}
@@ -321,8 +319,9 @@ def test_ablation_results_search_minimal_set(demo):
         for col, value in row.items():
             la = int(col.split()[1])
             assert value == ("removed" if (inter, la) in removed else "survives" if (inter, la) in surviving else "")
-    assert metric(at, "Units removed") == len(removed) and metric(at, "Units surviving") == len(surviving)
     steps = read_table(demo.search, "steps")
+    assert metric(at, "Units removed") == steps["added"].sum() == len(removed)  # tiny model: units are layers
+    assert metric(at, "Units surviving") == len(doc["surviving"])
     alone = steps[steps["phase"] == "alone"]
     got = frame(at, "significance").set_index(["interaction", "layers"])["delta"].sort_index()
     np.testing.assert_allclose(got, alone.set_index(["interaction", "layers"])["delta"].sort_index(), atol=1e-12)

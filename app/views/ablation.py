@@ -191,8 +191,12 @@ def show_search(folder: data.ResultFolder, summary: pd.DataFrame) -> None:
     final = doc.get("final")
     status = survival_grid(doc)
     c1, c2, c3 = st.columns(3)
-    c1.metric("Units removed", int((status == "removed").to_numpy().sum()))
-    c2.metric("Units surviving", int((status == "survives").to_numpy().sum()))
+    if "added" in steps.columns:  # units = (interaction, layer unit) as the search defined them
+        c1.metric("Units removed", int(steps["added"].astype(bool).sum()))
+        c2.metric("Units surviving", len(doc.get("surviving", [])))
+    else:
+        c1.metric("Layer cells removed", int((status == "removed").to_numpy().sum()))
+        c2.metric("Layer cells surviving", int((status == "survives").to_numpy().sum()))
     if final:
         c3.metric(f"{measure} (removed set)", f"{final['mean']:.4f}", delta=f"{final['delta']:+.4f}")
     st.markdown(f"**Removed:** `{doc.get('removed_label') or 'nothing'}`")

@@ -24,7 +24,7 @@ class Context:
     model: str  # a name of ablations.paths.resolve_model or a local folder; "" = the default
     collection: str  # a collection name or a BEIR folder; "" = type pairs by hand
     results: Path  # root folder of the results tables
-    max_length: int = 256
+    max_length: int | None = None  # None: the model folder's own (sentence_bert_config.json), else 256
 
     def load_model(self, name: str | None = None) -> tuple[CrossEncoder, str, str] | None:
         """The model (the sidebar's, or ``name``), its path and its cache key; ``None`` (with a message in

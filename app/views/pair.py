@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from ablations.interactions import DEFAULT_MICE_K, PRESETS
-from ablations.masks import MaskSpec, Rule, compile_mask
+from ablations.masks import MaskSpec, Rule, compile_mask, format_ranges
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs, set_pair
 
@@ -39,7 +39,12 @@ def render(ctx: Context) -> None:
             compiled = compile_mask(MaskSpec.from_json(spec_json), ce.num_layers, ce.num_heads)
             for notice in (*compiled.notices, *variant.notes):
                 st.caption(notice)
-            st.caption(f"Mask: {compiled.describe()}")
+            text = compiled.describe()
+            if len(text) > 240:  # a MICE configuration: one long rule per layer
+                text = f"{len(compiled.spec.rules)} rules → layers {format_ranges(compiled.masked_layers)}"
+            st.caption(f"Mask: {text}")
+            with st.expander("Mask spec"):
+                st.json(compiled.spec.to_dict())
         with st.spinner("Scoring …"):
             full = data.pair_score(ce, key, None, query, doc)
             other = None
