@@ -33,14 +33,16 @@ def _missing() -> str | None:
 def test_browser_every_view_renders_in_chromium(tmp_path, tokenizer):
     pytest.importorskip("selenium", reason="pip install selenium (the browser test drives Chromium with it)")
     demo = build_demo(tmp_path / "demo", tokenizer)
-    if SHOTS.exists():
-        shutil.rmtree(SHOTS)
+    shots = tmp_path / "screenshots"  # this run's own folder; copied to results/screenshots at the end
     params = {"model": str(demo.model), "collection": str(demo.beir), "results": str(demo.results)}
-    pages = browser_check.run(params, SHOTS, timeout=240)
+    pages = browser_check.run(params, shots, timeout=240)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for path in shots.iterdir():
+        shutil.copyfile(path, SHOTS / path.name)
     assert [p.name for p in pages] == [p.name for p in browser_check.PAGES]
     failures = {p.name: p.failures for p in pages if p.failures}
     assert not failures, f"{failures}; see the screenshots in {SHOTS} and {SHOTS / 'streamlit.log'}"
     for page in pages:
-        shot = SHOTS / f"{page.name}.png"
+        shot = shots / f"{page.name}.png"
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert shot.stat().st_size > 20_000, shot  # a rendered page, not a blank one
