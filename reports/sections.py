@@ -463,7 +463,7 @@ def notes_section(results: Results, opts: Options) -> Section:
 
     sec = Section("notes", "Notes on reproducing the MICE paper")
     srcs = compare_sources(results)
-    checks, unknown = direction_checks(srcs, opts)
+    checks, summary, unknown = direction_checks(srcs, opts)
     sec.add(Paragraph(
         "The MICE paper (Vast et al. 2026, arXiv 2602.16299) reports these directions: a MICE model keeps most of "
         "the cross-encoder's in-domain (ID) effectiveness, generalises at least as well out of domain (OOD), and "
@@ -474,6 +474,7 @@ def notes_section(results: Results, opts: Options) -> Section:
                        f"cannot check the paper's directions: no MICE comparison table under "
                        f"{results.label}")
         return sec
+    sec.add(Paragraph(summary))
     sec.add(checks)
     if unknown:
         sec.add(Paragraph(unknown, "note"))
