@@ -55,7 +55,7 @@ def test_every_plan_shape_is_exact_on_the_real_model(real_model, real_pairs, nam
 
 def test_masked_plan_is_the_masked_cross_encoder_on_the_real_model(real_model, real_pairs):
     ce = CrossEncoder.from_pretrained(real_model)
-    spec = MaskSpec([Rule("mice-step1"), Rule("query2doc", "0-1")])
+    spec = MaskSpec([Rule("mice-step2"), Rule("query2doc", "0-1")])
     from ablations.mice_config import MiceConfig
 
     cfg = MiceConfig(real_model, ce.num_layers, ce.num_heads, mask=spec, doc_positions="joint",
