@@ -27,6 +27,7 @@ W, H = 8.27, 11.69  # A4, inches
 MX, TOP, BOTTOM = 0.6, 0.65, 0.7
 AVAIL = W - 2 * MX
 SANS, MONO = "DejaVu Sans", "DejaVu Sans Mono"
+TABLE_SIZE = 6.5  # points
 MONO_EM = 0.602  # DejaVu Sans Mono advance width per em
 SANS_EM = 0.56  # a conservative average for DejaVu Sans text
 COLORS = {"text": "#222222", "note": "#555555", "missing": "#a05a00", "warning": "#b3261e"}
@@ -85,8 +86,8 @@ class Layout:
         self.y += h
 
     # --- blocks
-    def heading(self, text: str, size: float = 11) -> None:
-        self.ensure(size * 1.6 / 72 + 0.6)  # keep a heading with some of what follows
+    def heading(self, text: str, size: float = 11, keep: float = 0.6) -> None:
+        self.ensure(0.12 + size * 1.35 / 72 + keep)  # keep a heading with (the start of) what follows
         self.space(0.08)
         self.line(text, size=size, weight="bold")
         self.space(0.04)
@@ -95,7 +96,23 @@ class Layout:
         if sources:
             self.paragraph("Source: " + ", ".join(sources), size=7, color="#666666", after=0.14)
 
-    def table(self, block: Table, size: float = 6.5) -> None:
+    def start_height(self, block) -> float:
+        """Height a block needs on the page it starts on (a table that fits on a page is not split)."""
+        if isinstance(block, Table):
+            lay = self._table_layout(block, TABLE_SIZE)
+            first = lay["caption_h"] + 3 * (lay["lh"] + 0.03)
+            return lay["total"] if lay["total"] <= H - TOP - BOTTOM else first
+        if isinstance(block, Figure):
+            return self._figure_size(block)[1] + 0.45
+        return 0.0
+
+    @staticmethod
+    def _figure_size(block: Figure) -> tuple[float, float]:
+        w, h = block.size
+        scale = min(1.0, AVAIL / w, (H - TOP - BOTTOM - 0.8) / h)
+        return w * scale, h * scale
+
+    def _table_layout(self, block: Table, size: float) -> dict:
         df = block.df
         cols = [str(c) for c in df.columns]
         cells = [[str(v) for v in row] for row in df.itertuples(index=False)]
@@ -127,6 +144,12 @@ class Layout:
         rows = [[wrap(v, w) for v, w in zip(r, widths)] for r in cells]
         caption_h = len(textwrap.wrap(block.caption, int(AVAIL * 72 / (8 * SANS_EM)))) * 8 * 1.35 / 72 + 0.04
         total = caption_h + sum(max(len(x) for x in r) * lh + 0.03 for r in [header, *rows])
+        return {"xs": xs, "header": header, "rows": rows, "lh": lh, "caption_h": caption_h, "total": total}
+
+    def table(self, block: Table, size: float = TABLE_SIZE) -> None:
+        lay = self._table_layout(block, size)
+        xs, header, rows, lh = lay["xs"], lay["header"], lay["rows"], lay["lh"]
+        caption_h, total = lay["caption_h"], lay["total"]
         if total <= H - TOP - BOTTOM and total > self.room():
             self.new_page()  # a table that fits on one page is not split
         else:
@@ -170,9 +193,7 @@ class Layout:
         self.sources(block.sources)
 
     def figure(self, block: Figure) -> None:
-        w, h = block.size
-        scale = min(1.0, AVAIL / w, (H - TOP - BOTTOM - 0.8) / h)
-        w, h = w * scale, h * scale
+        w, h = self._figure_size(block)
         self.ensure(h + 0.45)
         y = self.y
         x0 = MX + (AVAIL - w) / 2
@@ -203,9 +224,10 @@ def layout_report(sections: list[Section], *, title: str, meta_lines: list[str])
         starts[s.id] = lay.page_no
         lay.line(f"{sections.index(s) + 1}. {s.title}", size=14, weight="bold", gap=1.6)
         lay.space(0.06)
-        for b in s.blocks:
+        for i, b in enumerate(s.blocks):
             if isinstance(b, Heading):
-                lay.heading(b.text)
+                nxt = s.blocks[i + 1] if i + 1 < len(s.blocks) else None
+                lay.heading(b.text, keep=max(0.6, lay.start_height(nxt)) if nxt is not None else 0.6)
             elif isinstance(b, Paragraph):
                 prefix = "missing: " if b.kind == "missing" and not b.text.startswith("missing") else ""
                 lay.paragraph(prefix + b.text, color=COLORS.get(b.kind, COLORS["text"]),

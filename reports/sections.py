@@ -276,6 +276,10 @@ def _effects_table(df: pd.DataFrame) -> pd.DataFrame:
         "sig.": df["p"].map(stars),
         "W/T/L": [f"{w}/{t}/{lo}" for w, t, lo in zip(df["wins"], df["ties"], df["losses"])],
     })
+    # settings that change the numbers, shown when they differ between the rows (else the setup says them)
+    for col, label in (("depth", "depth"), ("max_length", "max len"), ("model_fingerprint", "model")):
+        if col in df and df[col].nunique() > 1:
+            out.insert(2, label, df[col].astype(str).to_numpy())
     if "_source" in df:
         out["source"] = df["_source"].to_numpy()
     return out.reset_index(drop=True)
