@@ -231,6 +231,10 @@ def direction_checks(srcs: list[Source], opts) -> tuple[Table | None, str, str]:
             notes.append(f"{src.rel} has no MICE model (a model named mice*)")
             continue
         used.append(src.rel)
+        if all("masked" in m.lower() for m in mice):
+            notes.append(f"{src.rel} has no retrained MICE model (only {', '.join(mice)}): the paper's ID and OOD "
+                         "effectiveness directions, reported for the retrained model, are not checked here "
+                         "(train one with python -m ablations.retrain and pass it to ablations.compare --mice)")
 
         def dom(model, domain, norm=norm):
             part = norm[(norm["model"] == model) & (norm["domain"] == domain)]

@@ -177,9 +177,11 @@ def pareto_plot(points: pd.DataFrame, x: str, y: str, label: str, xlabel: str, y
         for k, (g, part) in enumerate(groups):
             ax.scatter(part[x], part[y], s=22, marker=markers[k % len(markers)], label=None if g is None else str(g),
                        zorder=3)
+            xmin, xmax = float(points[x].min()), float(points[x].max())
             for _, row in part.iterrows():
-                ax.annotate(str(row[label]), (row[x], row[y]), xytext=(3, 3), textcoords="offset points",
-                            fontsize=6)
+                right = xmax > xmin and (row[x] - xmin) > 0.7 * (xmax - xmin)  # label left of points at the right
+                ax.annotate(str(row[label]), (row[x], row[y]), xytext=(-3 if right else 3, 3),
+                            textcoords="offset points", ha="right" if right else "left", fontsize=6)
             front = pareto_front(part, x, y)
             ax.step(front[x], front[y], where="post", linewidth=0.8, alpha=0.7, zorder=2)
         ax.set_xlabel(xlabel)

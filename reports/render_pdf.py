@@ -96,6 +96,13 @@ class Layout:
         if sources:
             self.paragraph("Source: " + ", ".join(sources), size=7, color="#666666", after=0.14)
 
+    @staticmethod
+    def _sources_height(sources: list[str]) -> float:
+        if not sources:
+            return 0.0
+        lines = textwrap.wrap("Source: " + ", ".join(sources), int(AVAIL * 72 / (7 * SANS_EM)))
+        return len(lines) * 7 * 1.35 / 72 + 0.14
+
     def start_height(self, block) -> float:
         """Height a block needs on the page it starts on (a table that fits on a page is not split)."""
         if isinstance(block, Table):
@@ -103,7 +110,7 @@ class Layout:
             first = lay["caption_h"] + 3 * (lay["lh"] + 0.03)
             return lay["total"] if lay["total"] <= H - TOP - BOTTOM else first
         if isinstance(block, Figure):
-            return self._figure_size(block)[1] + 0.45
+            return self._figure_size(block)[1] + 0.45 + self._sources_height(block.sources)
         return 0.0
 
     @staticmethod
@@ -143,7 +150,8 @@ class Layout:
         header = [wrap(c, w) for c, w in zip(cols, widths)]
         rows = [[wrap(v, w) for v, w in zip(r, widths)] for r in cells]
         caption_h = len(textwrap.wrap(block.caption, int(AVAIL * 72 / (8 * SANS_EM)))) * 8 * 1.35 / 72 + 0.04
-        total = caption_h + sum(max(len(x) for x in r) * lh + 0.03 for r in [header, *rows])
+        total = (caption_h + sum(max(len(x) for x in r) * lh + 0.03 for r in [header, *rows]) + 0.05
+                 + self._sources_height(block.sources))
         return {"xs": xs, "header": header, "rows": rows, "lh": lh, "caption_h": caption_h, "total": total}
 
     def table(self, block: Table, size: float = TABLE_SIZE) -> None:
@@ -194,7 +202,7 @@ class Layout:
 
     def figure(self, block: Figure) -> None:
         w, h = self._figure_size(block)
-        self.ensure(h + 0.45)
+        self.ensure(h + 0.45 + self._sources_height(block.sources))
         y = self.y
         x0 = MX + (AVAIL - w) / 2
 

@@ -103,3 +103,13 @@ def test_comparison_without_reference_or_latency_says_so(tmp_path):
 def test_pareto_front_keeps_the_undominated():
     pts = pd.DataFrame({"lat": [1.0, 2.0, 3.0, 4.0, 2.5], "ndcg": [0.5, 0.7, 0.65, 0.72, 0.7]})
     assert pareto_front(pts, "lat", "ndcg")["lat"].tolist() == [1.0, 2.0, 4.0]
+
+
+def test_masked_only_comparison_says_what_was_not_checked(tmp_path):
+    res = _comparison(tmp_path)
+    df = pd.read_parquet(res / "mice" / "comparison.parquet")
+    write_table(df[df["model"] != "mice-retrained"], res / "mice", "comparison", manifest(kind="mice-compare"))
+    _, html, _ = build_report(res)
+    notes = _section(html, "notes")
+    assert "has no retrained MICE model (only mice-masked)" in notes
+    assert "ID: keeps most" not in notes
