@@ -156,6 +156,10 @@ def search_plot(alone: pd.DataFrame, removed: set[str], tolerance: float, measur
         ax.scatter(deltas, y, c=colors, s=14, zorder=3)  # a zero Δ still shows its colour
         ax.axvline(-tolerance, color="#d62728", linestyle="--", linewidth=0.8, label=f"−tolerance ({tolerance:g})")
         ax.axvline(0, color="black", linewidth=0.5)
+        finite = deltas[np.isfinite(deltas)]
+        lo, hi = min([-tolerance, 0.0, *finite]), max([0.0, *finite])
+        pad = 0.06 * max(hi - lo, 1e-6)
+        ax.set_xlim(lo - pad, hi + pad)  # a Δ of 0 is not hidden on the frame
         ax.set_yticks(y, units)
         ax.invert_yaxis()
         ax.set_xlabel(f"Δ {measure} when removed alone")
