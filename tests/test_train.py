@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ablations.train import Stage, TrainConfig, group_loss, train
+from ablations.train import Stage, TrainConfig, bf16_enabled, group_loss, score_pairs, train
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 
@@ -26,6 +26,26 @@ def test_losses_on_a_hand_made_group():
 def test_config_refuses_training_on_the_test_collection(tmp_path):
     with pytest.raises(BadInput, match="'dl19' is both trained on and tested on"):
         TrainConfig(out=str(tmp_path), train_collections=["dl19", "dl21"], validation="dl21", test=["dl19"])
+
+
+def test_micro_batched_scores_keep_the_pair_order_and_gradients(tiny_ce, pairs):
+    """Length-sorted micro-batches change padding only: same scores, same order, same gradients."""
+    tiny_ce.model.eval()  # no dropout, so both passes are the same function
+    whole = tiny_ce.forward(tiny_ce.encode(pairs))
+    whole.sum().backward()
+    grads = [p.grad.clone() for p in tiny_ce.model.parameters()]
+    tiny_ce.model.zero_grad()
+    split = score_pairs(tiny_ce, pairs, micro_batches=3, bf16=False)
+    assert torch.allclose(split, whole, atol=1e-5)
+    split.sum().backward()
+    assert all(torch.allclose(p.grad, g, atol=1e-5) for p, g in zip(tiny_ce.model.parameters(), grads))
+
+
+def test_bf16_setting_is_checked(tmp_path):
+    assert bf16_enabled("off", torch.device("cpu")) is False
+    assert bf16_enabled("on", torch.device("cpu")) is True
+    with pytest.raises(BadInput, match="bf16 'yes' must be 'auto', 'on' or 'off'"):
+        TrainConfig(out=str(tmp_path), bf16="yes")
 
 
 def _tiny_config(tiny_ce, tmp_path, out):
