@@ -52,7 +52,7 @@ from .mice import MiceModel
 from .mice_config import MiceConfig
 from .paths import resolve_model
 from .results import atomic_write_text, environment, git_revision
-from .train import LOSSES, group_loss
+from .train import LOSSES, bf16_enabled, group_loss
 
 STUDENTS = ("mice", *LATE_KINDS)
 
@@ -85,6 +85,7 @@ class RetrainConfig:
     eval_every: int = 100  # 0: no validation (the last step is kept)
     checkpoint_every: int = 50
     seed: int = 0
+    bf16: str = "auto"  # bfloat16 autocast in training steps: auto (where the hardware has it), on, off
 
     def __post_init__(self):
         if self.student not in STUDENTS:
@@ -99,6 +100,8 @@ class RetrainConfig:
             raise BadInput(f"--loss {self.loss} needs teacher scores: use --data distill")
         if self.steps < 1 or self.groups_per_step < 1 or self.group_size < 2:
             raise BadInput("--steps and --groups-per-step must be >= 1, --group-size >= 2")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise BadInput(f"--bf16 {self.bf16!r}; expected auto, on or off")
         if self.validation not in self.train_collections:
             raise BadInput(f"validation collection {self.validation!r} must be one of the training collections")
         overlap = set(self.train_collections) & set(self.test)
@@ -266,9 +269,11 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
     tick = time.time()
     bar = tqdm(range(state["step"], cfg.steps), desc=f"retrain {cfg.student} ({cfg.loss})", disable=not progress,
                initial=state["step"], total=cfg.steps)
+    use_bf16 = bf16_enabled(cfg.bf16, next(module.parameters()).device)
     for step in bar:
         batch = batch_of(step)
-        scores = student.scores([(g.query, d) for g in batch for d in g.docs])
+        with torch.autocast(next(module.parameters()).device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            scores = student.scores([(g.query, d) for g in batch for d in g.docs]).float()
         loss = loss_of(batch, scores)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -313,7 +318,7 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
         "fixed_batch_loss": {"before": state["fixed_before"], "after": fixed_after},
         "history": state["history"], "losses": state["losses"],
         "parameters": student.scorer.num_parameters(),
-        "git_revision": git_revision(), "environment": environment() | {"torch_threads": torch.get_num_threads()},
+        "git_revision": git_revision(), "environment": environment() | {"torch_threads": torch.get_num_threads(), "bf16": use_bf16},
     }
     pd.DataFrame(state["losses"]).to_csv(out / "losses.csv", index=False)
     pd.DataFrame(state["history"], columns=["step", "val_ndcg10", "loss"]).to_csv(out / "history.csv", index=False)
@@ -335,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="distill (teacher-scored groups) or judged (labels)")
     defaults = RetrainConfig(out="-", config="-")
     for name in ("steps", "lr", "head_lr", "groups_per_step", "group_size", "dev_queries", "groups_per_query",
-                 "depth", "max_doc_length", "eval_every", "checkpoint_every", "seed", "validation_depth"):
+                 "depth", "max_doc_length", "eval_every", "checkpoint_every", "seed", "validation_depth", "bf16"):
         value = getattr(defaults, name)
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, help=f"default {value}")
     p.add_argument("--train-collections", nargs="+", default=defaults.train_collections)
