@@ -19,7 +19,7 @@ from probe.errors import BadInput, cli
 from probe.model import CrossEncoder, Scorer
 
 from .collections import RerankSet, load_collection
-from .paths import resolve_model
+from .paths import mice_config_path, resolve_model
 from .readers import write_trec_run
 from .results import manifest, write_table
 
@@ -70,8 +70,8 @@ def evaluate_runs(runs: dict[str, pd.DataFrame], rs: RerankSet) -> pd.DataFrame:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="cross-encoder folder, hub id, or 'reference' (default: "
-                   "$MICE_MODEL or the reference cross-encoder)")
+    p.add_argument("--model", default=None, help="cross-encoder folder, hub id, 'reference', or a MICE configuration "
+                   "(mice.json or a retrained MICE folder) (default: $MICE_MODEL or the reference cross-encoder)")
     p.add_argument("--collection", action="append", default=None,
                    help="collection name or BEIR folder (repeatable; default dl19)")
     p.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
@@ -87,7 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     model_path = resolve_model(args.model)
-    scorer = CrossEncoder.from_pretrained(model_path, max_length=args.max_length)
+    if mice_config_path(model_path) is not None:  # a MICE configuration or retrained MICE folder
+        from .mice import MiceModel
+
+        if args.max_length is not None:
+            raise BadInput(f"--max-length {args.max_length} does not apply to the MICE model {model_path!r}: "
+                           "its mice.json sets the query and document lengths")
+        scorer, label = MiceModel.load(mice_config_path(model_path)), "mice"
+    else:
+        scorer, label = CrossEncoder.from_pretrained(model_path, max_length=args.max_length), "cross-encoder"
     tables, timings, described = [], {}, []
     for name in args.collection or ["dl19"]:
         rs = load_collection(name).subset(args.queries, args.depth)
@@ -95,7 +103,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         run = rerank(scorer, rs, batch_size=args.batch_size)
         timings[rs.name] = {"seconds": round(time.perf_counter() - start, 2), "pairs": len(run)}
-        runs = {"bm25": rs.candidates[["query_id", "doc_id", "score"]], "cross-encoder": run}
+        runs = {"bm25": rs.candidates[["query_id", "doc_id", "score"]], label: run}
         for tag, r in runs.items():
             write_trec_run(r, args.out / f"{rs.name}.{tag}.trec", tag)
         tables.append(evaluate_runs(runs, rs))

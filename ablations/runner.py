@@ -38,7 +38,7 @@ from .collections import RerankSet, load_collection
 from .evaluate import parse_measures, per_query
 from .masked import MaskedCrossEncoder
 from .masks import CompiledMask, MaskSpec, compile_mask, format_ranges
-from .paths import cache_dir, resolve_model
+from .paths import cache_dir, refuse_mice_model, resolve_model
 from .prefix import PrefixCache, supports_prefix
 from .results import atomic_write_bytes, git_revision, manifest, read_manifest, read_table, write_table
 from .stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL, paired_stats
@@ -327,6 +327,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
     """The cross-encoder named by ``--model`` (default: the reference model) and its resolved path."""
     model_path = resolve_model(args.model)
+    refuse_mice_model(model_path, "the ablation runner")
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # transformers' weight-loading bar would precede any error line
     try:

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from ablations.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
 from ablations.masks import CompiledMask, MaskSpec, compile_mask, format_ranges  # noqa: E402
-from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
+from ablations.paths import REFERENCE_MODELS, REPO_ROOT, refuse_mice_model, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
 from ablations.results import read_manifest, read_table  # noqa: E402
 from probe.attention import AttentionContext, attention_context  # noqa: E402
 from probe.errors import BadInput  # noqa: E402
@@ -184,6 +184,7 @@ def load_model(name: str | None, max_length: int | None = None) -> tuple[CrossEn
     path = resolve(name)
     if Path(path).expanduser().exists():
         path = str(Path(path).expanduser().resolve())
+    refuse_mice_model(path, "the explorer's cross-encoder")
     return _load_model(path, None if max_length is None else int(max_length)), path
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from ablations.collections import RerankSet, load_collection
-from ablations.paths import resolve_model
+from ablations.paths import refuse_mice_model, resolve_model
 from ablations.results import manifest, write_table
 
 from .attributions import LAYERS as IG_LAYERS
@@ -91,6 +91,8 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
     cfg.validate()
     torch.manual_seed(cfg.seed)
     model_path = cfg.model if scorer is not None else resolve_model(cfg.model)
+    if scorer is None:
+        refuse_mice_model(model_path, "the probe")
     scorer = scorer or CrossEncoder.from_pretrained(model_path, max_length=cfg.max_length)
     layers = parse_indices(cfg.layers, scorer.num_layers, "layer")
     heads = parse_indices(cfg.heads, scorer.num_heads, "head")

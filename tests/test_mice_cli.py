@@ -140,3 +140,41 @@ def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
     per_q = pd.read_parquet(out / "per_query.parquet")
     assert set(per_q.columns) >= {"model", "collection", "domain", "query_id", "measure", "value"}
     assert "mice-masked" in res.stdout and "ms/query" in res.stdout
+
+
+def test_a_mice_model_is_evaluated_as_mice_and_refused_where_it_would_run_unmasked(tiny, capsys):
+    """``ablations.evaluate`` runs a MICE configuration by its plan; the probe and the ablation runner,
+    which hook a full cross-encoder's attention, refuse it in one line instead of scoring it unmasked."""
+    root, model, beir = tiny
+    config = root / "guard" / "mice.json"
+    res = run_cli("ablations.export", ["--from", "mice-l1+2", "--model", str(model), "--out", str(config), *SMALL],
+                  root / "cache")
+    assert res.returncode == 0, res.stderr
+    from ablations import evaluate as evaluate_cli
+    from ablations import run as run_cli_module
+    from probe import run as probe_cli
+
+    out = root / "guard" / "eval"
+    res = run_in_process(evaluate_cli.main, ["--model", str(config), "--collection", str(beir), "--out", str(out)],
+                         capsys)
+    assert res.returncode == 0, res.stderr
+    table = pd.read_parquet(out / "metrics.parquet")
+    assert set(table["run"]) == {"bm25", "mice"}
+    from ablations.collections import load_collection
+
+    rs = load_collection(str(beir))
+    expected = MiceModel.load(config).score(rs.pairs())  # the plan's scores, pair by pair
+    got = pd.read_csv(next(out.glob("*.mice.trec")), sep=r"\s+", header=None,
+                      names=["query_id", "q0", "doc_id", "rank", "score", "tag"], dtype={"query_id": str, "doc_id": str})
+    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(got, on=["query_id", "doc_id"])
+    assert len(cand) == len(rs.candidates) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
+    res = run_in_process(evaluate_cli.main, ["--model", str(config), "--collection", str(beir), "--max-length", "32",
+                                             "--out", str(out)], capsys)
+    assert res.returncode == 2 and "--max-length 32 does not apply to the MICE model" in res.stderr
+    for main, args in ((probe_cli.main, ["--collection", str(beir), "--queries", "1", "--out", str(root / "p")]),
+                       (run_cli_module.main, ["--collection", str(beir), "--remove", "doc2query",
+                                              "--out", str(root / "r")])):
+        res = run_in_process(main, ["--model", str(config.parent), *args], capsys)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "is a MICE model" in lines[0] and "does not run MICE execution plans" in lines[0]
