@@ -110,9 +110,12 @@ def setup_section(results: Results, opts: Options) -> Section:
         first = group[0].manifest
         kinds = sorted({s.kind for s in group})
         coll = first.get("collection") or {}
-        # one collection ("collection": describe()) or several ("collections": {name: describe()})
-        colls = [coll] if isinstance(coll, dict) and coll else [
-            c for _, c in sorted((first.get("collections") or {}).items()) if isinstance(c, dict)]
+        # one collection ("collection": describe()) or several ("collections": {name: describe()} from
+        # ablations.compare, or [describe(), ...] from ablations.evaluate)
+        many = first.get("collections") or {}
+        many = [c for _, c in sorted(many.items())] if isinstance(many, dict) else list(many) if isinstance(
+            many, list) else []
+        colls = [coll] if isinstance(coll, dict) and coll else [c for c in many if isinstance(c, dict)]
         cname = ", ".join(str(c.get("name", "–")) for c in colls) if colls else str(coll or "–")
         model_names = first.get("model") or ", ".join(sorted(first.get("models") or {})) or "–"
         seeds = sorted({str(m.get("seed", (m.get("settings") or {}).get("seed", "–"))) for m in metas})

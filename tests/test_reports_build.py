@@ -314,3 +314,20 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err and needle in err, err
 
+
+
+def test_an_evaluate_folder_is_listed_in_setup(study, tmp_path):
+    """``python -m ablations.evaluate`` writes ``collections`` as a list (compare writes a dict): both are read."""
+    from ablations import evaluate as evaluate_cli
+
+    res = tmp_path / "results"
+    shutil.copytree(study["results"] / "probe", res / "probe")
+    beir = study["root"] / "beir"
+    _cli(evaluate_cli.main, ["--model", str(study["root"] / "tiny-model"), "--collection", str(beir),
+                             "--out", str(res / "evaluate")])
+    meta = json.loads((res / "evaluate" / "metrics.json").read_text())
+    assert isinstance(meta["collections"], list)
+    sections, html, _ = build_report(res)
+    assert {s.id: s.missing for s in sections}["setup"] is None
+    setup = _section(html, "setup")
+    assert "evaluate" in setup and str(beir.name) in setup
