@@ -87,13 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     model_path = resolve_model(args.model)
-    if mice_config_path(model_path) is not None:  # a MICE configuration or retrained MICE folder
+    mice_config = mice_config_path(model_path)  # a MICE configuration or retrained MICE folder, else None
+    if mice_config is not None:
         from .mice import MiceModel
 
         if args.max_length is not None:
             raise BadInput(f"--max-length {args.max_length} does not apply to the MICE model {model_path!r}: "
                            "its mice.json sets the query and document lengths")
-        scorer, label = MiceModel.load(mice_config_path(model_path)), "mice"
+        scorer, label = MiceModel.load(mice_config), "mice"
     else:
         scorer, label = CrossEncoder.from_pretrained(model_path, max_length=args.max_length), "cross-encoder"
     tables, timings, described = [], {}, []

@@ -269,10 +269,11 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
     tick = time.time()
     bar = tqdm(range(state["step"], cfg.steps), desc=f"retrain {cfg.student} ({cfg.loss})", disable=not progress,
                initial=state["step"], total=cfg.steps)
-    use_bf16 = bf16_enabled(cfg.bf16, next(module.parameters()).device)
+    device = next(module.parameters()).device
+    use_bf16 = bf16_enabled(cfg.bf16, device)
     for step in bar:
         batch = batch_of(step)
-        with torch.autocast(next(module.parameters()).device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             scores = student.scores([(g.query, d) for g in batch for d in g.docs]).float()
         loss = loss_of(batch, scores)
         loss.backward()
@@ -318,7 +319,8 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
         "fixed_batch_loss": {"before": state["fixed_before"], "after": fixed_after},
         "history": state["history"], "losses": state["losses"],
         "parameters": student.scorer.num_parameters(),
-        "git_revision": git_revision(), "environment": environment() | {"torch_threads": torch.get_num_threads(), "bf16": use_bf16},
+        "git_revision": git_revision(),
+        "environment": environment() | {"torch_threads": torch.get_num_threads(), "bf16": use_bf16},
     }
     pd.DataFrame(state["losses"]).to_csv(out / "losses.csv", index=False)
     pd.DataFrame(state["history"], columns=["step", "val_ndcg10", "loss"]).to_csv(out / "history.csv", index=False)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import random
 import shutil
@@ -162,9 +161,7 @@ def score_pairs(scorer: CrossEncoder, pairs: list, micro_batches: int, bf16: boo
     with torch.autocast(scorer.device.type, dtype=torch.bfloat16, enabled=bf16):
         scores = torch.cat([scorer.forward(scorer.encode([pairs[i] for i in chunk])).float()
                             for chunk in np.array_split(np.array(order), min(micro_batches, len(pairs)))])
-    position = torch.empty(len(pairs), dtype=torch.long, device=scores.device)
-    position[torch.as_tensor(order, device=scores.device)] = torch.arange(len(pairs), device=scores.device)
-    return scores[position]
+    return scores[torch.argsort(torch.as_tensor(order, device=scores.device))]  # back to the pairs' order
 
 
 # ------------------------------------------------------------------------- checkpoints

@@ -112,9 +112,11 @@ def setup_section(results: Results, opts: Options) -> Section:
         coll = first.get("collection") or {}
         # one collection ("collection": describe()) or several ("collections": {name: describe()} from
         # ablations.compare, or [describe(), ...] from ablations.evaluate)
-        many = first.get("collections") or {}
-        many = [c for _, c in sorted(many.items())] if isinstance(many, dict) else list(many) if isinstance(
-            many, list) else []
+        many = first.get("collections") or []
+        if isinstance(many, dict):
+            many = [c for _, c in sorted(many.items())]
+        elif not isinstance(many, list):
+            many = []
         colls = [coll] if isinstance(coll, dict) and coll else [c for c in many if isinstance(c, dict)]
         cname = ", ".join(str(c.get("name", "–")) for c in colls) if colls else str(coll or "–")
         model_names = first.get("model") or ", ".join(sorted(first.get("models") or {})) or "–"

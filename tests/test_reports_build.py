@@ -315,7 +315,6 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err and needle in err, err
 
 
-
 def test_an_evaluate_folder_is_listed_in_setup(study, tmp_path):
     """``python -m ablations.evaluate`` writes ``collections`` as a list (compare writes a dict): both are read."""
     from ablations import evaluate as evaluate_cli
