@@ -89,17 +89,3 @@ def mice_config_path(path: str | os.PathLike) -> Path | None:
     if p.suffix != ".json" or not p.is_file():
         return None
     return p
-
-
-def refuse_mice_model(path: str, tool: str) -> None:
-    """One clear line instead of silently treating a MICE model's weights as a full cross-encoder.
-
-    A retrained MICE folder holds cross-encoder-format weights, so it would load as a plain cross-encoder
-    and run *without* its mask, merge and drop layers: a wrong answer that looks right."""
-    config = mice_config_path(path)
-    if config is not None:
-        raise BadInput(
-            f"model {str(path)!r} is a MICE model ({config}); {tool} hooks a full cross-encoder's attention and "
-            "does not run MICE execution plans: pass its base cross-encoder (--model) with the mask "
-            "(--remove/--spec), or evaluate the MICE model with python -m ablations.evaluate / ablations.compare"
-        )

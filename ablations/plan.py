@@ -414,9 +414,17 @@ class PlanExecutor:
         return ids, pos, types, roles, mask
 
     def _masked(self, b: MiceBatch) -> torch.Tensor:
-        """The reference: the masked full forward over the kept layers (bias from ``expand_table``, as the
-        masked cross-encoder; padding from the attention mask), then the head on CLS."""
+        """The reference: the masked full forward over the kept layers."""
         ids, pos, types, roles, mask = self._joint_inputs(b)
+        return self.joint_forward(ids, pos, types, roles, mask)
+
+    def joint_forward(self, ids: torch.Tensor, pos: torch.Tensor, types: torch.Tensor, roles: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """Scores of joint pair sequences (the ``_joint_inputs`` layout): the kept layers, each with the table's
+        bias (``expand_table``, as the masked cross-encoder) plus the padding mask, then the head on CLS.
+
+        The layers are the model's own modules, so :func:`probe.attention.attention_context` hooks and biases
+        apply inside (this is how the probe and the ablation runner see a MICE model)."""
         h = self.base.embeddings(input_ids=ids, token_type_ids=types, position_ids=pos)
         pad = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill_(mask == 0, float("-inf"))
         pad = pad[:, None, None, :]

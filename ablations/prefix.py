@@ -38,7 +38,10 @@ from .masks import CompiledMask
 
 
 def supports_prefix(ce: CrossEncoder) -> bool:
-    """Whether the model exposes embeddings / encoder.layer / pooler / classifier (BERT family)."""
+    """Whether the model exposes embeddings / encoder.layer / pooler / classifier (BERT family) and runs its
+    plain forward (not, e.g., a MICE model's masked plan)."""
+    if not getattr(ce, "prefix_cacheable", True):
+        return False
     base = getattr(ce.model, getattr(ce.model, "base_model_prefix", ""), None)
     return (base is not None and hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer")
             and getattr(base, "pooler", None) is not None and hasattr(ce.model, "classifier"))

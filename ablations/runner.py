@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers.utils import logging as hf_logging
 
 from probe.errors import BadInput
 from probe.model import CrossEncoder
@@ -38,7 +37,8 @@ from .collections import RerankSet, load_collection
 from .evaluate import parse_measures, per_query
 from .masked import MaskedCrossEncoder
 from .masks import CompiledMask, MaskSpec, compile_mask, format_ranges
-from .paths import cache_dir, refuse_mice_model, resolve_model
+from .mice_view import MiceCrossEncoder, load_scorer
+from .paths import cache_dir, resolve_model
 from .prefix import PrefixCache, supports_prefix
 from .results import atomic_write_bytes, git_revision, manifest, read_manifest, read_table, write_table
 from .stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL, paired_stats
@@ -81,13 +81,16 @@ class RunResult:
 
 
 def model_fingerprint(ce: CrossEncoder) -> str:
-    """sha1 over the model's config and weights (16 hex digits): equal weights give equal fingerprints."""
+    """sha1 over the model's config, weights and :attr:`~probe.model.CrossEncoder.signature` (16 hex digits):
+    equal weights and signature give equal fingerprints."""
     h = hashlib.sha1(json.dumps(ce.model.config.to_dict(), sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, tensor in sorted(ce.model.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     h.update(f"max_length={ce.max_length}".encode())
+    if ce.signature:  # e.g. a MICE model's configuration (same weights, different function)
+        h.update(ce.signature.encode())
     return h.hexdigest()[:16]
 
 
@@ -192,6 +195,9 @@ class Experiment:
         use_prefix = self.use_prefix if prefix is None else (prefix and supports_prefix(self.ce))
         if use_prefix:
             return self.prefix_cache().score(compiled, cls_only_last=cls_only_last, rows_shortcut=rows_shortcut)
+        if isinstance(self.ce, MiceCrossEncoder):  # the removal joins the MICE model's own mask
+            return self.ce.removing(compiled.spec).score_batches(self.batches, len(self.pairs),
+                                                                 progress=self.progress)
         return MaskedCrossEncoder(self.ce, compiled).score_batches(self.batches, len(self.pairs),
                                                                    progress=self.progress)
 
@@ -325,16 +331,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
-    """The cross-encoder named by ``--model`` (default: the reference model) and its resolved path."""
+    """The cross-encoder named by ``--model`` (default: the reference model) and its resolved path. A MICE
+    model (``mice.json`` or a retrained MICE folder) loads as :class:`~ablations.mice_view.MiceCrossEncoder`:
+    its masked plan, so removals are added to the MICE mask."""
     model_path = resolve_model(args.model)
-    refuse_mice_model(model_path, "the ablation runner")
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' weight-loading bar would precede any error line
-    try:
-        return CrossEncoder.from_pretrained(model_path, max_length=args.max_length), model_path
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    return load_scorer(model_path, max_length=args.max_length), model_path
 
 
 def experiment_from_args(args: argparse.Namespace, ce: CrossEncoder, model_path: str, *, progress: bool = True,

@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 from ablations.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
 from ablations.masks import CompiledMask, MaskSpec, compile_mask, format_ranges  # noqa: E402
-from ablations.paths import REFERENCE_MODELS, REPO_ROOT, refuse_mice_model, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
+from ablations.mice_view import MiceCrossEncoder, load_scorer  # noqa: E402
+from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
 from ablations.results import read_manifest, read_table  # noqa: E402
 from probe.attention import AttentionContext, attention_context  # noqa: E402
 from probe.errors import BadInput  # noqa: E402
@@ -174,17 +175,18 @@ def resolve(name: str | None) -> str:
 @st.cache_resource(show_spinner=False, max_entries=3)
 def _load_model(path: str, max_length: int | None) -> CrossEncoder:
     with quiet_transformers():
-        return CrossEncoder.from_pretrained(path, max_length=max_length)
+        return load_scorer(path, max_length=max_length, what="max length")
 
 
 def load_model(name: str | None, max_length: int | None = None) -> tuple[CrossEncoder, str]:
     """The cross-encoder named ``name`` (a name of ``resolve_model`` or a local folder) and its path.
 
-    ``max_length=None``: the model folder's own (``CrossEncoder.from_pretrained``'s default)."""
+    ``max_length=None``: the model folder's own (``CrossEncoder.from_pretrained``'s default). A MICE model
+    (``mice.json`` or a retrained MICE folder) loads as ``ablations.mice_view.MiceCrossEncoder``: every view
+    shows its masked plan (kept layers only; removed interactions have zero attention)."""
     path = resolve(name)
     if Path(path).expanduser().exists():
         path = str(Path(path).expanduser().resolve())
-    refuse_mice_model(path, "the explorer's cross-encoder")
     return _load_model(path, None if max_length is None else int(max_length)), path
 
 
@@ -304,13 +306,25 @@ def _bias_context(ce: CrossEncoder, compiled: CompiledMask | None, roles: torch.
     return ctx
 
 
+def model_label(ce: CrossEncoder) -> str:
+    """How the views name the loaded model's own score: "full model", or "MICE model" for a MICE folder."""
+    return "MICE model" if isinstance(ce, MiceCrossEncoder) else "full model"
+
+
+def _with_mask(ce: CrossEncoder, compiled: CompiledMask | None) -> tuple[CrossEncoder, CompiledMask | None]:
+    """A MICE model takes the removal into its own mask (one table); a cross-encoder keeps it as a bias."""
+    if compiled is not None and isinstance(ce, MiceCrossEncoder):
+        return ce.removing(compiled.spec), None
+    return ce, compiled
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def pair_score(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str) -> float:
     """The score of one pair by the model, or by ``ablations.masked.MaskedCrossEncoder`` under the spec."""
     from ablations.masked import MaskedCrossEncoder
 
-    compiled = _compiled(_ce, spec_json)
-    scorer = _ce if compiled is None else MaskedCrossEncoder(_ce, compiled)
+    ce, compiled = _with_mask(_ce, _compiled(_ce, spec_json))
+    scorer = ce if compiled is None else MaskedCrossEncoder(ce, compiled)
     return float(scorer.score([(query, doc)], batch_size=1)[0])
 
 
@@ -320,7 +334,8 @@ def mice_score(_ce: CrossEncoder, model_key: str, mice_json: str, query: str, do
     from ablations.mice import MiceModel
     from ablations.mice_config import MiceConfig
 
-    return float(MiceModel(_ce, MiceConfig.from_json(mice_json)).score([(query, doc)], batch_size=1)[0])
+    ce = _ce.mice.ce if isinstance(_ce, MiceCrossEncoder) else _ce  # a configuration applies to plain weights
+    return float(MiceModel(ce, MiceConfig.from_json(mice_json)).score([(query, doc)], batch_size=1)[0])
 
 
 @dataclass
@@ -338,17 +353,17 @@ def pair_attention(_ce: CrossEncoder, model_key: str, spec_json: str | None, que
     from probe.capture import capture, pattern_name
     from probe.roles import ROLE_NAMES
 
-    compiled = _compiled(_ce, spec_json)
-    batch = _ce.encode([(query, doc)])
-    with capture(_ce, ("pattern",), layers=[layer]) as cap:
+    ce, compiled = _with_mask(_ce, _compiled(_ce, spec_json))
+    batch = ce.encode([(query, doc)])
+    with capture(ce, ("pattern",), layers=[layer]) as cap:
         if compiled is not None:  # the mask's bias on the same interception point the hooks use
-            cap.context.bias = _bias_context(_ce, compiled, batch.roles).bias
+            cap.context.bias = _bias_context(ce, compiled, batch.roles).bias
         scores = cap.forward(batch)
     cache = cap.cache
     pattern = cache[pattern_name(layer)][0].numpy().astype(np.float32)
     roles = [ROLE_NAMES[int(r)] for r in cache.roles[0]]
     n = len(roles)
-    tokens = _ce.tokenizer.convert_ids_to_tokens(batch.input_ids[0, :n].tolist())
+    tokens = ce.tokenizer.convert_ids_to_tokens(batch.input_ids[0, :n].tolist())
     return PairAttention(tokens, roles, pattern, float(scores[0]))
 
 
@@ -358,8 +373,8 @@ def pair_attributions(_ce: CrossEncoder, model_key: str, spec_json: str | None, 
     """captum Integrated Gradients per token and per role (``probe.attributions``), under the spec's mask."""
     from probe.attributions import integrated_gradients, role_summary
 
-    compiled = _compiled(_ce, spec_json)
-    roles = _ce.encode([(query, doc)]).roles
-    with attention_context(_ce.model, _bias_context(_ce, compiled, roles)):
-        tokens, info = integrated_gradients(_ce, [(query, doc)], n_steps=n_steps, batch_size=1)
+    ce, compiled = _with_mask(_ce, _compiled(_ce, spec_json))
+    roles = ce.encode([(query, doc)]).roles
+    with attention_context(ce.model, _bias_context(ce, compiled, roles)):
+        tokens, info = integrated_gradients(ce, [(query, doc)], n_steps=n_steps, batch_size=1)
     return tokens, role_summary(tokens, info)

@@ -23,7 +23,7 @@ import torch
 
 from .errors import BadInput
 from .flows import FLOW_ROLES
-from .model import CrossEncoder, Pair
+from .model import CrossEncoder, Pair, PairBatch
 from .roles import ROLE_NAMES, Role
 
 LAYERS = ("embeddings", "word_embeddings")
@@ -68,20 +68,17 @@ def integrated_gradients(
     pad_id = scorer.tokenizer.pad_token_id
     if pad_id is None:
         raise BadInput(f"tokenizer of {scorer.name!r} has no [PAD] token for the Integrated Gradients baseline")
-    model = scorer.model
 
-    def forward(input_ids, attention_mask, token_type_ids=None):
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        return scorer.logits_to_scores(model(**kwargs).logits)
+    def forward(input_ids, attention_mask, roles, token_type_ids=None, position_ids=None):
+        # the scorer's own forward (a MICE model's masked plan included); captum expands every tensor argument
+        return scorer.forward(PairBatch(input_ids, attention_mask, roles, token_type_ids, [], position_ids))
 
     lig = LayerIntegratedGradients(forward, module)
     token_rows, pair_rows = [], []
     for batch in scorer.batches(pairs, batch_size):
         batch = batch.to(scorer.device)
         base = baseline_ids(batch.input_ids, batch.roles, pad_id)
-        extra = (batch.attention_mask,) + ((batch.token_type_ids,) if batch.token_type_ids is not None else ())
+        extra = (batch.attention_mask, batch.roles, batch.token_type_ids, batch.position_ids)
         attr, delta = lig.attribute(batch.input_ids, baselines=base, additional_forward_args=extra,
                                     n_steps=n_steps, internal_batch_size=internal_batch_size,
                                     return_convergence_delta=True)

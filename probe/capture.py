@@ -342,6 +342,9 @@ def transformer_lens_bridge(scorer: CrossEncoder):
     The scorer's own model is not modified.
     """
     model = scorer.model
+    if scorer.signature:
+        raise BadInput(f"the TransformerLens backend runs the plain encoder, but {scorer.name!r} computes its own "
+                       f"forward ({scorer.signature.split(':')[0]} model); use the hf backend")
     if getattr(model.config, "model_type", None) != "bert" or not hasattr(model, "bert"):
         raise BadInput(f"the TransformerLens path supports BERT models only; {scorer.name!r} is "
                        f"{getattr(model.config, 'model_type', type(model).__name__)!r} (use capture())")

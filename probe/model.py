@@ -58,17 +58,19 @@ class PairBatch:
     roles: torch.Tensor
     token_type_ids: torch.Tensor | None = None
     index: list[int] = field(default_factory=list)
+    position_ids: torch.Tensor | None = None  # None: 0, 1, 2, ... (a MICE model's canonical positions differ)
 
     def to(self, device: torch.device | str) -> PairBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return PairBatch(
-            move(self.input_ids), move(self.attention_mask), move(self.roles), move(self.token_type_ids), self.index
-        )
+        return PairBatch(move(self.input_ids), move(self.attention_mask), move(self.roles),
+                         move(self.token_type_ids), self.index, move(self.position_ids))
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         if self.token_type_ids is not None:
             out["token_type_ids"] = self.token_type_ids
+        if self.position_ids is not None:
+            out["position_ids"] = self.position_ids
         return out
 
     def __len__(self) -> int:
@@ -103,6 +105,12 @@ class CrossEncoder(Scorer):
     Scores are the raw relevance logit (for two-label models: logit(1) - logit(0)), i.e. what
     sentence-transformers' ``CrossEncoder.predict`` returns with an identity activation.
     """
+
+    #: whether the ablation runner may cache per-layer prefix states of this model's plain forward
+    #: (:mod:`ablations.prefix`); a MICE model seen as a cross-encoder runs its own forward and may not
+    prefix_cacheable: bool = True
+    #: what besides the weights and ``max_length`` determines the scores (hashed into model fingerprints)
+    signature: str = ""
 
     def __init__(
         self,
@@ -255,10 +263,14 @@ class CrossEncoder(Scorer):
         return self.logits_to_scores(out.logits)
 
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        scores = np.zeros(len(pairs), dtype=np.float32)
+        return self.score_batches(self.batches(pairs, batch_size), len(pairs), progress=progress)
+
+    def score_batches(self, batches, n: int, *, progress: bool = False) -> np.ndarray:
+        """Scores for ``batches`` (of :meth:`batches`, possibly pre-tokenized) covering ``n`` pairs."""
+        scores = np.zeros(n, dtype=np.float32)
         with torch.inference_mode():
-            bar = tqdm(total=len(pairs), disable=not progress, desc=f"scoring {Path(self.name).name}", unit="pair")
-            for batch in self.batches(pairs, batch_size):
+            bar = tqdm(total=n, disable=not progress, desc=f"scoring {Path(self.name).name}", unit="pair")
+            for batch in batches:
                 scores[batch.index] = self.forward(batch).float().cpu().numpy()
                 bar.update(len(batch))
             bar.close()

@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 
 from ablations.collections import RerankSet, load_collection
-from ablations.paths import refuse_mice_model, resolve_model
+from ablations.mice_view import load_scorer
+from ablations.paths import resolve_model
 from ablations.results import manifest, write_table
 
 from .attributions import LAYERS as IG_LAYERS
@@ -91,9 +92,7 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
     cfg.validate()
     torch.manual_seed(cfg.seed)
     model_path = cfg.model if scorer is not None else resolve_model(cfg.model)
-    if scorer is None:
-        refuse_mice_model(model_path, "the probe")
-    scorer = scorer or CrossEncoder.from_pretrained(model_path, max_length=cfg.max_length)
+    scorer = scorer or load_scorer(model_path, max_length=cfg.max_length)  # a MICE model: its masked plan
     layers = parse_indices(cfg.layers, scorer.num_layers, "layer")
     heads = parse_indices(cfg.heads, scorer.num_heads, "head")
     rs = load_collection(cfg.collection).subset(cfg.queries, cfg.depth)
@@ -147,6 +146,8 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
 
     tables["scores"].insert(0, "collection", rs.name)
     settings = asdict(cfg) | {"layers": layers, "heads": heads, "max_length": scorer.max_length}
+    if scorer.signature:  # a MICE model: its masked plan, kept layers only
+        settings["model_kind"] = scorer.describe()
     meta = manifest(kind="probe", model=str(model_path or scorer.name), collection=rs.describe(), seed=cfg.seed,
                     settings=settings, timings=timings,
                     hooks={"flows": "blocks.{layer}.attn.hook_role_flow",

@@ -7,6 +7,7 @@ input gives a readable message, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -164,6 +165,36 @@ def test_pair_view_mice_configuration(demo, ce):
     # The attention shown is the model's under the configuration's effective mask: same score (joint positions).
     effective = MaskedCrossEncoder(ce, spec_from_interactions(cfg.interactions())).score([(query, doc)])[0]
     assert float(effective) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_mice_model_is_explored_as_mice(demo, ce):
+    """A MICE folder as the sidebar's model: its own scores, only its kept layers, its mask in the attention
+    (documents never read the query), and live removals added to its mask."""
+    from ablations.mice import MiceModel
+    from ablations.mice_config import MiceConfig
+
+    cfg = MiceConfig.load(demo.mice / "mice.json")
+    mice = MiceModel(ce, cfg)
+    query, doc = first_pair(demo)
+    at = open_app(demo, "pair", model=demo.mice)
+    no_trouble(at)
+    assert metric(at, "Score (MICE model)") == pytest.approx(float(mice.score([(query, doc)])[0]), abs=1e-4)
+    assert at.selectbox(key="pair_layer").options == [str(i) for i in range(cfg.drop_layer)]
+    first_doc = int(list(frame(at, "attention_from_source")["role"]).index("doc"))
+    at.selectbox(key="pair_source").set_value(first_doc).run()
+    no_trouble(at)
+    table = frame(at, "attention_from_source")
+    assert table.loc[table["role"] == "query", "attention_from_source"].abs().max() == 0.0  # docs never read it
+    assert table.loc[table["role"] == "doc", "attention_from_source"].sum() > 0.5
+
+    edits = {"edited_rows": {0: {"layer 1": True}}, "added_rows": [], "deleted_rows": []}
+    at = open_app(demo, "ablation", model=demo.mice, state={"pair_query": query, "pair_doc": doc,
+                                                            f"abl_toggles_{cfg.drop_layer}": edits})
+    no_trouble(at)
+    joined = dataclasses.replace(cfg, mask=MaskSpec([*cfg.mask.rules, Rule("query2doc", "1")]))  # row 0, layer 1
+    expected = float(MiceModel(ce, joined).score([(query, doc)])[0])
+    assert metric(at, "Score (MICE model)") == pytest.approx(float(mice.score([(query, doc)])[0]), abs=1e-4)
+    assert metric(at, "Score (masked)") == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.parametrize("field", ["pair_query_input", "pair_doc_input"])

@@ -142,9 +142,9 @@ def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
     assert "mice-masked" in res.stdout and "ms/query" in res.stdout
 
 
-def test_a_mice_model_is_evaluated_as_mice_and_refused_where_it_would_run_unmasked(tiny, capsys):
-    """``ablations.evaluate`` runs a MICE configuration by its plan; the probe and the ablation runner,
-    which hook a full cross-encoder's attention, refuse it in one line instead of scoring it unmasked."""
+def test_a_mice_model_runs_as_mice_in_evaluate_probe_and_runner(tiny, capsys):
+    """``ablations.evaluate`` runs a MICE configuration by its plan; the probe and the ablation runner run its
+    masked plan (the same scores), never its weights unmasked."""
     root, model, beir = tiny
     config = root / "guard" / "mice.json"
     res = run_cli("ablations.export", ["--from", "mice-l1+2", "--model", str(model), "--out", str(config), *SMALL],
@@ -171,10 +171,25 @@ def test_a_mice_model_is_evaluated_as_mice_and_refused_where_it_would_run_unmask
     res = run_in_process(evaluate_cli.main, ["--model", str(config), "--collection", str(beir), "--max-length", "32",
                                              "--out", str(out)], capsys)
     assert res.returncode == 2 and "--max-length 32 does not apply to the MICE model" in res.stderr
-    for main, args in ((probe_cli.main, ["--collection", str(beir), "--queries", "1", "--out", str(root / "p")]),
-                       (run_cli_module.main, ["--collection", str(beir), "--remove", "doc2query",
-                                              "--out", str(root / "r")])):
-        res = run_in_process(main, ["--model", str(config.parent), *args], capsys)
-        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-        assert res.returncode == 2 and len(lines) == 1, res.stderr
-        assert "is a MICE model" in lines[0] and "does not run MICE execution plans" in lines[0]
+    # the probe and the ablation runner run it as its masked plan: kept layers only, MICE scores
+    res = run_in_process(probe_cli.main, ["--model", str(config.parent), "--collection", str(beir), "--queries", "2",
+                                          "--flow-pairs", "1", "--attribution-pairs", "1", "--ig-steps", "4",
+                                          "--out", str(root / "p")], capsys)
+    assert res.returncode == 0, res.stderr
+    probe_scores = pd.read_parquet(root / "p" / "scores.parquet")
+    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(probe_scores, on=["query_id", "doc_id"])
+    assert len(cand) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
+    flows = pd.read_parquet(root / "p" / "flows.parquet")
+    assert sorted(flows["layer"].unique()) == [0, 1, 2]  # mice-l1+2 on 3 layers: drop_layer 3
+    assert flows.query("source == 'doc' and target == 'query'")["value"].abs().max() == 0.0
+    meta = json.loads((root / "p" / "scores.json").read_text())
+    assert "MICE" in meta["settings"]["model_kind"]
+    res = run_in_process(run_cli_module.main, ["--model", str(config.parent), "--collection", str(beir), "--remove",
+                                               "query2doc", "--layers", "1", "--out", str(root / "r")], capsys)
+    assert res.returncode == 0, res.stderr
+    summary = pd.read_parquet(root / "r" / "summary.parquet")
+    assert set(summary["model"]) == {str(config.parent)} and set(summary["layers"]) == {"1"}
+    res = run_in_process(run_cli_module.main, ["--model", str(config.parent), "--collection", str(beir), "--remove",
+                                               "query2doc", "--layers", "3", "--out", str(root / "r")], capsys)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "beyond the last layer 2" in lines[0], res.stderr

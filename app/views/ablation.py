@@ -73,7 +73,7 @@ def render_live(ctx: Context) -> None:
         return
     full = data.pair_score(ce, key, None, query, doc)
     if not items:
-        st.metric("Score (full model)", f"{full:.4f}")
+        st.metric(f"Score ({data.model_label(ce)})", f"{full:.4f}")
         return
     spec = spec_from_args(argparse.Namespace(spec=None, remove=items, layers="all", heads="all"))
     compiled = compile_mask(spec, ce.num_layers, ce.num_heads)
@@ -81,7 +81,7 @@ def render_live(ctx: Context) -> None:
         st.caption(notice)
     masked = data.pair_score(ce, key, spec.to_json(), query, doc)
     c1, c2, c3 = st.columns(3)
-    c1.metric("Score (full model)", f"{full:.4f}")
+    c1.metric(f"Score ({data.model_label(ce)})", f"{full:.4f}")
     c2.metric("Score (masked)", f"{masked:.4f}", delta=f"{masked - full:+.4f}")
     c3.caption(f"Mask: {compiled.describe()}")
     cmd = "python -m ablations.run " + " ".join(f"--remove {shlex.quote(i)}" for i in items)

@@ -53,12 +53,13 @@ def render(ctx: Context) -> None:
             elif spec_json is not None:
                 other = data.pair_score(ce, key, spec_json, query, doc)
         cols = st.columns(3)
-        cols[0].metric("Score (full model)", f"{full:.4f}")
+        cols[0].metric(f"Score ({data.model_label(ce)})", f"{full:.4f}")
         if other is not None:
             name = "MICE" if variant.mice_json else "masked"
             cols[1].metric(f"Score ({name})", f"{other:.4f}", delta=f"{other - full:+.4f}")
+        kind = f" · {ce.describe()}" if isinstance(ce, data.MiceCrossEncoder) else ""
         cols[2].caption(f"model `{path}` · {ce.num_layers} layers × {ce.num_heads} heads · max length "
-                        f"{ce.max_length}")
+                        f"{ce.max_length}{kind}")
     with guard("Attention"):
         attention_section(ce, key, spec_json, query, doc)
     with guard("Attributions"):
