@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     exp = experiment_from_args(args, ce, model_path, progress=progress, prefix=False)
     run_id = exp.run_id(spec)
     d = exp.rs.describe()
-    head = [f"model      {model_path}  (fingerprint {exp.fingerprint})",
+    kind = f"; {exp.ce.describe()}" if exp.ce.signature else ""
+    head = [f"model      {model_path}  (fingerprint {exp.fingerprint}{kind})",
             f"collection {d['name']}: {d['queries']} queries, {d['candidates']} pairs (depth {exp.depth})",
             f"mask       {compiled.describe()}",
             f"baseline   {'cached' if exp.baseline_cached else 'computed'} (unablated model)"]
