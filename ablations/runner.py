@@ -347,8 +347,9 @@ def experiment_from_args(args: argparse.Namespace, ce: CrossEncoder, model_path:
 
 
 def run_meta(exp: Experiment, kind: str, **extra) -> dict:
+    settings = asdict(exp.settings) | ({"model_kind": exp.ce.describe()} if exp.ce.signature else {})
     return {"kind": kind, "model": exp.model_label, "model_fingerprint": exp.fingerprint,
-            "collection": exp.rs.describe(), "settings": asdict(exp.settings), **extra}
+            "collection": exp.rs.describe(), "settings": settings, **extra}
 
 
 def pbar(total: int, desc: str, enabled: bool):

@@ -85,7 +85,7 @@ def _measure(df: pd.DataFrame, wanted: str) -> tuple[str, str]:
 def _compact_settings(meta: dict) -> str:
     s = meta.get("settings") or {}
     keys = ("queries", "depth", "max_length", "batch_size", "n_boot", "tie_tol", "measures", "flow_pairs",
-            "attribution_pairs", "ig_steps", "backend")
+            "attribution_pairs", "ig_steps", "backend", "model_kind")
     parts = [f"{k}={s[k]}" for k in keys if k in s and s[k] is not None]
     return ", ".join(parts)
 

@@ -189,6 +189,13 @@ def test_a_mice_model_runs_as_mice_in_evaluate_probe_and_runner(tiny, capsys):
     assert res.returncode == 0, res.stderr
     summary = pd.read_parquet(root / "r" / "summary.parquet")
     assert set(summary["model"]) == {str(config.parent)} and set(summary["layers"]) == {"1"}
+    assert "MICE" in json.loads((root / "r" / "summary.json").read_text())["settings"]["model_kind"]
+    from reports import build as report_cli  # the report reads both folders and names the MICE model
+
+    res = run_in_process(report_cli.main, ["--results", str(root / "r"), "--out", str(root / "r" / "report.html")],
+                         capsys)
+    assert res.returncode == 0, res.stderr
+    assert "model_kind=MICE" in (root / "r" / "report.html").read_text()
     res = run_in_process(run_cli_module.main, ["--model", str(config.parent), "--collection", str(beir), "--remove",
                                                "query2doc", "--layers", "3", "--out", str(root / "r")], capsys)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
