@@ -19,6 +19,7 @@ from probe.errors import BadInput, cli
 from probe.model import CrossEncoder, Scorer
 
 from .collections import RerankSet, load_collection
+from .late_interaction import CONFIG_FILE as LATE_CONFIG
 from .paths import mice_config_path, resolve_model
 from .readers import write_trec_run
 from .results import manifest, write_table
@@ -71,7 +72,7 @@ def evaluate_runs(runs: dict[str, pd.DataFrame], rs: RerankSet) -> pd.DataFrame:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="cross-encoder folder, hub id, 'reference', or a MICE configuration "
-                   "(mice.json or a retrained MICE folder) (default: $MICE_MODEL or the reference cross-encoder)")
+                   "(mice.json or a retrained MICE folder), or a MaxSim/LITE folder from ablations.retrain (default: $MICE_MODEL or the reference cross-encoder)")
     p.add_argument("--collection", action="append", default=None,
                    help="collection name or BEIR folder (repeatable; default dl19)")
     p.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
@@ -95,6 +96,14 @@ def main(argv=None) -> int:
             raise BadInput(f"--max-length {args.max_length} does not apply to the MICE model {model_path!r}: "
                            "its mice.json sets the query and document lengths")
         scorer, label = MiceModel.load(mice_config), "mice"
+    elif (Path(model_path) / LATE_CONFIG).is_file():  # a MaxSim / LITE baseline from ablations.retrain
+        from .late_interaction import LateInteractionScorer
+
+        if args.max_length is not None:
+            raise BadInput(f"--max-length {args.max_length} does not apply to the late-interaction model "
+                           f"{model_path!r}: its {LATE_CONFIG} sets the query and document lengths")
+        scorer = LateInteractionScorer.load(model_path)
+        label = scorer.module.kind
     else:
         scorer, label = CrossEncoder.from_pretrained(model_path, max_length=args.max_length), "cross-encoder"
     tables, timings, described = [], {}, []

@@ -200,3 +200,29 @@ def test_a_mice_model_runs_as_mice_in_evaluate_probe_and_runner(tiny, capsys):
                                                "query2doc", "--layers", "3", "--out", str(root / "r")], capsys)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "beyond the last layer 2" in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("kind", ["maxsim", "lite"])
+def test_evaluate_takes_a_late_interaction_folder(tiny, capsys, tokenizer, kind):
+    """``ablations.evaluate --model runs/mice/maxsim`` scores with the saved baseline, the same scores as loading
+    it in Python; --max-length is refused in one line (the folder sets the lengths)."""
+    root, model, beir = tiny
+    folder = LateInteractionScorer.from_cross_encoder(str(model), kind, max_doc_length=40,
+                                                      max_query_length=16).save(root / kind)
+    from ablations import evaluate as evaluate_cli
+    from ablations.collections import load_collection
+
+    out = root / f"eval-{kind}"
+    res = run_in_process(evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--out", str(out)],
+                         capsys)
+    assert res.returncode == 0, res.stderr
+    assert set(pd.read_parquet(out / "metrics.parquet")["run"]) == {"bm25", kind}
+    rs = load_collection(str(beir))
+    expected = LateInteractionScorer.load(folder).score(rs.pairs())
+    got = pd.read_csv(next(out.glob(f"*.{kind}.trec")), sep=r"\s+", header=None,
+                      names=["query_id", "q0", "doc_id", "rank", "score", "tag"], dtype={"query_id": str, "doc_id": str})
+    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(got, on=["query_id", "doc_id"])
+    assert len(cand) == len(rs.candidates) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
+    res = run_in_process(evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--max-length", "32",
+                                             "--out", str(out)], capsys)
+    assert res.returncode == 2 and "does not apply to the late-interaction model" in res.stderr
