@@ -138,6 +138,11 @@ def main(argv=None) -> int:
                  "max_query_length": args.max_query_length, "max_doc_length": args.max_doc_length,
                  "cache_dtype": args.cache_dtype, "plan": args.plan}
     cfg = load_source(args.source, args.model, overrides)
+    if not cfg.score_reads_document():
+        raise BadInput(f"MICE configuration {cfg.label}: the score cannot depend on the document (no document "
+                       f"information reaches CLS within the kept layers 0-{cfg.drop_layer - 1}); keep at least two "
+                       "layers from the first query-document interaction (mice-lK+N needs N >= 2), or a later "
+                       "--drop-layer")
     plan = compile_plan(cfg, args.plan)
     cfg.plan = plan.shape
     if args.out is None and args.index is None:

@@ -137,6 +137,19 @@ class MiceConfig:
         """The effective table of the layers that run (``[0, drop_layer)``)."""
         return self.allowed()[: self.drop_layer]
 
+    def score_reads_document(self) -> bool:
+        """Whether the score (read from CLS after layer ``drop_layer - 1``) can depend on the document at all:
+        document information must reach CLS through the allowed attention of the kept layers (any head).
+        Information moves one hop per layer, so e.g. ``mice-lK+1`` cannot: in layer K the query first reads
+        the document, and no later layer lets CLS read the query."""
+        real = list(TOKEN_ROLES)  # padding is masked out by the attention mask whatever the table says
+        table = self.kept_allowed().any(dim=1)[:, real][:, :, real]  # (layer, source, target): source reads target
+        n = len(real)
+        reach = torch.eye(n, dtype=torch.bool)  # reach[r, r']: role r's states carry role r''s information
+        for tab in table:
+            reach = reach | (tab.to(torch.int64) @ reach.to(torch.int64) > 0)
+        return bool(reach[int(Role.CLS), list(DOC_SIDE)].any())
+
     def interactions(self) -> list[dict]:
         """Per layer: the removed role pairs (``"<source>2<target>"``, per head when heads differ)."""
         table = self.allowed()

@@ -198,6 +198,9 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
     torch.manual_seed(cfg.seed), random.seed(cfg.seed), np.random.seed(cfg.seed)
     config_path = Path(cfg.config)
     mice_cfg = MiceConfig.load(config_path)
+    if cfg.student == "mice" and not mice_cfg.score_reads_document():
+        raise BadInput(f"MICE configuration {str(config_path)!r} ({mice_cfg.label}): its score cannot depend on the "
+                       "document, so there is nothing to retrain; re-export it with a later drop layer")
     student = Student(cfg, mice_cfg, config_path)
 
     if groups is None:

@@ -226,3 +226,13 @@ def test_evaluate_takes_a_late_interaction_folder(tiny, capsys, tokenizer, kind)
     res = run_in_process(evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--max-length", "32",
                                              "--out", str(out)], capsys)
     assert res.returncode == 2 and "does not apply to the late-interaction model" in res.stderr
+
+
+def test_export_refuses_a_configuration_whose_score_ignores_the_document(tiny):
+    root, model, _ = tiny
+    out = root / "blind" / "mice.json"
+    res = run_cli("ablations.export", ["--from", "mice-l1+1", "--model", str(model), "--out", str(out), *SMALL],
+                  root / "cache")
+    assert res.returncode == 2 and not out.exists()
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot depend on the document" in lines[0] and "N >= 2" in lines[0], res.stderr

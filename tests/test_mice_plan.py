@@ -172,3 +172,19 @@ def test_rank_api_and_batching(tiny_ce_factory, pairs):
     ranked = mice.rank(pairs[0][0], [d for _, d in pairs])
     assert sorted(i for i, _ in ranked) == list(range(len(pairs)))
     assert ranked[0][1] == max(s for _, s in ranked)
+
+
+@pytest.mark.parametrize(("name", "reads"), [("mice-l1+1", False), ("mice-l3+1", False), ("mice-step3@3", False),
+                                             ("mice-l1+2", True), ("mice-l2+2", True), ("mice-step2", True)])
+def test_score_reads_document_matches_the_computation(tiny_ce_factory, name, reads):
+    """``MiceConfig.score_reads_document`` (attention reachability, what ``ablations.export`` checks) agrees with
+    the model: where it says no, one query's scores are identical whatever the document; where yes, they differ."""
+    torch.manual_seed(0)
+    ce = _scale_head(tiny_ce_factory(layers=4))
+    cfg = _cfg(name, doc_positions="canonical")
+    assert cfg.score_reads_document() is reads
+    docs = ["Paris is the capital and largest city of France.", "Berlin is the capital of Germany.",
+            "The stock market fell sharply on Monday.", "Vaccines train the immune system."]
+    scores = MiceModel(ce, cfg).score([("what is the capital of france", d) for d in docs])
+    spread = float(np.ptp(scores))  # random tiny BERTs: spreads of 5e-6..3e-5 where it reads, exactly 0 where not
+    assert (spread > 1e-6) if reads else (spread < 1e-8), (name, scores)
