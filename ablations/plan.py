@@ -303,11 +303,11 @@ class PlanExecutor:
         for i, d in enumerate(docs):
             if not isinstance(d, str) or not d.strip():
                 raise BadInput(f"document {i}: the document is empty; a document needs at least one token")
-        ids = self.ce.tokenizer(list(docs), add_special_tokens=False, truncation=False)["input_ids"] \
+        # Cut while tokenizing (no "longer than the model's maximum" warning on long abstracts): canonical
+        # documents keep max_doc_length pieces; joint ones are cut later to the pair budget, below max_length.
+        width = self.cfg.max_doc_length if self.cfg.doc_positions == "canonical" else self.cfg.max_length
+        return self.ce.tokenizer(list(docs), add_special_tokens=False, truncation=True, max_length=width)["input_ids"] \
             if docs else []
-        if self.cfg.doc_positions == "canonical":
-            return [x[: self.cfg.max_doc_length] for x in ids]
-        return ids
 
     def encode(self, pairs: Sequence[Pair], index: Sequence[int] | None = None, *, with_docs: bool = True
                ) -> MiceBatch:

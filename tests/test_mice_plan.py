@@ -81,8 +81,10 @@ def test_plans_on_arbitrary_tables(tiny_ce_factory, pairs):
 
 
 def test_masked_plan_is_the_masked_cross_encoder(tiny_ce_factory, pairs):
-    """Joint positions and no dropped layer: the reference is exactly ablations.masked's masked forward."""
+    """Joint positions and no dropped layer: the reference is exactly ablations.masked's masked forward (also
+    for a document far longer than the pair budget: both cut it the same way)."""
     ce = _scale_head(tiny_ce_factory(layers=3))
+    pairs = [*pairs, ("long document", " ".join(f"word{i} topic" for i in range(400)))]
     for spec in (MaskSpec(), MaskSpec([Rule("mice-step3@1")]), MaskSpec([Rule("cls2doc", "2", heads="1")])):
         mice = MiceModel(ce, _cfg(spec, layers=3, doc_positions="joint"), plan="masked")
         want = MaskedCrossEncoder(ce, spec).score(pairs)
