@@ -194,7 +194,7 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
     if done.exists():
         print(f"already retrained: {out} (delete {done} to retrain)")
         return json.loads(done.read_text())
-    started = time.time()
+    started, revision = time.time(), git_revision()  # the code the run started with
     torch.manual_seed(cfg.seed), random.seed(cfg.seed), np.random.seed(cfg.seed)
     config_path = Path(cfg.config)
     mice_cfg = MiceConfig.load(config_path)
@@ -322,7 +322,7 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
         "fixed_batch_loss": {"before": state["fixed_before"], "after": fixed_after},
         "history": state["history"], "losses": state["losses"],
         "parameters": student.scorer.num_parameters(),
-        "git_revision": git_revision(),
+        "git_revision": revision,
         "environment": environment() | {"torch_threads": torch.get_num_threads(), "bf16": use_bf16},
     }
     pd.DataFrame(state["losses"]).to_csv(out / "losses.csv", index=False)

@@ -203,7 +203,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     if done.exists():
         print(f"already trained: {out} (delete {done} to retrain)")
         return json.loads(done.read_text())
-    started = time.time()
+    started, revision = time.time(), git_revision()  # the code the run started with
     torch.manual_seed(cfg.seed), random.seed(cfg.seed), np.random.seed(cfg.seed)
 
     scorer = CrossEncoder.from_pretrained(resolve_model(cfg.init_model), new_head=True, max_length=cfg.max_length)
@@ -333,7 +333,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         "history": state["history"],
         "losses": state["losses"],
         "test": aggregate(table).to_dict(orient="records") if len(table) else [],
-        "git_revision": git_revision(),
+        "git_revision": revision,
         "environment": environment() | {"torch_threads": torch.get_num_threads(), "bf16": use_bf16},
     }
     write_table(table, out, "test_metrics", {"schema_version": 1, "kind": "train-test", "model": str(out)})
