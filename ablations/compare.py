@@ -17,6 +17,11 @@ warm-up query; median milliseconds per query. Models that precompute documents (
 LITE) read them from an index built beforehand over those queries' candidates (build time reported
 apart; its bytes per document are the ``storage_bytes_per_doc`` column). ``torch`` threads: ``--threads``.
 
+Resume: each model × collection's per-query table is kept in ``<out>/.partial/`` as soon as it is scored,
+keyed by the model's fingerprint (weights, and the MICE configuration where there is one) and the rerank set
+(queries and candidates); rerunning an interrupted comparison with the same ``--out`` scores only what is
+missing. The folder is removed once the final tables are written.
+
 Output (the common results format, :mod:`ablations.results`): ``<out>/per_query.parquet`` (model,
 collection, domain, query_id, measure, value) and ``<out>/comparison.parquet`` (one row per model ×
 collection × measure: mean, delta / t / p / CI / W-T-L against the cross-encoder, latency, storage,
@@ -26,6 +31,9 @@ parameters), each with a JSON manifest of kind ``mice-compare``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -34,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from pyarrow import ArrowException
 
 from probe.errors import BadInput, cli
 from probe.model import CrossEncoder, Scorer
@@ -44,7 +53,7 @@ from .late_interaction import LateInteractionScorer
 from .mice import MiceModel
 from .mice_config import MiceConfig
 from .paths import data_dir, resolve_model
-from .results import manifest, write_table
+from .results import atomic_write_parquet, atomic_write_text, manifest, write_table
 from .stats import paired_stats
 
 REFERENCE = "cross-encoder"
@@ -113,6 +122,49 @@ def _indexable(scorer: Scorer) -> bool:
                                                          and scorer.plan.shape == "doc-cache")
 
 
+PARTIAL = ".partial"
+
+
+def _model_key(scorer: Scorer) -> str:
+    """What makes a model's scores what they are: its weights (and MICE configuration), hashed."""
+    if isinstance(scorer, MiceModel):
+        return f"{scorer.fingerprint()}/{scorer.config.fingerprint()}/{scorer.plan.shape}"
+    if isinstance(scorer, LateInteractionScorer):
+        return scorer.fingerprint()
+    from .runner import model_fingerprint
+
+    return model_fingerprint(scorer)
+
+
+def _set_key(rs: RerankSet) -> str:
+    h = hashlib.sha1(json.dumps(rs.describe(), sort_keys=True, default=str).encode())
+    h.update(pd.util.hash_pandas_object(rs.candidates[["query_id", "doc_id"]], index=False).values.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _partial_paths(out: Path, collection: str, model: str) -> tuple[Path, Path]:
+    stem = hashlib.sha1(f"{collection}|{model}".encode()).hexdigest()[:12]  # collection may be a path
+    return out / PARTIAL / f".{stem}.parquet", out / PARTIAL / f".{stem}.key"
+
+
+def _load_partial(out: Path, collection: str, model: str, key: str) -> tuple[pd.DataFrame, float] | None:
+    table_path, key_path = _partial_paths(out, collection, model)
+    try:
+        saved = json.loads(key_path.read_text())
+        if saved.get("key") != key:
+            return None
+        return pd.read_parquet(table_path), float(saved["seconds"])
+    except (OSError, ValueError, KeyError, TypeError, ArrowException):  # absent, other run, half-written
+        return None
+
+
+def _save_partial(out: Path, collection: str, model: str, key: str, table: pd.DataFrame, seconds: float) -> None:
+    table_path, key_path = _partial_paths(out, collection, model)
+    atomic_write_parquet(table, table_path)  # table first: a key file always names a complete table
+    atomic_write_text(key_path, json.dumps({"key": key, "collection": collection, "model": model,
+                                            "seconds": seconds}) + "\n")
+
+
 def compare(args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,21 +176,31 @@ def compare(args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         cap = args.queries if _domain(name) == "ID" else (args.ood_queries or args.queries)
         sets[name] = rs.subset(cap, args.depth)
     tidy, facts = [], {m: {"parameters": _params(s)} for m, s in models.items()}
+    out = Path(args.out)
+    model_keys = {m: _model_key(s) for m, s in models.items()}
     for name, rs in sets.items():
         pairs = rs.pairs()
         print(f"{name}: {len(rs.queries)} queries, {len(pairs)} pairs ({_domain(name)})", flush=True)
+        set_key = _set_key(rs)
         for model, scorer in models.items():
-            start = time.perf_counter()
-            scores = scorer.score(pairs, batch_size=args.batch_size, progress=args.progress)
-            seconds = time.perf_counter() - start
-            table = per_query(rs.run_from_scores(scores), rs.qrels, rs.measures)
-            table.insert(0, "domain", _domain(name))
-            table.insert(0, "collection", name)
-            table.insert(0, "model", model)
+            key = f"{model_keys[model]}|{set_key}"
+            resumed = _load_partial(out, name, model, key)
+            if resumed is not None:
+                table, seconds = resumed
+            else:
+                start = time.perf_counter()
+                scores = scorer.score(pairs, batch_size=args.batch_size, progress=args.progress)
+                seconds = time.perf_counter() - start
+                table = per_query(rs.run_from_scores(scores), rs.qrels, rs.measures)
+                table.insert(0, "domain", _domain(name))
+                table.insert(0, "collection", name)
+                table.insert(0, "model", model)
+                _save_partial(out, name, model, key, table, seconds)
             tidy.append(table)
             facts[model].setdefault("score_seconds", {})[name] = round(seconds, 2)
             nd = table[table["measure"] == "nDCG@10"]["value"].mean()
-            print(f"  {model:16s} nDCG@10 {nd:.4f}  ({seconds:.0f} s)", flush=True)
+            print(f"  {model:16s} nDCG@10 {nd:.4f}  ({seconds:.0f} s{', resumed' if resumed is not None else ''})",
+                  flush=True)
     per_q = pd.concat(tidy, ignore_index=True)
     # latency (and storage) on the first collection's first queries
     lat_rs = next(iter(sets.values()))
@@ -251,6 +313,7 @@ def main(argv=None) -> int:
     per_q, summary, meta = compare(args)
     write_table(per_q, args.out, "per_query", manifest(**meta))
     write_table(summary, args.out, "comparison", manifest(**meta))
+    shutil.rmtree(Path(args.out) / PARTIAL, ignore_errors=True)  # the final tables stand; nothing to resume
     print(format_table(summary))
     print(f"wrote {args.out / 'comparison.parquet'} and {args.out / 'per_query.parquet'}")
     return 0

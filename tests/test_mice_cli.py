@@ -236,3 +236,50 @@ def test_export_refuses_a_configuration_whose_score_ignores_the_document(tiny):
     assert res.returncode == 2 and not out.exists()
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot depend on the document" in lines[0] and "N >= 2" in lines[0], res.stderr
+
+
+def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypatch):
+    """Models scored before an interruption are read back from ``<out>/.partial`` (keyed by fingerprint and
+    rerank set), the rest scored; the result equals an uninterrupted run's, and the partial folder goes."""
+    root, model, beir = tiny
+    cfg = root / "resume" / "mice.json"
+    assert run_in_process(export_cli.main, ["--from", "mice-l1+2", "--model", str(model), "--out", str(cfg),
+                                            *SMALL], capsys).returncode == 0
+    lite = LateInteractionScorer.from_cross_encoder(str(model), "lite", max_doc_length=40).save(root / "resume" / "lite")
+    args = ["--reference", str(model), "--config", str(cfg), "--lite", str(lite), "--collections", str(beir),
+            "--latency-queries", "1", "--bootstrap", "50"]
+    whole = root / "resume" / "whole"
+    assert run_in_process(compare_cli.main, [*args, "--out", str(whole)], capsys).returncode == 0
+
+    out = root / "resume" / "cut"
+    real_score = LateInteractionScorer.score
+
+    def interrupted(self, *a, **kw):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(LateInteractionScorer, "score", interrupted)
+    with pytest.raises(RuntimeError, match="interrupted"):  # what an unexpected exception or kill leaves behind
+        compare_cli.main([*args, "--out", str(out)])
+    assert len(list((out / compare_cli.PARTIAL).glob(".*.key"))) == 2  # the cross-encoder and the masked MICE model
+    assert not (out / "comparison.parquet").exists()
+    monkeypatch.setattr(LateInteractionScorer, "score", real_score)
+    from probe.model import CrossEncoder
+
+    def no_rescoring(self, *a, **kw):
+        raise AssertionError("the cross-encoder was scored again")
+
+    monkeypatch.setattr(CrossEncoder, "score", no_rescoring)
+    monkeypatch.setattr(MiceModel, "score", no_rescoring)
+    # it fails only when timing latency (every model is timed again): the lite arm was scored and kept, the
+    # others read back; had they been scored again, it would have failed before the lite arm was kept
+    with pytest.raises(AssertionError, match="scored again"):
+        compare_cli.main([*args, "--out", str(out)])
+    monkeypatch.undo()
+    res = run_in_process(compare_cli.main, [*args, "--out", str(out)], capsys)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("resumed") == 3  # every model × collection came from the partial folder
+    cols = ["model", "collection", "query_id", "measure"]
+    a = pd.read_parquet(whole / "per_query.parquet").sort_values(cols).reset_index(drop=True)
+    b = pd.read_parquet(out / "per_query.parquet").sort_values(cols).reset_index(drop=True)
+    assert a[cols].equals(b[cols]) and (a["value"] - b["value"]).abs().max() < 1e-6
+    assert not (out / compare_cli.PARTIAL).exists()
