@@ -18,9 +18,11 @@ LITE) read them from an index built beforehand over those queries' candidates (b
 apart; its bytes per document are the ``storage_bytes_per_doc`` column). ``torch`` threads: ``--threads``.
 
 Resume: each model × collection's per-query table is kept in ``<out>/.partial/`` as soon as it is scored,
-keyed by the model's fingerprint (weights, and the MICE configuration where there is one) and the rerank set
-(queries and candidates); rerunning an interrupted comparison with the same ``--out`` scores only what is
-missing. The folder is removed once the final tables are written.
+keyed by the model's fingerprint (weights, and the MICE configuration and plan where there are) and the rerank
+set (queries and candidates); rerunning an interrupted comparison with the same ``--out`` scores only what is
+missing, and so does a rerun that adds a model (``--lite`` once it is trained). Latency is always measured
+again. A retrained model has another fingerprint, so its stale entry is never read; delete the folder to
+score everything again.
 
 Output (the common results format, :mod:`ablations.results`): ``<out>/per_query.parquet`` (model,
 collection, domain, query_id, measure, value) and ``<out>/comparison.parquet`` (one row per model ×
@@ -33,7 +35,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -313,7 +314,6 @@ def main(argv=None) -> int:
     per_q, summary, meta = compare(args)
     write_table(per_q, args.out, "per_query", manifest(**meta))
     write_table(summary, args.out, "comparison", manifest(**meta))
-    shutil.rmtree(Path(args.out) / PARTIAL, ignore_errors=True)  # the final tables stand; nothing to resume
     print(format_table(summary))
     print(f"wrote {args.out / 'comparison.parquet'} and {args.out / 'per_query.parquet'}")
     return 0

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from test_ablation_support import run_cli, save_tiny_model, write_tiny_beir
 
 from ablations import compare as compare_cli
@@ -240,7 +241,8 @@ def test_export_refuses_a_configuration_whose_score_ignores_the_document(tiny):
 
 def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypatch):
     """Models scored before an interruption are read back from ``<out>/.partial`` (keyed by fingerprint and
-    rerank set), the rest scored; the result equals an uninterrupted run's, and the partial folder goes."""
+    rerank set), the rest scored; the result equals an uninterrupted run's; a model with other weights is
+    scored again."""
     root, model, beir = tiny
     cfg = root / "resume" / "mice.json"
     assert run_in_process(export_cli.main, ["--from", "mice-l1+2", "--model", str(model), "--out", str(cfg),
@@ -282,4 +284,11 @@ def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypa
     a = pd.read_parquet(whole / "per_query.parquet").sort_values(cols).reset_index(drop=True)
     b = pd.read_parquet(out / "per_query.parquet").sort_values(cols).reset_index(drop=True)
     assert a[cols].equals(b[cols]) and (a["value"] - b["value"]).abs().max() < 1e-6
-    assert not (out / compare_cli.PARTIAL).exists()
+    # other weights under the same name: a new fingerprint, so scored again (never a stale table)
+    retrained = LateInteractionScorer.load(lite)
+    with torch.no_grad():
+        retrained.module.out.bias.add_(1.0)
+    retrained.save(lite)
+    res = run_in_process(compare_cli.main, [*args, "--out", str(out)], capsys)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("resumed") == 2 and "lite             nDCG@10" in res.stdout
