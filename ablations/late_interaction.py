@@ -27,8 +27,8 @@ stored (:class:`~ablations.doc_cache.DocStateIndex`, ``dim × 4`` bytes per toke
   ``norm="none"`` is the original head; folders saved before this setting existed load as ``"none"``.
   What it does not change: the row MLP still weights each document *position* separately (as in the
   paper), so a max-like, position-invariant match must be learnt from data; under the 300-step recipe of
-  :mod:`ablations.retrain` LITE now learns (fixed-batch loss 2.36 → 1.88, validation nDCG@10 0.33 → 0.39)
-  but stays well below MaxSim (0.52).
+  :mod:`ablations.retrain` LITE now fits its training groups but generalises poorly (validation nDCG@10
+  0.33 → 0.39 on one reference model, 0.36 → 0.36 then down to 0.29 on another), far below MaxSim (~0.5).
 
 The encoder is initialised from a cross-encoder's BERT weights (the backbone the MICE model starts from),
 the projection and LITE head from a seed; :mod:`ablations.retrain` trains them with the same loop, data
