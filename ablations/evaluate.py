@@ -71,8 +71,9 @@ def evaluate_runs(runs: dict[str, pd.DataFrame], rs: RerankSet) -> pd.DataFrame:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="cross-encoder folder, hub id, 'reference', or a MICE configuration "
-                   "(mice.json or a retrained MICE folder), or a MaxSim/LITE folder from ablations.retrain (default: $MICE_MODEL or the reference cross-encoder)")
+    p.add_argument("--model", default=None, help="cross-encoder folder, hub id, 'reference', a MICE configuration "
+                   "(mice.json or a retrained MICE folder) or a MaxSim/LITE folder from ablations.retrain "
+                   "(default: $MICE_MODEL or the reference cross-encoder)")
     p.add_argument("--collection", action="append", default=None,
                    help="collection name or BEIR folder (repeatable; default dl19)")
     p.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")

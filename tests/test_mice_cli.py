@@ -14,6 +14,7 @@ from ablations import export as export_cli
 from ablations.late_interaction import LateInteractionScorer
 from ablations.mice import MiceModel
 from ablations.mice_config import MiceConfig
+from ablations.readers import read_trec_run
 
 SMALL = ["--max-length", "64", "--max-query-length", "16", "--max-doc-length", "40"]
 
@@ -30,6 +31,13 @@ def run_in_process(main, args, capsys) -> Result:
         main(args)
     out = capsys.readouterr()
     return Result(exit_.value.code, out.out, out.err)
+
+
+def _assert_run_scores(out, tag, rs, expected) -> None:
+    """The TREC run ``ablations.evaluate`` wrote for ``tag`` holds ``expected`` (scores of ``rs.pairs()``)."""
+    got = read_trec_run(next(out.glob(f"*.{tag}.trec")))
+    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(got, on=["query_id", "doc_id"])
+    assert len(cand) == len(rs.candidates) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +173,7 @@ def test_a_mice_model_runs_as_mice_in_evaluate_probe_and_runner(tiny, capsys):
 
     rs = load_collection(str(beir))
     expected = MiceModel.load(config).score(rs.pairs())  # the plan's scores, pair by pair
-    got = pd.read_csv(next(out.glob("*.mice.trec")), sep=r"\s+", header=None,
-                      names=["query_id", "q0", "doc_id", "rank", "score", "tag"], dtype={"query_id": str, "doc_id": str})
-    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(got, on=["query_id", "doc_id"])
-    assert len(cand) == len(rs.candidates) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
+    _assert_run_scores(out, "mice", rs, expected)
     res = run_in_process(evaluate_cli.main, ["--model", str(config), "--collection", str(beir), "--max-length", "32",
                                              "--out", str(out)], capsys)
     assert res.returncode == 2 and "--max-length 32 does not apply to the MICE model" in res.stderr
@@ -220,10 +225,7 @@ def test_evaluate_takes_a_late_interaction_folder(tiny, capsys, tokenizer, kind)
     assert set(pd.read_parquet(out / "metrics.parquet")["run"]) == {"bm25", kind}
     rs = load_collection(str(beir))
     expected = LateInteractionScorer.load(folder).score(rs.pairs())
-    got = pd.read_csv(next(out.glob(f"*.{kind}.trec")), sep=r"\s+", header=None,
-                      names=["query_id", "q0", "doc_id", "rank", "score", "tag"], dtype={"query_id": str, "doc_id": str})
-    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(got, on=["query_id", "doc_id"])
-    assert len(cand) == len(rs.candidates) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
+    _assert_run_scores(out, kind, rs, expected)
     res = run_in_process(evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--max-length", "32",
                                              "--out", str(out)], capsys)
     assert res.returncode == 2 and "does not apply to the late-interaction model" in res.stderr
