@@ -56,12 +56,12 @@ def _fit(li: LateInteractionScorer, steps: int) -> tuple[float, float, float]:
 
 
 def test_lite_learns_a_fixed_batch(tokenizer):
-    # The original head (no normalisation) scored every document of a query almost alike and its loss barely
-    # moved (here: spread 0.002, loss 57 → 47 in 40 steps); the normalised head must depend on the document
-    # from the start and fit the batch (here: spread 0.16, loss 54 → 0.05).
+    # The original head (no scaling) scored every document of a query almost alike and its loss barely
+    # moved (here: spread 0.002, loss 57 → 47 in 40 steps); the default (affine) head must depend on the
+    # document from the start and fit the batch.
     torch.manual_seed(0)
     li = _lite(tokenizer)
-    assert li.module.norm == "layer"
+    assert li.module.norm == "affine"
     before, after, spread = _fit(li, 40)
     assert spread > 0.05, spread
     assert after < 0.5 * before, (before, after)
@@ -78,9 +78,41 @@ def test_old_lite_folders_load_as_the_unnormalised_head(tokenizer, tmp_path):
     loaded = LateInteractionScorer.load(folder)
     assert loaded.module.norm == "none" and loaded.fingerprint() == old.fingerprint()
     assert np.abs(loaded.score(pairs) - old.score(pairs)).max() < 1e-5
-    new = _lite(tokenizer)
-    folder = new.save(tmp_path / "new")
-    assert json.loads((folder / CONFIG_FILE).read_text())["norm"] == "layer"
-    assert np.abs(LateInteractionScorer.load(folder).score(pairs) - new.score(pairs)).max() < 1e-5
+    for norm in ("layer", "affine"):  # both round-trip (the affine head's scalars live in head.safetensors)
+        new = _lite(tokenizer, norm=norm)
+        folder = new.save(tmp_path / norm)
+        assert json.loads((folder / CONFIG_FILE).read_text())["norm"] == norm
+        loaded = LateInteractionScorer.load(folder)
+        assert loaded.module.norm == norm and loaded.fingerprint() == new.fingerprint()
+        assert np.abs(loaded.score(pairs) - new.score(pairs)).max() < 1e-5
     with pytest.raises(BadInput, match="norm"):
         _lite(tokenizer, norm="batch")
+
+
+def _one_match(li: LateInteractionScorer, strength: float) -> float:
+    """LITE's score when query token 0 matches document token 2 with cosine ``strength`` and every other
+    query × document cosine is 0 (unit vectors on separate axes)."""
+    dim = li.module.dim
+    eye = torch.eye(dim)
+    q = torch.zeros(1, 3, dim)
+    q[0, :3] = eye[:3]
+    d = torch.zeros(1, 5, dim)
+    d[0] = eye[10:15]
+    d[0, 2] = strength * eye[0] + (1 - strength**2) ** 0.5 * eye[12]
+    ones = torch.ones
+    with torch.no_grad():
+        return float(li.module.eval().interact(q, ones(1, 3, dtype=torch.long), d, ones(1, 5, dtype=torch.long)))
+
+
+def test_affine_head_sees_how_strongly_a_query_token_matches(tokenizer):
+    # Why "layer" generalised poorly: a row a·e_j layer-normalises to the same vector for every a > 0, so a
+    # strong and a weak match of the same token score alike. The affine head must tell them apart.
+    torch.manual_seed(0)
+    layer = _lite(tokenizer, norm="layer")
+    strong, weak = _one_match(layer, 0.9), _one_match(layer, 0.3)
+    layer_gap = abs(strong - weak)
+    assert layer_gap < 1e-3, (strong, weak)
+    torch.manual_seed(0)
+    affine = _lite(tokenizer, norm="affine")
+    strong, weak = _one_match(affine, 0.9), _one_match(affine, 0.3)
+    assert abs(strong - weak) > 0.01 and abs(strong - weak) > 100 * layer_gap, (strong, weak, layer_gap)
