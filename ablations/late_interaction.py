@@ -24,8 +24,8 @@ stored (:class:`~ablations.doc_cache.DocStateIndex`, ``dim × 4`` bytes per toke
   (validation nDCG@10 0.36 → 0.29 over 300 steps; DL19 0.2643): a row ``a·e_j`` (one document token
   matching with strength ``a``) normalises to the same vector for every ``a > 0``, so the head could not
   see *how strongly* a query token matches, only where. The affine scaling keeps that; under the same
-  recipe and data its validation nDCG@10 rose 0.34 → 0.36 → 0.40 → 0.44 → 0.50 over the first 200 steps
-  (every 50; MaxSim: 0.36 → 0.46 → 0.49 at steps 0/100/200).
+  recipe and data its validation nDCG@10 went 0.337 → 0.401 → 0.495 → 0.481 at steps 0/100/200/300
+  (MaxSim: 0.358 → 0.460 → 0.488 → 0.471), DL19 nDCG@10 0.5402 (docs/mice.md).
   ``"layer"`` and ``"none"`` (the original head) stay available: folders saved before the setting existed
   load as ``"none"``, those saved with ``"layer"`` as ``"layer"``. As in the paper the row MLP weights each
   document *position* separately.
