@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ablations.train import Stage, TrainConfig, bf16_enabled, group_loss, score_pairs, train
+from ablations.train import Stage, TrainConfig, bf16_enabled, freeze, group_loss, score_pairs, train
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 
@@ -46,6 +46,27 @@ def test_bf16_setting_is_checked(tmp_path):
     assert bf16_enabled("on", torch.device("cpu")) is True
     with pytest.raises(BadInput, match="bf16 'yes' must be 'auto', 'on' or 'off'"):
         TrainConfig(out=str(tmp_path), bf16="yes")
+
+
+def test_frozen_layers_keep_their_weights_and_the_rest_learns(tiny_ce, pairs):
+    """freeze(model, 1): embeddings and layer 0 get no gradient and stay put under a step; layer 1 and the
+    head move; asking to freeze every layer (nothing left to learn but the head) is refused."""
+    model = tiny_ce.model
+    freeze(model, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.1)
+    tiny_ce.forward(tiny_ce.encode(pairs)).sum().backward()
+    optimizer.step()
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for k in moved)
+    assert any(k.startswith("bert.encoder.layer.1.") for k in moved) and "classifier.weight" in moved
+    assert all(p.grad is None for p in model.bert.encoder.layer[0].parameters())
+    with pytest.raises(BadInput, match="frozen_layers 2 must be below the model's 2 layers"):
+        freeze(model, 2)
+    with pytest.raises(BadInput, match="frozen_layers -1 must be >= 0"):
+        TrainConfig(out="x", frozen_layers=-1)
 
 
 def _tiny_config(tiny_ce, tmp_path, out):
