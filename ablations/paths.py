@@ -75,7 +75,7 @@ def resolve_model(name: str | None) -> str:
         preset = "dl20" if name.endswith("dl20") else "dl19"
         raise BadInput(
             f"model {name!r} not found in {shared_dir() / 'models' / folder} nor {trained_model_dir(folder)}; "
-            f"train it with `python -m ablations.train --preset {preset}` (~30 min on 2 CPU cores) "
+            f"train it with `python -m ablations.train --preset {preset}` (31-45 min on 2 CPU cores) "
             "or pass --model PATH / set MICE_MODEL"
         )
     return name
