@@ -170,6 +170,21 @@ def score_pairs(scorer: CrossEncoder, pairs: list, micro_batches: int, bf16: boo
     return scores[torch.argsort(torch.as_tensor(order, device=scores.device))]  # back to the pairs' order
 
 
+def train_step(scorer: CrossEncoder, batch: list, stage: Stage, trainable: list, optimizer, micro_batches: int,
+               bf16: bool) -> float:
+    """One optimizer step on a batch of groups (stage's loss, gradients clipped to norm 1); returns the loss."""
+    pairs = [(g.query, d) for g in batch for d in g.docs]
+    scores = score_pairs(scorer, pairs, micro_batches, bf16).view(len(batch), stage.group_size)
+    labels = torch.from_numpy(td.as_arrays(batch, "labels")) if batch[0].labels else None
+    teacher = torch.from_numpy(td.as_arrays(batch, "teacher")) if batch[0].teacher else None
+    loss = group_loss(stage.loss, scores, labels, teacher, stage.teacher_scale)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def freeze(model: torch.nn.Module, layers: int, word_embeddings: bool = True) -> None:
     """Stop gradients to the word embeddings and, when ``layers > 0``, to all embeddings and the lowest
     ``layers`` encoder layers (a BERT-family ``model.base_model.encoder.layer`` list)."""
@@ -291,17 +306,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         for step in bar:
             epoch_batches = td.batches(groups, stage.groups_per_step, cfg.seed, step // per_epoch)
             batch = epoch_batches[step % per_epoch]
-            pairs = [(g.query, d) for g in batch for d in g.docs]
-            scores = score_pairs(scorer, pairs, cfg.micro_batches, use_bf16).view(len(batch), stage.group_size)
-            labels = torch.from_numpy(td.as_arrays(batch, "labels")) if batch[0].labels else None
-            teacher = torch.from_numpy(td.as_arrays(batch, "teacher")) if batch[0].teacher else None
-            loss = group_loss(stage.loss, scores, labels, teacher, stage.teacher_scale)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
+            losses.append(train_step(scorer, batch, stage, trainable, optimizer, cfg.micro_batches, use_bf16))
             schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
             state["losses"].append({"stage": stage.name, "step": step + 1, "loss": losses[-1]})
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", best=f"{state['best']:.4f}")
             state["step"] = step + 1

@@ -35,8 +35,7 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/train_step.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="dl19", help="training preset whose settings and data are used")
-    p.add_argument("--frozen", type=int, default=None, help="frozen lower layers of the frozen arm "
-                   "(default: the preset's frozen_layers)")
+    p.add_argument("--frozen", type=int, default=3, help="frozen lower layers of the frozen arm (default 3)")
     p.add_argument("--steps", type=int, default=8, help="timed steps per arm and round (default 8)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, alternating the arms' order (default 3)")
     p.add_argument("--threads", type=int, default=2)
@@ -51,7 +50,7 @@ def _run(args) -> int:
     from ablations.collections import load_collection
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment
-    from ablations.train import PRESETS, bf16_enabled, freeze, group_loss, score_pairs
+    from ablations.train import PRESETS, bf16_enabled, freeze, train_step
     from probe.errors import BadInput
     from probe.model import CrossEncoder
 
@@ -61,14 +60,14 @@ def _run(args) -> int:
         raise BadInput("--steps, --rounds and --threads must be >= 1")
     torch.set_num_threads(args.threads)
     cfg = PRESETS[args.preset]()
-    stage = cfg.stages[0]
-    frozen = cfg.frozen_layers if args.frozen is None else args.frozen
+    stage = next(s for s in cfg.stages if s.data == "judged")  # the preset's judged-pair (lce) stage
+    frozen = args.frozen
     if frozen < 1:
         raise BadInput(f"--frozen {frozen}: the frozen arm needs at least one frozen layer")
     held = {f"{cfg.validation}:{q}" for q in
             td.split_queries(load_collection(cfg.validation).queries, cfg.validation_fraction, cfg.seed)[1]}
     groups = td.judged_groups(cfg.train_collections, exclude_queries=held, group_size=stage.group_size,
-                              min_positive=2, seed=cfg.seed, exclude_docs=td.test_passages(cfg.test))
+                              min_positive=stage.min_positive, seed=cfg.seed, exclude_docs=td.test_passages(cfg.test))
     batches = td.batches(groups, stage.groups_per_step, cfg.seed, 0)
     needed = args.rounds * (args.steps + 1)
     if len(batches) < needed:
@@ -87,13 +86,7 @@ def _run(args) -> int:
     def step(name, batch) -> float:
         scorer, trainable, optimizer = arms[name]
         start = time.perf_counter()
-        pairs = [(g.query, d) for g in batch for d in g.docs]
-        scores = score_pairs(scorer, pairs, cfg.micro_batches, bf16).view(len(batch), stage.group_size)
-        labels = torch.tensor([g.labels for g in batch])
-        group_loss("lce", scores, labels, None, 1.0).backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(scorer, batch, stage, trainable, optimizer, cfg.micro_batches, bf16)
         return time.perf_counter() - start
 
     times = {name: [] for name in arms}
