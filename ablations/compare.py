@@ -8,7 +8,7 @@ late-interaction baselines on the same rerank sets: effectiveness in and out of 
 Every model re-ranks the same candidates (BM25 top-``--depth``) of every collection; measures are the
 collection's (nDCG@10, MRR@10 = ``RR(rel=2)@10`` on TREC DL / ``RR@10`` on BEIR, R@100); per query and
 measure each model is compared with the cross-encoder (paired t-test, bootstrap CI, wins/ties/losses;
-:func:`ablations.stats.paired_stats`). Collections: TREC DL 2019 is in-domain (MS MARCO; the reference
+:func:`ablations.evaluation.stats.paired_stats`). Collections: TREC DL 2019 is in-domain (MS MARCO; the reference
 never trained on it); every BEIR collection under ``$MICE_SHARED/data/beir`` is out-of-domain.
 
 Latency: the first ``--latency-queries`` queries of the first collection, each query's candidates scored
@@ -46,16 +46,16 @@ import torch
 from pyarrow import ArrowException
 
 from probe.errors import BadInput, cli
-from probe.model import CrossEncoder, Scorer
+from probe.model import CrossEncoder, Scorer, model_fingerprint
 
-from .collections import RerankSet, load_collection
-from .evaluate import per_query
-from .late_interaction import LateInteractionScorer
-from .mice import MiceModel
-from .mice_config import MiceConfig
-from .paths import data_dir, resolve_model
-from .results import atomic_write_parquet, atomic_write_text, manifest, write_table
-from .stats import paired_stats
+from ablations.data.collections import RerankSet, load_collection
+from ablations.evaluation.measures import per_query
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.mice.model import MiceModel
+from ablations.mice.config import MiceConfig
+from ablations.paths import data_dir, resolve_model
+from ablations.results import atomic_write_parquet, atomic_write_text, manifest, write_table
+from ablations.evaluation.stats import paired_stats
 
 REFERENCE = "cross-encoder"
 IN_DOMAIN = ("dl19",)
@@ -132,8 +132,6 @@ def _model_key(scorer: Scorer) -> str:
         return f"{scorer.fingerprint()}/{scorer.config.fingerprint()}/{scorer.plan.shape}"
     if isinstance(scorer, LateInteractionScorer):
         return scorer.fingerprint()
-    from .runner import model_fingerprint
-
     return model_fingerprint(scorer)
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from probe.errors import BadInput, cli
 from probe.model import DEFAULT_MAX_LENGTH
 
-from .masks import MaskSpec
-from .mice_config import CACHE_DTYPES, POSITIONS, MiceConfig, doc_budget, preset, preset_names
-from .paths import resolve_model
-from .plan import compile_plan
+from ablations.masking.masks import MaskSpec
+from ablations.mice.config import CACHE_DTYPES, POSITIONS, MiceConfig, doc_budget, preset, preset_names
+from ablations.paths import resolve_model
+from ablations.mice.plan import compile_plan
 
 
 def model_shape(model: str) -> tuple[int, int]:
@@ -161,8 +161,8 @@ def main(argv=None) -> int:
     if args.out is not None:
         print(f"wrote {args.out}")
     if args.index is not None:
-        from .collections import load_collection
-        from .mice import MiceModel
+        from ablations.data.collections import load_collection
+        from ablations.mice.model import MiceModel
 
         model = MiceModel.load(args.out if args.out is not None else cfg)
         rs = load_collection(args.index).subset(args.queries, args.depth)

@@ -10,7 +10,7 @@ configuration run by its execution plan in training mode (the ``split`` plan whe
 function as the masked forward, tested — so gradients flow through exactly what is served), initialised
 from the configuration's weights (the reference cross-encoder).
 
-Built from the foundation trainer's parts (:mod:`ablations.train`, :mod:`ablations.training_data`): the
+Built from the foundation trainer's parts (:mod:`ablations.train`, :mod:`ablations.data.training`): the
 same data sources (the training collections' queries with BM25 candidates and judged passages, plus MS
 MARCO dev-small queries with bm25s candidates; no passage of a test collection; held-out queries of the
 validation collection), the same losses (:func:`ablations.train.group_loss`), the same schedule (AdamW,
@@ -41,18 +41,19 @@ import torch
 from tqdm.auto import tqdm
 
 from probe.errors import BadInput, cli
-from probe.model import CrossEncoder, Scorer
+from probe.model import CrossEncoder, Scorer, model_fingerprint
 
-from . import training_data as td
-from .collections import RerankSet
-from .evaluate import aggregate, evaluate_runs, rerank
-from .late_interaction import KINDS as LATE_KINDS
-from .late_interaction import LateInteractionScorer
-from .mice import MiceModel
-from .mice_config import MiceConfig
-from .paths import resolve_model
-from .results import atomic_write_text, environment, git_revision
-from .train import LOSSES, bf16_enabled, group_loss
+from ablations.data import training as td
+from ablations.data.collections import RerankSet
+from ablations.evaluation.measures import aggregate, evaluate_runs
+from ablations.evaluation.rerank import rerank
+from ablations.mice.late_interaction import KINDS as LATE_KINDS
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.mice.model import MiceModel
+from ablations.mice.config import MiceConfig
+from ablations.paths import resolve_model
+from ablations.results import atomic_write_text, environment, git_revision
+from ablations.train import LOSSES, bf16_enabled, group_loss
 
 STUDENTS = ("mice", *LATE_KINDS)
 
@@ -110,11 +111,9 @@ class RetrainConfig:
 
 
 class CrossEncoderTeacher:
-    """The full cross-encoder as the ``teacher`` of :func:`ablations.training_data.distillation_groups`."""
+    """The full cross-encoder as the ``teacher`` of :func:`ablations.data.training.distillation_groups`."""
 
     def __init__(self, ce: CrossEncoder):
-        from .runner import model_fingerprint
-
         self.ce = ce
         self.name = f"cross-encoder:{model_fingerprint(ce)}"
 
@@ -204,7 +203,7 @@ def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None
     student = Student(cfg, mice_cfg, config_path)
 
     if groups is None:
-        from .collections import load_collection
+        from ablations.data.collections import load_collection
 
         train_q, held_q = td.split_queries(load_collection(cfg.validation).queries, cfg.validation_fraction, cfg.seed)
         held_out = {f"{cfg.validation}:{q}" for q in held_q}

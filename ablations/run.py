@@ -3,7 +3,7 @@
     python -m ablations.run --remove doc2query --layers 0-6 [--heads ...] [--model ...] [--collection ...] [--out ...]
 
 Several ``--remove`` flags combine; ``--remove NAME:LAYERS[:HEADS]`` gives one rule its own layers/heads.
-``--spec FILE`` reads a mask spec (JSON, see ablations.masks). Results are appended to
+``--spec FILE`` reads a mask spec (JSON, see ablations.masking.masks). Results are appended to
 ``<out>/per_query.parquet`` and ``<out>/summary.parquet`` (default ``results/ablations``).
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from probe.errors import BadInput, cli
 
-from .interactions import DEFAULT_MICE_K, PRESETS, preset_rules, valid_names
-from .masks import MaskSpec, Rule, compile_mask
-from .runner import (
+from ablations.masking.interactions import DEFAULT_MICE_K, PRESETS, preset_rules, valid_names
+from ablations.masking.masks import MaskSpec, compile_for, parse_rules, read_spec
+from ablations.experiments.runner import (
     add_common_args,
     experiment_from_args,
     format_summary,
@@ -66,21 +66,8 @@ def vocabulary() -> str:
 
 def spec_from_args(args: argparse.Namespace) -> MaskSpec:
     """``--spec`` + ``--remove`` flags as one MaskSpec (syntax checked; the model is not needed)."""
-    rules: list[Rule] = []
-    if args.spec is not None:
-        try:
-            text = args.spec.read_text()
-        except OSError as exc:
-            raise BadInput(f"--spec {str(args.spec)!r} cannot be read: {exc.strerror}") from None
-        rules.extend(MaskSpec.from_json(text).rules)
-    for item in args.remove:
-        parts = item.split(":")
-        if len(parts) > 3 or not parts[0].strip():
-            raise BadInput(f"--remove {item!r}: expected INTERACTION[:LAYERS[:HEADS]]; interactions: {valid_names()}")
-        name = parts[0]
-        layers = parts[1] if len(parts) > 1 and parts[1].strip() else args.layers
-        heads = parts[2] if len(parts) > 2 and parts[2].strip() else args.heads
-        rules.append(Rule(name, layers, heads))
+    rules = list(read_spec(args.spec).rules) if args.spec is not None else []
+    rules.extend(parse_rules(args.remove, args.layers, args.heads))
     return MaskSpec(rules).require_rules()
 
 
@@ -93,7 +80,7 @@ def main(argv=None) -> int:
     spec = spec_from_args(args)
     settings_from_args(args)  # bad numbers fail before anything is loaded
     ce, model_path = load_model(args)
-    compiled = compile_mask(spec, ce.num_layers, ce.num_heads)
+    compiled = compile_for(ce, spec)
     for notice in compiled.notices:
         print(notice, flush=True)
     if compiled.is_empty:

@@ -33,11 +33,11 @@ import pandas as pd
 
 from probe.errors import BadInput, cli
 
-from .evaluate import parse_measures
-from .interactions import valid_names
-from .masks import MaskSpec, Rule, format_ranges, parse_ranges
-from .results import atomic_write_text, manifest, write_table
-from .runner import (
+from ablations.evaluation.measures import parse_measures
+from ablations.masking.interactions import valid_names
+from ablations.masking.masks import MaskSpec, Rule, format_ranges, parse_ranges
+from ablations.results import atomic_write_text, manifest, write_table
+from ablations.experiments.runner import (
     Experiment,
     add_common_args,
     experiment_from_args,
@@ -45,7 +45,7 @@ from .runner import (
     run_meta,
     settings_from_args,
 )
-from .sweep import DEFAULT_INTERACTIONS, Cell, Sweep, SweepConfig, base_from_arg
+from ablations.sweep import DEFAULT_INTERACTIONS, Cell, Sweep, SweepConfig, base_from_arg
 
 STRATEGIES = ("ordered", "best")
 

@@ -7,7 +7,7 @@
 A cell removes one interaction (a name or a '+' group) in one layer unit (``single``: that layer only;
 ``from``: that layer to the last; ``upto``: layer 0 to that layer), optionally in one head group, on top
 of the optional ``--base`` mask. Cells run in order of their first masked layer so the prefix-state cache
-(:mod:`ablations.prefix`) computes every unmasked prefix layer once.
+(:mod:`ablations.masking.prefix`) computes every unmasked prefix layer once.
 
 Resumable: every finished cell is written atomically to ``<out>/cells/<run_id>.{per_query,summary}.parquet``
 (summary last, so it marks the cell done) and the consolidated ``<out>/per_query.parquet`` and
@@ -30,10 +30,10 @@ import pandas as pd
 
 from probe.errors import BadInput, cli
 
-from .interactions import check_interaction, valid_names
-from .masks import CompiledMask, MaskSpec, Rule, format_ranges, parse_ranges, resolve_ranges
-from .results import atomic_write_parquet, atomic_write_text, manifest, write_table
-from .runner import (
+from ablations.masking.interactions import check_interaction, valid_names
+from ablations.masking.masks import CompiledMask, MaskSpec, Rule, format_ranges, parse_ranges, resolve_ranges
+from ablations.results import atomic_write_parquet, atomic_write_text, manifest, write_table
+from ablations.experiments.runner import (
     Experiment,
     RunResult,
     add_common_args,

@@ -39,11 +39,12 @@ from tqdm.auto import tqdm
 from probe.errors import BadInput, cli
 from probe.model import CrossEncoder
 
-from . import training_data as td
-from .collections import load_collection
-from .evaluate import aggregate, evaluate_runs, rerank
-from .paths import REFERENCE_MODELS, resolve_model, shared_dir, trained_model_dir
-from .results import atomic_write_text, environment, git_revision, write_table
+from ablations.data import training as td
+from ablations.data.collections import load_collection
+from ablations.evaluation.measures import aggregate, evaluate_runs
+from ablations.evaluation.rerank import rerank
+from ablations.paths import REFERENCE_MODELS, resolve_model, shared_dir, trained_model_dir
+from ablations.results import atomic_write_text, environment, git_revision, write_table
 
 LOSSES = ("bce", "mse", "lce", "margin-mse", "kl")
 
@@ -272,7 +273,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         if stage_idx < state["stage"]:
             continue
         if stage.data == "distill":
-            from .teacher import BiEncoder
+            from ablations.data.teacher import BiEncoder
 
             groups = td.distillation_groups(cfg.train_collections, exclude_queries=held_out, exclude_docs=excluded,
                                             dev_queries=stage.dev_queries,

@@ -1,7 +1,7 @@
 """What the explorer reads and runs: result tables, models, collections and one-pair computations, cached.
 
 Everything here calls the toolkit's own functions (``ablations.results.read_table``, ``probe.capture``,
-``probe.attributions``, ``ablations.masks`` / ``ablations.masked``, ``probe.flows``); the views only draw.
+``probe.attributions``, ``ablations.masking.masks`` / ``ablations.masking.masked``, ``probe.flows``); the views only draw.
 Models and collections are cached with ``st.cache_resource`` (one copy per process), tables and pair
 results with ``st.cache_data`` (keyed by the file's path and modification time, so a rerun of a CLI shows
 up on the next interaction). The hub is switched off (``HF_HUB_OFFLINE=1`` unless set otherwise): a model
@@ -10,6 +10,7 @@ name that is not on disk fails at once with a message instead of starting a down
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -22,14 +23,14 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
-import torch  # noqa: E402
 
-from ablations.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
-from ablations.masks import CompiledMask, MaskSpec, compile_mask, format_ranges  # noqa: E402
-from ablations.mice_view import MiceCrossEncoder, load_scorer  # noqa: E402
+from ablations.data.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
+from ablations.masking.masks import MaskSpec, format_ranges  # noqa: E402
+from ablations.masking.masked import MaskedCrossEncoder, with_mask  # noqa: E402
+from ablations.mice.view import MiceCrossEncoder  # noqa: E402
+from ablations.scorers import load_cross_encoder  # noqa: E402
 from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
 from ablations.results import read_manifest, read_table  # noqa: E402
-from probe.attention import AttentionContext, attention_context  # noqa: E402
 from probe.errors import BadInput  # noqa: E402
 from probe.model import CrossEncoder, quiet_transformers  # noqa: E402
 
@@ -175,14 +176,14 @@ def resolve(name: str | None) -> str:
 @st.cache_resource(show_spinner=False, max_entries=3)
 def _load_model(path: str, max_length: int | None) -> CrossEncoder:
     with quiet_transformers():
-        return load_scorer(path, max_length=max_length, what="max length")
+        return load_cross_encoder(path, max_length=max_length, what="max length")
 
 
 def load_model(name: str | None, max_length: int | None = None) -> tuple[CrossEncoder, str]:
     """The cross-encoder named ``name`` (a name of ``resolve_model`` or a local folder) and its path.
 
     ``max_length=None``: the model folder's own (``CrossEncoder.from_pretrained``'s default). A MICE model
-    (``mice.json`` or a retrained MICE folder) loads as ``ablations.mice_view.MiceCrossEncoder``: every view
+    (``mice.json`` or a retrained MICE folder) loads as ``ablations.mice.view.MiceCrossEncoder``: every view
     shows its masked plan (kept layers only; removed interactions have zero attention)."""
     path = resolve(name)
     if Path(path).expanduser().exists():
@@ -196,7 +197,7 @@ def _load_collection(name: str) -> RerankSet:
 
 
 def collection(name: str) -> RerankSet:
-    """``ablations.collections.load_collection`` (cached per process)."""
+    """``ablations.data.collections.load_collection`` (cached per process)."""
     name = name.strip()
     if not name:
         raise BadInput(f"no collection given; choose one of {', '.join(NAMED_COLLECTIONS)} or a BEIR folder")
@@ -225,7 +226,7 @@ def spec_from_document(data: dict, source: str = "the file") -> MaskSpec:
                 continue
         if isinstance(inner, dict) and "rules" in inner:
             return MaskSpec.from_dict(inner)
-    raise BadInput(f"{source} holds no mask spec: expected a MICE configuration (ablations.mice_config), an "
+    raise BadInput(f"{source} holds no mask spec: expected a MICE configuration (ablations.mice.config), an "
                    "object with 'rules' (a MaskSpec), or one under 'mask', 'mask_spec', 'spec' or 'removed' "
                    "(search.json)")
 
@@ -235,7 +236,7 @@ class Variant:
     """What the Pair view runs instead of the plain model: a mask, or a MICE configuration.
 
     ``spec_json`` is the mask applied to the model's attention (for the score of a plain mask, and for
-    attention and attributions); ``mice_json`` a MICE configuration scored by ``ablations.plan``;
+    attention and attributions); ``mice_json`` a MICE configuration scored by ``ablations.mice.plan``;
     ``model`` the model the configuration names (its ``weights`` or ``base_model``), if any.
     """
 
@@ -251,7 +252,7 @@ def variant_from_file(path: str | Path) -> Variant:
     doc = read_json(path)
     where = repr(str(path))
     if is_mice_config(doc):
-        from ablations.mice_config import MiceConfig, spec_from_interactions
+        from ablations.mice.config import MiceConfig, spec_from_interactions
 
         cfg = MiceConfig.from_dict(doc, where=f"MICE config {where}")
         spec = spec_from_interactions(cfg.interactions())  # the effective per-layer table (mask + merge)
@@ -292,18 +293,9 @@ def spec_files(root: str | Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------ one pair
-def _compiled(ce: CrossEncoder, spec_json: str | None) -> CompiledMask | None:
-    if not spec_json:
-        return None
-    compiled = compile_mask(MaskSpec.from_json(spec_json), ce.num_layers, ce.num_heads)
-    return None if compiled.is_empty else compiled
-
-
-def _bias_context(ce: CrossEncoder, compiled: CompiledMask | None, roles: torch.Tensor) -> AttentionContext:
-    ctx = AttentionContext()
-    if compiled is not None:
-        ctx.bias = compiled.bias_fn(roles.to(ce.device), next(ce.model.parameters()).dtype)
-    return ctx
+def _masked(ce: CrossEncoder, spec_json: str | None) -> CrossEncoder | MaskedCrossEncoder:
+    """The model under the spec's mask (``ablations.masking.masked.with_mask``; no spec: the model itself)."""
+    return with_mask(ce, MaskSpec.from_json(spec_json)) if spec_json else ce
 
 
 def model_label(ce: CrossEncoder) -> str:
@@ -311,31 +303,24 @@ def model_label(ce: CrossEncoder) -> str:
     return "MICE model" if isinstance(ce, MiceCrossEncoder) else "full model"
 
 
-def _with_mask(ce: CrossEncoder, compiled: CompiledMask | None) -> tuple[CrossEncoder, CompiledMask | None]:
-    """A MICE model takes the removal into its own mask (one table); a cross-encoder keeps it as a bias."""
-    if compiled is not None and isinstance(ce, MiceCrossEncoder):
-        return ce.removing(compiled.spec), None
-    return ce, compiled
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
 def pair_score(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str) -> float:
-    """The score of one pair by the model, or by ``ablations.masked.MaskedCrossEncoder`` under the spec."""
-    from ablations.masked import MaskedCrossEncoder
-
-    ce, compiled = _with_mask(_ce, _compiled(_ce, spec_json))
-    scorer = ce if compiled is None else MaskedCrossEncoder(ce, compiled)
-    return float(scorer.score([(query, doc)], batch_size=1)[0])
+    """The score of one pair by the model, or by ``ablations.masking.masked.MaskedCrossEncoder`` under the spec."""
+    return float(_masked(_ce, spec_json).score([(query, doc)], batch_size=1)[0])
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def mice_score(_ce: CrossEncoder, model_key: str, mice_json: str, query: str, doc: str) -> float:
-    """The score of one pair by a MICE configuration on the model's weights (``ablations.mice.MiceModel``)."""
-    from ablations.mice import MiceModel
-    from ablations.mice_config import MiceConfig
+    """The score of one pair by a MICE configuration on the model's weights (``ablations.mice.model.MiceModel``)."""
+    from ablations.mice.config import MiceConfig
+    from ablations.mice.model import MiceModel
 
     ce = _ce.mice.ce if isinstance(_ce, MiceCrossEncoder) else _ce  # a configuration applies to plain weights
     return float(MiceModel(ce, MiceConfig.from_json(mice_json)).score([(query, doc)], batch_size=1)[0])
+
+
+def _unmasked(scorer: CrossEncoder | MaskedCrossEncoder) -> CrossEncoder:
+    return scorer.ce if isinstance(scorer, MaskedCrossEncoder) else scorer
 
 
 @dataclass
@@ -353,11 +338,12 @@ def pair_attention(_ce: CrossEncoder, model_key: str, spec_json: str | None, que
     from probe.capture import capture, pattern_name
     from probe.roles import ROLE_NAMES
 
-    ce, compiled = _with_mask(_ce, _compiled(_ce, spec_json))
+    scorer = _masked(_ce, spec_json)
+    ce = _unmasked(scorer)
     batch = ce.encode([(query, doc)])
     with capture(ce, ("pattern",), layers=[layer]) as cap:
-        if compiled is not None:  # the mask's bias on the same interception point the hooks use
-            cap.context.bias = _bias_context(ce, compiled, batch.roles).bias
+        if scorer is not ce:  # the mask's bias on the same interception point the hooks use
+            cap.context.bias = scorer.bias(batch)
         scores = cap.forward(batch)
     cache = cap.cache
     pattern = cache[pattern_name(layer)][0].numpy().astype(np.float32)
@@ -373,8 +359,9 @@ def pair_attributions(_ce: CrossEncoder, model_key: str, spec_json: str | None, 
     """captum Integrated Gradients per token and per role (``probe.attributions``), under the spec's mask."""
     from probe.attributions import integrated_gradients, role_summary
 
-    ce, compiled = _with_mask(_ce, _compiled(_ce, spec_json))
-    roles = ce.encode([(query, doc)]).roles
-    with attention_context(ce.model, _bias_context(ce, compiled, roles)):
+    scorer = _masked(_ce, spec_json)
+    ce = _unmasked(scorer)
+    applied = scorer.applied(ce.encode([(query, doc)])) if scorer is not ce else contextlib.nullcontext()
+    with applied:
         tokens, info = integrated_gradients(ce, [(query, doc)], n_steps=n_steps, batch_size=1)
     return tokens, role_summary(tokens, info)

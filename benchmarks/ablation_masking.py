@@ -4,7 +4,7 @@
 
 (a) One batch of ``--batch-size`` pairs (the longest of the rerank set, so the batch is as large as it
     gets), tokenized once. Each repeat times the plain forward (the model's own fused attention) and the
-    masked forward (:class:`ablations.masked.MaskedCrossEncoder`: the mask expanded from the role table
+    masked forward (:class:`ablations.masking.masked.MaskedCrossEncoder`: the mask expanded from the role table
     for this batch plus the toolkit's attention function), alternating which goes first; the median of
     each and their ratio are reported per mask (target ≤ 1.15×).
 (b) The per-layer × 4-interaction sweep grid of ``python -m ablations.sweep`` (query2doc, doc2query,
@@ -53,12 +53,12 @@ def _main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from ablations.collections import load_collection
-    from ablations.masked import MaskedCrossEncoder
-    from ablations.masks import MaskSpec, Rule, compile_mask
+    from ablations.data.collections import load_collection
+    from ablations.masking.masked import MaskedCrossEncoder
+    from ablations.masking.masks import MaskSpec, Rule, compile_mask
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment, git_revision
-    from ablations.runner import Experiment, Settings
+    from ablations.experiments.runner import Experiment, Settings
     from ablations.sweep import SweepConfig
     from probe.model import CrossEncoder
 

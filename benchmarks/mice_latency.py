@@ -8,7 +8,7 @@ Arms (each query's 100 candidates scored in one ``score(pairs, batch_size=100)``
 query by query so load changes hit every arm alike, one warm-up query first):
 
 - ``cross-encoder``        the full model (``probe.model.CrossEncoder``);
-- ``masked full forward``  the same weights with the MICE mask (``ablations.masked``; all layers): what an
+- ``masked full forward``  the same weights with the MICE mask (``ablations.masking.masked``; all layers): what an
                            ablation computes — as much work as the full model;
 - ``MICE split``           the MICE configuration's ``split`` plan, documents computed per query (no index);
 - ``MICE doc-cache``       the MICE plan with document states read from an index built before timing;
@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ablations.collections import RerankSet, load_collection
+from ablations.data.collections import RerankSet, load_collection
 from ablations.compare import query_pairs
-from ablations.evaluate import aggregate, evaluate_runs
-from ablations.late_interaction import LateInteractionScorer
-from ablations.masked import MaskedCrossEncoder
-from ablations.mice import MiceModel
-from ablations.mice_config import MiceConfig, preset
+from ablations.evaluation.measures import aggregate, evaluate_runs
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.masking.masked import MaskedCrossEncoder
+from ablations.mice.model import MiceModel
+from ablations.mice.config import MiceConfig, preset
 from ablations.paths import resolve_model
 from probe.errors import cli
 from probe.model import CrossEncoder

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     import torch
 
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment, git_revision
     from probe.model import CrossEncoder

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sentence_transformers import CrossEncoder as STCrossEncoder
 
-from ablations.collections import load_collection
+from ablations.data.collections import load_collection
 from ablations.paths import resolve_model
 from probe.errors import cli
 from probe.model import CrossEncoder

@@ -46,8 +46,8 @@ def _main(argv=None) -> int:
 def _run(args) -> int:
     import torch
 
-    from ablations import training_data as td
-    from ablations.collections import load_collection
+    from ablations.data import training as td
+    from ablations.data.collections import load_collection
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment
     from ablations.train import PRESETS, bf16_enabled, freeze, train_step

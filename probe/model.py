@@ -8,6 +8,7 @@ toolkit (cross-encoder, masked, MICE, MaxSim, LITE, bi-encoder) shares that surf
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -107,7 +108,7 @@ class CrossEncoder(Scorer):
     """
 
     #: whether the ablation runner may cache per-layer prefix states of this model's plain forward
-    #: (:mod:`ablations.prefix`); a MICE model seen as a cross-encoder runs its own forward and may not
+    #: (:mod:`ablations.masking.prefix`); a MICE model seen as a cross-encoder runs its own forward and may not
     prefix_cacheable: bool = True
     #: what besides the weights and ``max_length`` determines the scores (hashed into model fingerprints)
     signature: str = ""
@@ -275,3 +276,17 @@ class CrossEncoder(Scorer):
                 bar.update(len(batch))
             bar.close()
         return scores
+
+
+def model_fingerprint(ce: CrossEncoder) -> str:
+    """sha1 over the model's config, weights and :attr:`~probe.model.CrossEncoder.signature` (16 hex digits):
+    equal weights and signature give equal fingerprints."""
+    h = hashlib.sha1(json.dumps(ce.model.config.to_dict(), sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in sorted(ce.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(f"max_length={ce.max_length}".encode())
+    if ce.signature:  # e.g. a MICE model's configuration (same weights, different function)
+        h.update(ce.signature.encode())
+    return h.hexdigest()[:16]

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ablations.collections import RerankSet, load_collection
-from ablations.mice_view import load_scorer
+from ablations.data.collections import RerankSet, load_collection
+from ablations.scorers import load_cross_encoder
 from ablations.paths import resolve_model
 from ablations.results import manifest, write_table
 
@@ -92,7 +92,7 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
     cfg.validate()
     torch.manual_seed(cfg.seed)
     model_path = cfg.model if scorer is not None else resolve_model(cfg.model)
-    scorer = scorer or load_scorer(model_path, max_length=cfg.max_length)  # a MICE model: its masked plan
+    scorer = scorer or load_cross_encoder(model_path, max_length=cfg.max_length)  # a MICE model: its masked plan
     layers = parse_indices(cfg.layers, scorer.num_layers, "layer")
     heads = parse_indices(cfg.heads, scorer.num_heads, "head")
     rs = load_collection(cfg.collection).subset(cfg.queries, cfg.depth)

@@ -379,7 +379,7 @@ def _largest_effects(sec: Section, pooled: list[pd.DataFrame], opts: Options) ->
 def _spec_label(spec) -> str:
     if not spec or not spec.get("rules"):
         return "none"
-    from ablations.masks import MaskSpec
+    from ablations.masking.masks import MaskSpec
 
     try:
         return MaskSpec.from_dict(spec).label

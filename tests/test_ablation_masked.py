@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.masked import MaskedCrossEncoder
-from ablations.masks import MaskSpec, Rule, compile_mask
-from ablations.prefix import PrefixCache, run_from, supports_prefix
+from ablations.masking.masked import MaskedCrossEncoder
+from ablations.masking.masks import MaskSpec, Rule, compile_mask
+from ablations.masking.prefix import PrefixCache, run_from, supports_prefix
 from probe.attention import AttentionContext, attention_context
 from probe.roles import Role
 

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ablations.interactions import DEFAULT_MICE_K, parse_interaction, preset_rules
-from ablations.masks import (
+from ablations.masking.interactions import DEFAULT_MICE_K, parse_interaction, preset_rules
+from ablations.masking.masks import (
     MaskSpec,
     Rule,
     compile_mask,

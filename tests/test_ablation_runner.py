@@ -9,22 +9,22 @@ import pandas as pd
 import pytest
 from test_ablation_support import write_tiny_beir
 
-from ablations.collections import load_collection
-from ablations.masks import MaskSpec, Rule
+from ablations.data.collections import load_collection
+from ablations.masking.masks import MaskSpec, Rule
 from ablations.results import read_manifest, read_table
-from ablations.runner import (
+from ablations.experiments.runner import (
     PER_QUERY_COLUMNS,
     SUMMARY_COLUMNS,
     Experiment,
     Settings,
     baseline_scores,
     format_summary,
-    model_fingerprint,
     write_results,
 )
 from ablations.search import Search, SearchConfig, Unit, merge_units
 from ablations.sweep import Sweep, SweepConfig
 from probe.errors import BadInput
+from probe.model import model_fingerprint
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import pytest
 import torch
 from test_ablation_support import run_cli
 
-from ablations.collections import load_collection
-from ablations.masked import MaskedCrossEncoder
-from ablations.masks import MaskSpec, compile_mask
+from ablations.data.collections import load_collection
+from ablations.masking.masked import MaskedCrossEncoder
+from ablations.masking.masks import MaskSpec, compile_mask
 from ablations.paths import resolve_model
-from ablations.prefix import PrefixCache
+from ablations.masking.prefix import PrefixCache
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ablations.stats import bootstrap_ci, paired_stats
+from ablations.evaluation.stats import bootstrap_ci, paired_stats
 
 
 def test_paired_stats_against_scipy():

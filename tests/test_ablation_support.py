@@ -65,7 +65,7 @@ def run_cli(module: str, args: list[str], cache: Path, **kw) -> subprocess.Compl
 
 
 def test_tiny_beir_loads_with_bm25_candidates(tmp_path):
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
 
     rs = load_collection(str(write_tiny_beir(tmp_path / "tiny")))
     assert set(rs.queries) == set(QUERIES) and len(rs.candidates) >= 8

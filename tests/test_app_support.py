@@ -45,7 +45,7 @@ class Demo:
         return self.results / "mice"
 
 
-MICE_CONFIG = {  # a MICE configuration (ablations.mice_config, schema_version 1) for the 3-layer tiny model
+MICE_CONFIG = {  # a MICE configuration (ablations.mice.config, schema_version 1) for the 3-layer tiny model
     "schema_version": 1, "kind": "mice-config", "base_model": "", "num_layers": 3, "num_heads": 4,
     "mask": {"rules": [{"heads": "all", "interaction": "mice-step3@1", "layers": "all"}], "schema_version": 1},
     "merge_layer": 1, "drop_layer": 3, "doc_positions": "joint", "max_length": 64, "source": {"preset": "test"},
@@ -70,9 +70,9 @@ def comparison_table() -> pd.DataFrame:
 
 
 def build_demo(root: Path, tokenizer) -> Demo:
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
     from ablations.results import manifest, write_table
-    from ablations.runner import Experiment, Settings
+    from ablations.experiments.runner import Experiment, Settings
     from ablations.search import Search, SearchConfig
     from ablations.sweep import Sweep, SweepConfig
     from probe.model import CrossEncoder

@@ -17,9 +17,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_app_support import APP, build_demo
 
-from ablations.collections import load_collection
-from ablations.masked import MaskedCrossEncoder
-from ablations.masks import MaskSpec, Rule
+from ablations.data.collections import load_collection
+from ablations.masking.masked import MaskedCrossEncoder
+from ablations.masking.masks import MaskSpec, Rule
 from ablations.results import manifest, read_table, write_table
 from probe.capture import run_with_cache
 from probe.flows import aggregate_flows
@@ -150,9 +150,9 @@ def test_pair_view_mask_spec_file(demo, ce):
 
 
 def test_pair_view_mice_configuration(demo, ce):
-    pytest.importorskip("ablations.mice")
-    from ablations.mice import MiceModel
-    from ablations.mice_config import MiceConfig, spec_from_interactions
+    pytest.importorskip("ablations.mice.model")
+    from ablations.mice.model import MiceModel
+    from ablations.mice.config import MiceConfig, spec_from_interactions
 
     at = open_app(demo, "pair")
     at.radio(key="pair_variant").set_value("mask spec / MICE configuration file").run()
@@ -170,8 +170,8 @@ def test_pair_view_mice_configuration(demo, ce):
 def test_a_mice_model_is_explored_as_mice(demo, ce):
     """A MICE folder as the sidebar's model: its own scores, only its kept layers, its mask in the attention
     (documents never read the query), and live removals added to its mask."""
-    from ablations.mice import MiceModel
-    from ablations.mice_config import MiceConfig
+    from ablations.mice.model import MiceModel
+    from ablations.mice.config import MiceConfig
 
     cfg = MiceConfig.load(demo.mice / "mice.json")
     mice = MiceModel(ce, cfg)

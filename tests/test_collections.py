@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from ablations import readers
-from ablations.collections import RerankSet, load_collection
-from ablations.evaluate import aggregate, evaluate_runs
+from ablations.data import readers
+from ablations.data.collections import RerankSet, load_collection
+from ablations.evaluation.measures import aggregate, evaluate_runs
 from probe.errors import BadInput
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_tiny_bert
 
-from ablations.late_interaction import CONFIG_FILE, LateInteractionScorer
+from ablations.mice.late_interaction import CONFIG_FILE, LateInteractionScorer
 from ablations.train import group_loss
 from probe.errors import BadInput
 from probe.model import CrossEncoder

@@ -11,10 +11,10 @@ from test_ablation_support import run_cli, save_tiny_model, write_tiny_beir
 
 from ablations import compare as compare_cli
 from ablations import export as export_cli
-from ablations.late_interaction import LateInteractionScorer
-from ablations.mice import MiceModel
-from ablations.mice_config import MiceConfig
-from ablations.readers import read_trec_run
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.mice.model import MiceModel
+from ablations.mice.config import MiceConfig
+from ablations.data.readers import read_trec_run
 
 SMALL = ["--max-length", "64", "--max-query-length", "16", "--max-doc-length", "40"]
 
@@ -169,7 +169,7 @@ def test_a_mice_model_runs_as_mice_in_evaluate_probe_and_runner(tiny, capsys):
     assert res.returncode == 0, res.stderr
     table = pd.read_parquet(out / "metrics.parquet")
     assert set(table["run"]) == {"bm25", "mice"}
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
 
     rs = load_collection(str(beir))
     expected = MiceModel.load(config).score(rs.pairs())  # the plan's scores, pair by pair
@@ -216,7 +216,7 @@ def test_evaluate_takes_a_late_interaction_folder(tiny, capsys, tokenizer, kind)
     folder = LateInteractionScorer.from_cross_encoder(str(model), kind, max_doc_length=40,
                                                       max_query_length=16).save(root / kind)
     from ablations import evaluate as evaluate_cli
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
 
     out = root / f"eval-{kind}"
     res = run_in_process(evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--out", str(out)],

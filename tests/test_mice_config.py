@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ablations.masks import MaskSpec, Rule
-from ablations.mice_config import SCHEMA_VERSION, MiceConfig, preset, spec_from_interactions
+from ablations.masking.masks import MaskSpec, Rule
+from ablations.mice.config import SCHEMA_VERSION, MiceConfig, preset, spec_from_interactions
 from probe.errors import BadInput
 
 

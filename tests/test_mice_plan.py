@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.masked import MaskedCrossEncoder
-from ablations.masks import MaskSpec, Rule
-from ablations.mice import MiceModel
-from ablations.mice_config import MiceConfig, preset
-from ablations.plan import PlanExecutor, compile_plan
+from ablations.masking.masked import MaskedCrossEncoder
+from ablations.masking.masks import MaskSpec, Rule
+from ablations.mice.model import MiceModel
+from ablations.mice.config import MiceConfig, preset
+from ablations.mice.plan import PlanExecutor, compile_plan
 from probe.errors import BadInput
 
 TOL = 1e-4
@@ -81,7 +81,7 @@ def test_plans_on_arbitrary_tables(tiny_ce_factory, pairs):
 
 
 def test_masked_plan_is_the_masked_cross_encoder(tiny_ce_factory, pairs):
-    """Joint positions and no dropped layer: the reference is exactly ablations.masked's masked forward (also
+    """Joint positions and no dropped layer: the reference is exactly ablations.masking.masked's masked forward (also
     for a document far longer than the pair budget: both cut it the same way)."""
     ce = _scale_head(tiny_ce_factory(layers=3))
     pairs = [*pairs, ("long document", " ".join(f"word{i} topic" for i in range(400)))]

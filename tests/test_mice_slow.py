@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.collections import load_collection
-from ablations.masked import MaskedCrossEncoder
-from ablations.masks import MaskSpec, Rule
-from ablations.mice import MiceModel
-from ablations.mice_config import preset
+from ablations.data.collections import load_collection
+from ablations.masking.masked import MaskedCrossEncoder
+from ablations.masking.masks import MaskSpec, Rule
+from ablations.mice.model import MiceModel
+from ablations.mice.config import preset
 from ablations.paths import resolve_model
-from ablations.plan import PlanExecutor, compile_plan
+from ablations.mice.plan import PlanExecutor, compile_plan
 from ablations.retrain import RetrainConfig, retrain
 from probe.errors import BadInput
 from probe.model import CrossEncoder
@@ -56,7 +56,7 @@ def test_every_plan_shape_is_exact_on_the_real_model(real_model, real_pairs, nam
 def test_masked_plan_is_the_masked_cross_encoder_on_the_real_model(real_model, real_pairs):
     ce = CrossEncoder.from_pretrained(real_model)
     spec = MaskSpec([Rule("mice-step2"), Rule("query2doc", "0-1")])
-    from ablations.mice_config import MiceConfig
+    from ablations.mice.config import MiceConfig
 
     cfg = MiceConfig(real_model, ce.num_layers, ce.num_heads, mask=spec, doc_positions="joint",
                      max_length=ce.max_length)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import make_tiny_bert
 
-from ablations.late_interaction import LateInteractionScorer
-from ablations.mice import MiceModel
-from ablations.mice_config import preset
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.mice.model import MiceModel
+from ablations.mice.config import preset
 from ablations.retrain import RetrainConfig, retrain
-from ablations.training_data import Group
+from ablations.data.training import Group
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

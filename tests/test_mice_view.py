@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from ablations.masks import MaskSpec, Rule
-from ablations.mice import MiceModel
-from ablations.mice_config import MiceConfig, preset
-from ablations.mice_view import MiceCrossEncoder, load_scorer
-from ablations.prefix import supports_prefix
-from ablations.runner import Experiment, model_fingerprint
+from ablations.masking.masks import MaskSpec, Rule
+from ablations.mice.model import MiceModel
+from ablations.mice.config import MiceConfig, preset
+from ablations.mice.view import MiceCrossEncoder
+from ablations.scorers import load_cross_encoder as load_scorer
+from ablations.masking.prefix import supports_prefix
+from ablations.experiments.runner import Experiment
+from probe.model import model_fingerprint
 from probe.attributions import integrated_gradients
 from probe.capture import capture, flow_name
 from probe.errors import BadInput
@@ -74,7 +76,7 @@ def test_capture_sees_the_mice_attention(ce, pairs):
 def test_runner_adds_removals_to_the_mice_mask(ce, pairs, tmp_path, monkeypatch):
     """The runner's baseline is the MICE model; a removal gives the scores of the MICE configuration with
     that removal added, computed by its own (doc-cache) plan."""
-    from ablations.collections import RerankSet
+    from ablations.data.collections import RerankSet
 
     monkeypatch.setenv("MICE_CACHE", str(tmp_path))
     with torch.no_grad():

@@ -70,7 +70,7 @@ def test_scores_equal_sentence_transformers_predict(tmp_path):
     """Our scorer and sentence-transformers' CrossEncoder.predict agree on the real MiniLM-L6 (1e-4)."""
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
     from ablations.paths import resolve_model
 
     torch.manual_seed(0)

@@ -221,7 +221,7 @@ def test_transformer_lens_path_refuses_non_bert(tiny_ce):
 
 @pytest.mark.slow
 def test_real_encoder_capture_matches_output_attentions_and_scores():
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
     from ablations.paths import resolve_model
     from probe.model import CrossEncoder
 

@@ -64,7 +64,7 @@ def test_cli_writes_every_table_with_its_manifest(tiny_setup, capsys):
     assert "query2doc" in stdout and "rollout_cls_from_doc" in stdout and "wrote" in stdout
     flows = read_table(out, "flows")
     assert list(flows.columns) == FLOW_COLUMNS
-    from ablations.collections import load_collection
+    from ablations.data.collections import load_collection
 
     rs = load_collection(str(beir)).subset(2, 3)
     n_pairs = len(rs.candidates)

@@ -286,8 +286,8 @@ def test_unreadable_tables_are_reported_not_fatal(study, tmp_path):
 
 def test_partial_sweep_is_marked(study, tmp_path, tokenizer, monkeypatch):
     """A sweep interrupted after some cells (run through the library): blank cells and a note, not a failure."""
-    from ablations.collections import load_collection
-    from ablations.runner import Experiment, Settings
+    from ablations.data.collections import load_collection
+    from ablations.experiments.runner import Experiment, Settings
     from ablations.sweep import Sweep, SweepConfig
 
     monkeypatch.setenv("MICE_CACHE", str(tmp_path / "cache"))

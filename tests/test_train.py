@@ -99,10 +99,10 @@ def test_interrupted_training_resumes_to_the_same_model(tiny_ce, tmp_path):
 def test_a_short_real_distillation_run_learns(tmp_path):
     """All-MiniLM-L6-v2 + fresh head, 40 margin-MSE steps on real queries: the loss on the training groups
     falls and the validation nDCG@10 rises above the untrained model's."""
-    from ablations import training_data as td
-    from ablations.collections import load_collection
+    from ablations.data import training as td
+    from ablations.data.collections import load_collection
     from ablations.paths import resolve_model
-    from ablations.teacher import BiEncoder
+    from ablations.data.teacher import BiEncoder
 
     stage = Stage("distill", "margin-mse", "distill", steps=40, lr=1e-4, dev_queries=40, groups_per_query=1,
                   group_size=4, groups_per_step=4, depth=20)

@@ -6,7 +6,6 @@ interaction × layer cells cost nDCG significantly over a query set, and which i
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shlex
@@ -14,9 +13,8 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from ablations.interactions import NAMED, PRESETS, valid_names
-from ablations.masks import compile_mask, format_ranges, parse_ranges
-from ablations.run import spec_from_args
+from ablations.masking.interactions import NAMED, PRESETS, valid_names
+from ablations.masking.masks import MaskSpec, compile_for, format_ranges, parse_ranges, parse_rules
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs
 
@@ -75,8 +73,8 @@ def render_live(ctx: Context) -> None:
     if not items:
         st.metric(f"Score ({data.model_label(ce)})", f"{full:.4f}")
         return
-    spec = spec_from_args(argparse.Namespace(spec=None, remove=items, layers="all", heads="all"))
-    compiled = compile_mask(spec, ce.num_layers, ce.num_heads)
+    spec = MaskSpec(parse_rules(items)).require_rules()
+    compiled = compile_for(ce, spec)
     for notice in compiled.notices:
         st.caption(notice)
     masked = data.pair_score(ce, key, spec.to_json(), query, doc)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ablations.interactions import DEFAULT_MICE_K, PRESETS
-from ablations.masks import MaskSpec, Rule, compile_mask, format_ranges
+from ablations.masking.interactions import DEFAULT_MICE_K, PRESETS
+from ablations.masking.masks import MaskSpec, Rule, compile_mask, format_ranges
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs, set_pair
 

@@ -1,6 +1,6 @@
 """MICE configurations as data: which interactions survive in which layer, where interaction starts and ends.
 
-A :class:`MiceConfig` names a base cross-encoder and a mask (a :class:`~ablations.masks.MaskSpec`), plus
+A :class:`MiceConfig` names a base cross-encoder and a mask (a :class:`~ablations.masking.masks.MaskSpec`), plus
 
 - ``merge_layer`` — layers ``[0, merge_layer)`` see no query-side ↔ document-side interaction (the
   query side is ``cls, query, sep1``, the document side ``doc, sep2``): every such pair is removed there
@@ -13,7 +13,7 @@ A :class:`MiceConfig` names a base cross-encoder and a mask (a :class:`~ablation
   document's position ids start at the fixed ``doc_position_offset`` whatever the query's length, so its
   states can be precomputed once (see docs/mice.md);
 - the execution plan chosen (``plan``: ``masked`` | ``split`` | ``doc-cache``), checked against the mask
-  by :mod:`ablations.plan`.
+  by :mod:`ablations.mice.plan`.
 
 JSON (``schema_version`` 1, written by :meth:`MiceConfig.to_json`, read by :meth:`MiceConfig.from_json`)
 also carries the resolved per-layer interaction table (``interactions``: for each layer the removed
@@ -40,7 +40,7 @@ import torch
 from probe.errors import BadInput
 from probe.roles import ROLE_NAMES, TOKEN_ROLES, Role
 
-from .masks import MaskSpec, Rule, compile_mask
+from ablations.masking.masks import MaskSpec, Rule, compile_mask
 
 SCHEMA_VERSION = 1
 KIND = "mice-config"
@@ -87,7 +87,7 @@ class MiceConfig:
     max_length: int = 256  # joint positions: the cross-encoder's pair budget
     max_query_length: int = DEFAULT_MAX_QUERY_LENGTH  # canonical: query word pieces kept
     max_doc_length: int = DEFAULT_MAX_DOC_LENGTH  # canonical: document word pieces kept
-    plan: str | None = None  # None: the cheapest exact plan (filled by ablations.plan.choose_plan)
+    plan: str | None = None  # None: the cheapest exact plan (filled by ablations.mice.plan.choose_plan)
     cache_dtype: str = "float32"
     weights: str | None = None  # folder with retrained weights (None: the base model's)
     source: dict = field(default_factory=dict)  # provenance (search.json, preset name, ...)
@@ -186,7 +186,7 @@ class MiceConfig:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=indent is None) + ("\n" if indent else "")
 
     def save(self, path: str | Path) -> Path:
-        from .results import atomic_write_text
+        from ablations.results import atomic_write_text
 
         path = Path(path)
         atomic_write_text(path, self.to_json())

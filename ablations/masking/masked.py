@@ -2,7 +2,7 @@
 
 ``MaskedCrossEncoder(ce, spec)`` compiles the spec once for the model and, for every batch, routes
 attention through :func:`probe.attention.attention_context` with the per-layer bias of
-:meth:`ablations.masks.CompiledMask.bias_fn`. No transformers source is edited; without hooks the fused
+:meth:`ablations.masking.masks.CompiledMask.bias_fn`. No transformers source is edited; without hooks the fused
 SDPA kernel runs with the bias folded into its mask.
 """
 
@@ -19,12 +19,7 @@ from tqdm.auto import tqdm
 from probe.attention import AttentionContext, attention_context
 from probe.model import CrossEncoder, Pair, PairBatch, Scorer
 
-from .masks import CompiledMask, MaskSpec, compile_mask
-
-
-def compile_for(ce: CrossEncoder, spec: MaskSpec) -> CompiledMask:
-    """Compile ``spec`` for ``ce``'s number of layers and heads."""
-    return compile_mask(spec, ce.num_layers, ce.num_heads)
+from ablations.masking.masks import CompiledMask, MaskSpec, compile_for
 
 
 class MaskedCrossEncoder(Scorer):
@@ -46,9 +41,13 @@ class MaskedCrossEncoder(Scorer):
             return
         ctx = ctx or AttentionContext()
         if not self.mask.is_empty:
-            ctx.bias = self.mask.bias_fn(batch.roles.to(self.ce.device), next(self.ce.model.parameters()).dtype)
+            ctx.bias = self.bias(batch)
         with attention_context(self.ce.model, ctx):
             yield ctx
+
+    def bias(self, batch: PairBatch):
+        """The per-layer additive bias of this batch under the mask (an ``AttentionContext.bias``)."""
+        return self.mask.bias_fn(batch.roles.to(self.ce.device), next(self.ce.model.parameters()).dtype)
 
     def forward(self, batch: PairBatch) -> torch.Tensor:
         batch = batch.to(self.ce.device)
@@ -83,3 +82,19 @@ class MaskedCrossEncoder(Scorer):
                 bar.update(len(batch))
             bar.close()
         return scores
+
+
+def with_mask(ce: CrossEncoder, mask: MaskSpec | CompiledMask) -> CrossEncoder | MaskedCrossEncoder:
+    """``ce`` with ``mask``'s interactions removed, as a scorer with ``score_batches``.
+
+    A model that carries a mask of its own (a MICE model's view, which has ``removing``) takes the removal
+    into that mask — one table, the same weights; any other cross-encoder gets the mask as an attention bias
+    (:class:`MaskedCrossEncoder`). An empty mask returns ``ce`` itself.
+    """
+    compiled = mask if isinstance(mask, CompiledMask) else compile_for(ce, mask)
+    if compiled.is_empty:
+        return ce
+    removing = getattr(ce, "removing", None)
+    if removing is not None:
+        return removing(compiled.spec)
+    return MaskedCrossEncoder(ce, compiled)

@@ -2,12 +2,12 @@
 
 :class:`Experiment` binds a cross-encoder, a rerank set and :class:`Settings`. It computes the unablated
 baseline once (cached on disk, keyed by model fingerprint, collection, depth, queries and max length)
-and :meth:`Experiment.run` turns a :class:`~ablations.masks.MaskSpec` into a :class:`RunResult`: two tidy
+and :meth:`Experiment.run` turns a :class:`~ablations.masking.masks.MaskSpec` into a :class:`RunResult`: two tidy
 tables in the common results format (:mod:`ablations.results`):
 
 - ``per_query`` — one row per run × query × measure: ``value`` (ablated), ``baseline_value``, ``delta``;
 - ``summary`` — one row per run × measure: mean, baseline mean, delta, paired t and p, bootstrap CI,
-  wins / ties / losses (:mod:`ablations.stats`).
+  wins / ties / losses (:mod:`ablations.evaluation.stats`).
 
 Both carry the run's identity: ``run_id`` (a hash of everything that determines the numbers), collection,
 model, model fingerprint, the spec as canonical JSON, its label, the resolved layers and heads, seed and
@@ -27,21 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from probe.errors import BadInput
-from probe.model import CrossEncoder
+from probe.model import CrossEncoder, model_fingerprint
 
-from .collections import RerankSet, load_collection
-from .evaluate import parse_measures, per_query
-from .masked import MaskedCrossEncoder
-from .masks import CompiledMask, MaskSpec, compile_mask, format_ranges
-from .mice_view import MiceCrossEncoder, load_scorer
-from .paths import cache_dir, resolve_model
-from .prefix import PrefixCache, supports_prefix
-from .results import atomic_write_bytes, git_revision, manifest, read_manifest, read_table, write_table
-from .stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL, paired_stats
+from ablations.data.collections import RerankSet, load_collection
+from ablations.evaluation.measures import parse_measures, per_query
+from ablations.masking.masked import with_mask
+from ablations.masking.masks import CompiledMask, MaskSpec, compile_for, format_ranges
+from ablations.paths import cache_dir, resolve_model
+from ablations.scorers import load_cross_encoder
+from ablations.masking.prefix import PrefixCache, supports_prefix
+from ablations.results import atomic_write_bytes, git_revision, manifest, read_manifest, read_table, write_table
+from ablations.evaluation.stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL, paired_stats
 
 ID_COLUMNS = ["run_id", "collection", "model", "model_fingerprint", "spec", "spec_label", "interaction", "layers",
               "heads", "first_layer", "n_queries", "depth", "max_length", "seed", "git_revision"]
@@ -78,20 +77,6 @@ class RunResult:
     @property
     def notices(self) -> list[str]:
         return self.compiled.notices
-
-
-def model_fingerprint(ce: CrossEncoder) -> str:
-    """sha1 over the model's config, weights and :attr:`~probe.model.CrossEncoder.signature` (16 hex digits):
-    equal weights and signature give equal fingerprints."""
-    h = hashlib.sha1(json.dumps(ce.model.config.to_dict(), sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, tensor in sorted(ce.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(f"max_length={ce.max_length}".encode())
-    if ce.signature:  # e.g. a MICE model's configuration (same weights, different function)
-        h.update(ce.signature.encode())
-    return h.hexdigest()[:16]
 
 
 def _pairs_hash(rs: RerankSet) -> str:
@@ -165,7 +150,7 @@ class Experiment:
         return int(self.rs.candidates["rank"].max())
 
     def compile(self, spec: MaskSpec) -> CompiledMask:
-        return compile_mask(spec, self.ce.num_layers, self.ce.num_heads)
+        return compile_for(self.ce, spec)
 
     def run_id(self, spec: MaskSpec) -> str:
         s = self.settings
@@ -195,11 +180,7 @@ class Experiment:
         use_prefix = self.use_prefix if prefix is None else (prefix and supports_prefix(self.ce))
         if use_prefix:
             return self.prefix_cache().score(compiled, cls_only_last=cls_only_last, rows_shortcut=rows_shortcut)
-        if isinstance(self.ce, MiceCrossEncoder):  # the removal joins the MICE model's own mask
-            return self.ce.removing(compiled.spec).score_batches(self.batches, len(self.pairs),
-                                                                 progress=self.progress)
-        return MaskedCrossEncoder(self.ce, compiled).score_batches(self.batches, len(self.pairs),
-                                                                   progress=self.progress)
+        return with_mask(self.ce, compiled).score_batches(self.batches, len(self.pairs), progress=self.progress)
 
     # --- one run
     def run(self, spec: MaskSpec, *, prefix: bool | None = None, compiled: CompiledMask | None = None) -> RunResult:
@@ -332,10 +313,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
     """The cross-encoder named by ``--model`` (default: the reference model) and its resolved path. A MICE
-    model (``mice.json`` or a retrained MICE folder) loads as :class:`~ablations.mice_view.MiceCrossEncoder`:
-    its masked plan, so removals are added to the MICE mask."""
+    model (``mice.json`` or a retrained MICE folder) loads as :class:`~ablations.mice.view.MiceCrossEncoder`:
+    its masked plan, so removals are added to the MICE mask (:func:`ablations.scorers.load_cross_encoder`)."""
     model_path = resolve_model(args.model)
-    return load_scorer(model_path, max_length=args.max_length), model_path
+    return load_cross_encoder(model_path, max_length=args.max_length), model_path
 
 
 def experiment_from_args(args: argparse.Namespace, ce: CrossEncoder, model_path: str, *, progress: bool = True,

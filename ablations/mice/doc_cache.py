@@ -1,7 +1,7 @@
 """The document-state index: per document, the keys and values a ``doc-cache`` plan reads, on disk.
 
 When no document token ever reads a query-side token and document positions are canonical, the
-document side's states depend on the document alone (:mod:`ablations.plan`). :meth:`DocStateIndex.build`
+document side's states depend on the document alone (:mod:`ablations.mice.plan`). :meth:`DocStateIndex.build`
 computes, once per document, the keys and values of every layer ``merge … drop-1`` and writes them into
 one safetensors file:
 
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from probe.errors import BadInput
 from probe.roles import Role
 
-from .plan import DocStates, doc_key
+from ablations.mice.plan import DocStates, doc_key
 
 FORMAT = "mice-doc-states"
 FORMAT_VERSION = 1

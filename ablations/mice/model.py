@@ -1,12 +1,12 @@
 """The MICE model: a MICE configuration plus weights, with the cross-encoder's ``score`` / ``rank`` surface.
 
-    from ablations.mice import MiceModel
+    from ablations.mice.model import MiceModel
     mice = MiceModel.load("mice.json")                    # weights: the config's (retrained) or base model
     mice.build_index(docs, "doc-states.safetensors")     # doc-cache plans: document states once per document
     mice.score([(query, doc), ...], batch_size=100)       # same API as probe.model.CrossEncoder
     mice.rank(query, docs)
 
-Scoring groups the pairs by query and runs the configuration's execution plan (:mod:`ablations.plan`):
+Scoring groups the pairs by query and runs the configuration's execution plan (:mod:`ablations.mice.plan`):
 the query side once per query, the document side from the attached index (or computed on the fly when
 none is attached). Training (:mod:`ablations.retrain`) calls :meth:`MiceModel.forward` with autograd;
 the weights are the full cross-encoder's (layers past ``drop_layer`` are kept in the folder but never
@@ -25,12 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from probe.errors import BadInput
-from probe.model import CrossEncoder, Pair, Scorer
+from probe.model import CrossEncoder, Pair, Scorer, model_fingerprint
 
-from .doc_cache import DocStateIndex, expected_fingerprint
-from .mice_config import MiceConfig
-from .paths import resolve_model
-from .plan import MiceBatch, Plan, PlanExecutor, compile_plan
+from ablations.mice.doc_cache import DocStateIndex, expected_fingerprint
+from ablations.mice.config import MiceConfig
+from ablations.paths import resolve_model
+from ablations.mice.plan import MiceBatch, Plan, PlanExecutor, compile_plan
 
 
 class MiceModel(Scorer):
@@ -81,8 +81,6 @@ class MiceModel(Scorer):
         return self.ce.device
 
     def fingerprint(self) -> str:
-        from .runner import model_fingerprint
-
         return model_fingerprint(self.ce)
 
     def num_parameters(self) -> int:

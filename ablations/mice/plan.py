@@ -1,6 +1,6 @@
 """Execution plans: the cheapest exact way to compute a MICE configuration's scores, and their executor.
 
-:func:`compile_plan` reads the effective per-layer table of a :class:`~ablations.mice_config.MiceConfig`
+:func:`compile_plan` reads the effective per-layer table of a :class:`~ablations.mice.config.MiceConfig`
 (layers ``[0, drop_layer)``) and derives
 
 - ``merge`` — the first layer where a query-side token (``cls, query, sep1``) and a document-side token
@@ -10,7 +10,7 @@
 Three plan shapes, all computing the same function (tested at 1e-4, see ``tests/test_mice_plan.py``):
 
 ``masked``     the masked full forward: ``[CLS] q [SEP] d [SEP]`` as one sequence, the table as an additive
-               bias in every layer (:func:`ablations.masks.expand_table`, the function the masked
+               bias in every layer (:func:`ablations.masking.masks.expand_table`, the function the masked
                cross-encoder uses) — the reference, and the fallback that always applies.
 ``split``      layers ``[0, merge)`` run the query side ``[CLS] q [SEP]`` (once per distinct query of the
                batch) and the document side ``d [SEP]`` as two shorter sequences, with the positions and
@@ -18,7 +18,7 @@ Three plan shapes, all computing the same function (tested at 1e-4, see ``tests/
                ``[merge, drop)`` run the joined sequence under the mask.
 ``doc-cache``  when ``doc_independent`` and positions are canonical, the document side's keys and values
                of layers ``[merge, drop)`` depend on the document alone: computed once per document
-               (:mod:`ablations.doc_cache` stores them), so at query time only query-side rows are
+               (:mod:`ablations.mice.doc_cache` stores them), so at query time only query-side rows are
                computed — once per query below ``merge``, then per candidate against the cached keys and
                values.
 
@@ -39,8 +39,8 @@ from probe.errors import BadInput
 from probe.model import CrossEncoder, Pair
 from probe.roles import Role
 
-from .masks import expand_table
-from .mice_config import DOC_SIDE, PLAN_SHAPES, QUERY_SIDE, MiceConfig
+from ablations.masking.masks import expand_table
+from ablations.mice.config import DOC_SIDE, PLAN_SHAPES, QUERY_SIDE, MiceConfig
 
 N_ROLES = len(Role)
 PAD = int(Role.PAD)
@@ -163,7 +163,7 @@ def table_bias(table: torch.Tensor, row_roles: torch.Tensor, col_roles: torch.Te
 
     The rows must be the first ``m`` columns (a row's own column has its index). Padding columns are
     removed here (no separate padding mask needed); a role that the table leaves without any real key
-    keeps its own column — the fallback of :func:`ablations.masks.expand_table` for pairs, where all five
+    keeps its own column — the fallback of :func:`ablations.masking.masks.expand_table` for pairs, where all five
     roles are present.
     """
     t = table.to(row_roles.device).clone()

@@ -3,7 +3,7 @@
 Both encode the query (``[CLS] q [SEP]``, at most ``max_query_length`` word pieces) and the document
 (``[CLS] d [SEP]``, at most ``max_doc_length``) *separately* with the same BERT encoder, project every
 token state to ``dim`` (128) dimensions and L2-normalise it; documents can therefore be encoded once and
-stored (:class:`~ablations.doc_cache.DocStateIndex`, ``dim × 4`` bytes per token in float32).
+stored (:class:`~ablations.mice.doc_cache.DocStateIndex`, ``dim × 4`` bytes per token in float32).
 
 - ``maxsim`` (ColBERT, Khattab & Zaharia 2020): ``score = Σ_i max_j cos(q_i, d_j)`` over the real query
   tokens. No query augmentation or punctuation filtering (kept minimal, documented in docs/mice.md).
@@ -53,8 +53,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from probe.errors import BadInput
 from probe.model import CrossEncoder, Pair, Scorer, quiet_transformers
 
-from .doc_cache import DocStateIndex, tokenizer_hash
-from .paths import resolve_model
+from ablations.mice.doc_cache import DocStateIndex, tokenizer_hash
+from ablations.paths import resolve_model
 
 KINDS = ("maxsim", "lite")
 NORMS = ("affine", "layer", "none")  # LITE head scaling / normalisation (see the module docstring)

@@ -23,11 +23,11 @@ import pandas as pd
 
 from probe.errors import BadInput
 
-from . import readers
-from .bm25 import BM25Index
-from .collections import RerankSet, judged_texts, load_collection, pooled_passages
-from .paths import cache_dir, data_dir
-from .results import atomic_write_parquet
+from ablations.data import readers
+from ablations.data.bm25 import BM25Index
+from ablations.data.collections import RerankSet, judged_texts, load_collection, pooled_passages
+from ablations.paths import cache_dir, data_dir
+from ablations.results import atomic_write_parquet
 
 
 @dataclass

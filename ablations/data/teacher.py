@@ -10,7 +10,7 @@ import torch
 from probe.errors import BadInput
 from probe.model import Pair, Scorer
 
-from .paths import PRETRAINED_ENCODER, resolve_model
+from ablations.paths import PRETRAINED_ENCODER, resolve_model
 
 
 class BiEncoder(Scorer):

@@ -14,8 +14,8 @@ reference every faster plan equals (``tests/test_mice_plan.py``):
   interactions are exactly 0) and an ablation's bias is added on top of the MICE mask;
 - the score is the classifier on CLS after the last kept layer.
 
-Scores equal :meth:`ablations.mice.MiceModel.score` (tested at 1e-4). Use :func:`load_scorer` to load
-"a cross-encoder or a MICE model" from a path.
+Scores equal :meth:`ablations.mice.model.MiceModel.score` (tested at 1e-4).
+:func:`ablations.scorers.load_cross_encoder` loads "a cross-encoder or a MICE model" from a path.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ import numpy as np
 import torch
 
 from probe.errors import BadInput
-from probe.model import CrossEncoder, Pair, PairBatch, quiet_transformers
+from probe.model import CrossEncoder, Pair, PairBatch
 
-from .masks import MaskSpec
-from .mice import MiceModel
-from .paths import mice_config_path
+from ablations.masking.masks import MaskSpec
+from ablations.mice.model import MiceModel
 
 
 class MiceCrossEncoder(CrossEncoder):
@@ -105,18 +104,3 @@ class MiceCrossEncoder(CrossEncoder):
         b = batch.to(self.device)
         return self.executor.joint_forward(b.input_ids, b.position_ids, b.token_type_ids, b.roles,
                                            b.attention_mask)
-
-
-def load_scorer(path: str, *, max_length: int | None = None, device: str | None = None,
-                what: str = "--max-length") -> CrossEncoder:
-    """A cross-encoder folder or hub id as :class:`CrossEncoder`; a MICE configuration (``mice.json``, or a
-    retrained MICE folder holding one) as :class:`MiceCrossEncoder`. ``max_length`` does not apply to a MICE
-    model (its ``mice.json`` sets the lengths): giving one is refused in one line."""
-    config = mice_config_path(path)
-    with quiet_transformers():
-        if config is None:
-            return CrossEncoder.from_pretrained(path, max_length=max_length, device=device)
-        if max_length is not None:
-            raise BadInput(f"{what} {max_length} does not apply to the MICE model {str(path)!r}: its mice.json sets "
-                           "the query and document lengths")
-        return MiceCrossEncoder.load(config, device=device)

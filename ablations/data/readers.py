@@ -161,7 +161,7 @@ def read_beir_queries(path: Path) -> dict[str, str]:
 
 def write_trec_run(run: pd.DataFrame, path: Path, tag: str) -> None:
     """Write ``query_id, doc_id, score`` as a TREC run (ranks recomputed from scores), atomically."""
-    from .results import atomic_write_text
+    from ablations.results import atomic_write_text
 
     ranked = run.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
     ranks = ranked.groupby("query_id").cumcount() + 1

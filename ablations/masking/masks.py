@@ -25,13 +25,14 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from probe.errors import BadInput
 from probe.roles import ROLE_NAMES, Role
 
-from .interactions import check_interaction, parse_interaction, preset_rules
+from ablations.masking.interactions import check_interaction, parse_interaction, preset_rules, valid_names
 
 SCHEMA_VERSION = 1
 N_ROLES = len(Role)
@@ -107,7 +108,7 @@ def resolve_ranges(text: str, n: int, kind: str = "layers", clamp: bool = True) 
 # --------------------------------------------------------------------------------------------- spec
 @dataclass
 class Rule:
-    """Remove ``interaction`` (a name or a preset, see :mod:`ablations.interactions`) in ``layers`` and
+    """Remove ``interaction`` (a name or a preset, see :mod:`ablations.masking.interactions`) in ``layers`` and
     ``heads`` (range strings, ``"all"`` by default)."""
 
     interaction: str
@@ -184,6 +185,30 @@ class MaskSpec:
             raise BadInput("empty mask: nothing to remove; give at least one --remove INTERACTION "
                            "(e.g. --remove doc2query)")
         return self
+
+
+def parse_rules(items: Sequence[str], layers: str = "all", heads: str = "all", *, what: str = "--remove"
+                ) -> list[Rule]:
+    """Rules from ``INTERACTION[:LAYERS[:HEADS]]`` items (the CLIs' ``--remove``, the explorer's toggles);
+    an item without its own layers / heads takes ``layers`` / ``heads``. Only the syntax is checked."""
+    rules = []
+    for item in items:
+        parts = item.split(":")
+        if len(parts) > 3 or not parts[0].strip():
+            raise BadInput(f"{what} {item!r}: expected INTERACTION[:LAYERS[:HEADS]]; interactions: {valid_names()}")
+        own_layers = parts[1] if len(parts) > 1 and parts[1].strip() else layers
+        own_heads = parts[2] if len(parts) > 2 and parts[2].strip() else heads
+        rules.append(Rule(parts[0], own_layers, own_heads))
+    return rules
+
+
+def read_spec(path, *, what: str = "--spec") -> MaskSpec:
+    """A mask spec JSON file; an unreadable one is refused in one line naming ``what``."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BadInput(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    return MaskSpec.from_json(text)
 
 
 def _rule_fields(r) -> dict:
@@ -334,6 +359,12 @@ def compile_mask(spec: MaskSpec, num_layers: int, num_heads: int) -> CompiledMas
                 for s, t in pairs:
                     allowed[layer, head, s, t] = False
     return CompiledMask(spec, allowed, list(dict.fromkeys(notices)), num_layers, num_heads)
+
+
+def compile_for(model, spec: MaskSpec) -> CompiledMask:
+    """Compile ``spec`` for a model's number of layers and heads (anything with ``num_layers`` and
+    ``num_heads``: a cross-encoder, a MICE model's view); the one way the tools compile a spec."""
+    return compile_mask(spec, model.num_layers, model.num_heads)
 
 
 def _resolved(spec: MaskSpec, num_layers: int, notices: list[str]):

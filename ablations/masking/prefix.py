@@ -34,7 +34,7 @@ from probe.attention import AttentionContext, attention_context
 from probe.model import CrossEncoder, PairBatch
 from probe.roles import Role
 
-from .masks import CompiledMask
+from ablations.masking.masks import CompiledMask
 
 
 def supports_prefix(ce: CrossEncoder) -> bool:

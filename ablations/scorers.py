@@ -1,0 +1,79 @@
+"""One function from a model name or folder to the right scorer: every CLI, the app and the reports use it.
+
+What a path holds decides the kind (:func:`model_kind`):
+
+- ``mice`` — a MICE configuration (``mice.json``) or a retrained MICE folder holding one;
+- ``late-interaction`` — a MaxSim or LITE folder from ``python -m ablations.retrain`` (``late_interaction.json``);
+- ``cross-encoder`` — anything else: a transformers / sentence-transformers cross-encoder folder or hub id.
+
+:func:`load_scorer` loads it for one of two uses. For *scoring* (``attention=False``, ``ablations.evaluate``)
+each kind runs its fastest exact plan: :class:`~probe.model.CrossEncoder`,
+:class:`~ablations.mice.model.MiceModel`, :class:`~ablations.mice.late_interaction.LateInteractionScorer`.
+For the *attention tools* (``attention=True``: the probe, the ablation runner, the explorer) it returns the
+cross-encoder surface: a cross-encoder, or a MICE model as :class:`~ablations.mice.view.MiceCrossEncoder`
+(its masked plan); a late-interaction model has no cross-attention and is refused in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ablations.mice.late_interaction import CONFIG_FILE as LATE_CONFIG
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.mice.model import MiceModel
+from ablations.mice.view import MiceCrossEncoder
+from ablations.paths import mice_config_path, resolve_model
+from probe.errors import BadInput
+from probe.model import CrossEncoder, Scorer, quiet_transformers
+
+CROSS_ENCODER, MICE, LATE = "cross-encoder", "mice", "late-interaction"
+
+
+def model_kind(path: str) -> str:
+    """``mice``, ``late-interaction`` or ``cross-encoder``, read from what ``path`` holds."""
+    if mice_config_path(path) is not None:
+        return MICE
+    if (Path(path).expanduser() / LATE_CONFIG).is_file():
+        return LATE
+    return CROSS_ENCODER
+
+
+def load_scorer(name: str | None, *, max_length: int | None = None, device: str | None = None,
+                attention: bool = False, what: str = "--max-length") -> Scorer:
+    """The scorer a model name (``None`` → ``$MICE_MODEL`` or ``reference``), folder or hub id names.
+
+    ``max_length`` applies to a cross-encoder only (a MICE or late-interaction model's own configuration sets
+    its lengths): giving one for another kind is refused in one line naming ``what`` (the option).
+    """
+    path = resolve_model(name)
+    kind = model_kind(path)
+    if kind != CROSS_ENCODER and max_length is not None:
+        holder = "its mice.json" if kind == MICE else f"its {LATE_CONFIG}"
+        model = "MICE model" if kind == MICE else "late-interaction model"
+        raise BadInput(f"{what} {max_length} does not apply to the {model} {path!r}: {holder} sets the query "
+                       "and document lengths")
+    with quiet_transformers():
+        if kind == MICE:
+            config = mice_config_path(path)
+            return MiceCrossEncoder.load(config, device=device) if attention else MiceModel.load(config, device=device)
+        if kind == LATE:
+            if attention:
+                raise BadInput(f"{path!r} is a late-interaction model (MaxSim / LITE): it has no query-document attention "
+                               "to capture or mask; give a cross-encoder or a MICE model")
+            return LateInteractionScorer.load(path, device=device)
+        return CrossEncoder.from_pretrained(path, max_length=max_length, device=device)
+
+
+def load_cross_encoder(name: str | None, *, max_length: int | None = None, device: str | None = None,
+                       what: str = "--max-length") -> CrossEncoder:
+    """:func:`load_scorer` for the attention tools: a :class:`~probe.model.CrossEncoder` surface."""
+    return load_scorer(name, max_length=max_length, device=device, attention=True, what=what)
+
+
+def run_label(scorer: Scorer) -> str:
+    """The run tag of a scorer's results: ``cross-encoder``, ``mice``, ``maxsim`` or ``lite``."""
+    if isinstance(scorer, (MiceModel, MiceCrossEncoder)):
+        return MICE
+    if isinstance(scorer, LateInteractionScorer):
+        return scorer.module.kind
+    return CROSS_ENCODER
