@@ -10,7 +10,6 @@ Several ``--remove`` flags combine; ``--remove NAME:LAYERS[:HEADS]`` gives one r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,16 +18,8 @@ from probe.errors import BadInput, cli
 
 from ablations.masking.interactions import DEFAULT_MICE_K, PRESETS, preset_rules, valid_names
 from ablations.masking.masks import MaskSpec, compile_for, parse_rules, read_spec
-from ablations.experiments.runner import (
-    add_common_args,
-    experiment_from_args,
-    format_summary,
-    load_model,
-    run_meta,
-    settings_from_args,
-    stored_summary,
-    write_results,
-)
+from ablations.cliargs import add_common_args, experiment_from_args, load_model, progress_enabled, settings_from_args
+from ablations.experiments.runner import format_summary, run_meta, stored_summary, write_results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +76,7 @@ def main(argv=None) -> int:
         print(notice, flush=True)
     if compiled.is_empty:
         raise BadInput(f"empty mask: {spec.label!r} removes nothing in this model's {ce.num_layers} layers")
-    progress = not args.no_progress and (sys.stderr.isatty() or os.environ.get("MICE_PROGRESS") == "1")
+    progress = progress_enabled(args)
     exp = experiment_from_args(args, ce, model_path, progress=progress, prefix=False)
     run_id = exp.run_id(spec)
     d = exp.rs.describe()

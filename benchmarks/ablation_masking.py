@@ -59,7 +59,7 @@ def _main(argv=None) -> int:
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment, git_revision
     from ablations.experiments.runner import Experiment, Settings
-    from ablations.sweep import SweepConfig
+    from ablations.experiments.sweep import SweepConfig
     from probe.model import CrossEncoder
 
     p = argparse.ArgumentParser(prog="python benchmarks/ablation_masking.py", description=__doc__.split("\n\n")[0])

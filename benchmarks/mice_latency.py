@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ablations.data.collections import RerankSet, load_collection
-from ablations.compare import query_pairs
+from ablations.experiments.compare import query_pairs
 from ablations.evaluation.measures import aggregate, evaluate_runs
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.masking.masked import MaskedCrossEncoder

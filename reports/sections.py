@@ -1,8 +1,8 @@
 """The report's sections, built from the tables :func:`reports.discover.discover` found.
 
 Each builder takes the :class:`~reports.discover.Results` index and returns a :class:`~reports.blocks.Section`.
-Builders only *read* the common results format and call library functions (``ablations.sweep.pivot``,
-``probe.run.summary``); a section whose tables are absent or unreadable is returned with ``missing`` set
+Builders only *read* the common results format and call library functions (``ablations.experiments.sweep.pivot``,
+``probe.summary.summary``); a section whose tables are absent or unreadable is returned with ``missing`` set
 to a sentence that says what is missing and which command produces it. Tables are sorted and formatted
 here, so both renderers print the same digits and a rebuild from the same results prints the same tables.
 """
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablations.sweep import pivot
+from ablations.experiments.sweep import pivot
 from probe.errors import BadInput
 from probe.flows import FLOW_ROLES
-from probe.run import summary as probe_summary
+from probe.summary import summary as probe_summary
 
 from . import plots
 from .blocks import Figure, Heading, Paragraph, Section, Table, fmt, fmt_p, stars
@@ -231,7 +231,7 @@ def _probe_folder(sec: Section, group: list[Source]) -> None:
         summ = probe_summary(parts)
         summ = summ.assign(layer=summ["layer"].astype(int))
         sec.add(Table(_strings(summ.round(6)).assign(layer=summ["layer"].astype(str)),
-                      "Headline flows per layer (probe.run.summary: mean over heads and pairs). a2b = share of "
+                      "Headline flows per layer (probe.summary: mean over heads and pairs). a2b = share of "
                       "an a-token's attention on b-tokens; *_cls_from_doc = share of CLS after layers 0..ℓ "
                       "coming from document tokens.", srcs))
     if "rollout" in tables:

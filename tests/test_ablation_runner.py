@@ -21,8 +21,8 @@ from ablations.experiments.runner import (
     format_summary,
     write_results,
 )
-from ablations.search import Search, SearchConfig, Unit, merge_units
-from ablations.sweep import Sweep, SweepConfig
+from ablations.experiments.search import Search, SearchConfig, Unit, merge_units
+from ablations.experiments.sweep import Sweep, SweepConfig
 from probe.errors import BadInput
 from probe.model import model_fingerprint
 

@@ -73,10 +73,10 @@ def build_demo(root: Path, tokenizer) -> Demo:
     from ablations.data.collections import load_collection
     from ablations.results import manifest, write_table
     from ablations.experiments.runner import Experiment, Settings
-    from ablations.search import Search, SearchConfig
-    from ablations.sweep import Sweep, SweepConfig
+    from ablations.experiments.search import Search, SearchConfig
+    from ablations.experiments.sweep import Sweep, SweepConfig
     from probe.model import CrossEncoder
-    from probe.run import ProbeConfig, probe
+    from ablations.experiments.probe import ProbeConfig, probe
 
     root = Path(root)
     model = save_tiny_model(root / "model", tokenizer, layers=3)

@@ -16,7 +16,8 @@ import torch
 from ablations.results import read_manifest, read_table
 from probe.flows import FLOW_COLUMNS, FLOW_ROLES
 from probe.model import CrossEncoder
-from probe.run import ProbeConfig, build_parser, main, probe
+from ablations.experiments.probe import ProbeConfig, probe
+from probe.run import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 

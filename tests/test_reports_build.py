@@ -288,7 +288,7 @@ def test_partial_sweep_is_marked(study, tmp_path, tokenizer, monkeypatch):
     """A sweep interrupted after some cells (run through the library): blank cells and a note, not a failure."""
     from ablations.data.collections import load_collection
     from ablations.experiments.runner import Experiment, Settings
-    from ablations.sweep import Sweep, SweepConfig
+    from ablations.experiments.sweep import Sweep, SweepConfig
 
     monkeypatch.setenv("MICE_CACHE", str(tmp_path / "cache"))
     ce = CrossEncoder.from_pretrained(str(study["root"] / "tiny-model"), max_length=64)
