@@ -16,7 +16,7 @@ from pathlib import Path
 
 from probe.errors import BadInput, cli
 
-from ablations.masking.interactions import DEFAULT_MICE_K, PRESETS, preset_rules, valid_names
+from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS, preset_rules, valid_names
 from ablations.masking.masks import MaskSpec, compile_for, parse_rules, read_spec
 from ablations.cliargs import add_common_args, experiment_from_args, load_model, progress_enabled, settings_from_args
 from ablations.experiments.runner import format_summary, run_meta, stored_summary, write_results
@@ -47,7 +47,7 @@ def vocabulary() -> str:
     lines = [f"interactions: {valid_names()}",
              "source = the attending token: doc2query = documents may not read the query (key side masked)",
              "presets:"]
-    for name in (*PRESETS[:-1], "mice-step3"):
+    for name in (*MASK_PRESETS[:-1], "mice-step3"):
         rules = preset_rules(name)
         lines.append(f"  {name:11s} " + "; ".join(f"{r.interaction}" + ("" if r.layers == "all" else f"[{r.layers}]")
                                                 for r in rules))

@@ -53,7 +53,8 @@ NAMED = ("query2doc", "doc2query", "query2query", "doc2doc", "cls2query", "cls2d
          "*2sep", "sep2*", "*2cls", "cls2*")
 #: Default query-document interaction start of ``mice-step3`` (see the module docstring).
 DEFAULT_MICE_K = 2
-PRESETS = ("mice-step0", "mice-step1", "mice-step2", "mice-step3")
+#: The mask presets (the MICE paper's steps); training presets are ``ablations.training.train.TRAINING_PRESETS``.
+MASK_PRESETS = ("mice-step0", "mice-step1", "mice-step2", "mice-step3")
 
 _ROLE = r"(sep1|sep2|sep|cls|query|doc|\*)"
 _TERM = re.compile(rf"{_ROLE}2{_ROLE}")
@@ -66,7 +67,7 @@ def valid_names() -> str:
     """One line listing what an interaction may be (used in error messages and --help)."""
     return (f"{', '.join(NAMED)}, any <source>2<target> with roles {', '.join(ROLE_ALIASES)} "
             f"(source = the attending token), terms joined with '+', or a preset "
-            f"{', '.join(PRESETS[:-1])}, mice-step3[@K]")
+            f"{', '.join(MASK_PRESETS[:-1])}, mice-step3[@K]")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from ablations.masking.interactions import NAMED, PRESETS, valid_names
+from ablations.masking.interactions import NAMED, MASK_PRESETS, valid_names
 from ablations.masking.masks import MaskSpec, compile_for, format_ranges, parse_ranges, parse_rules
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs
@@ -58,7 +58,7 @@ def render_live(ctx: Context) -> None:
     st.markdown("Tick an interaction in a layer to remove it there (**source = the attending token**: "
                 "`doc2query` = document tokens may not read query tokens).")
     c1, c2, c3 = st.columns([1, 1, 2])
-    preset = c1.selectbox("Preset (all layers)", [NO_PRESET, *PRESETS], key="abl_preset")
+    preset = c1.selectbox("Preset (all layers)", [NO_PRESET, *MASK_PRESETS], key="abl_preset")
     heads = c2.text_input("Heads", "all", key="abl_heads", help="heads for the ticked interactions: all, 0-5, …")
     extra = c3.text_input("More --remove items", "", key="abl_extra", placeholder="query2doc+doc2query:0-2 cls2sep",
                           help=f"INTERACTION[:LAYERS[:HEADS]], space-separated; {valid_names()}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ablations.masking.interactions import DEFAULT_MICE_K, PRESETS
+from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS
 from ablations.masking.masks import MaskSpec, Rule, compile_mask, format_ranges
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs, set_pair
@@ -118,7 +118,7 @@ def choose_variant(ctx: Context) -> data.Variant | None | bool:
         return None
     if variant == PRESET:
         c1, c2 = st.columns(2)
-        preset = c1.selectbox("Preset", PRESETS, index=len(PRESETS) - 1, key="pair_preset")
+        preset = c1.selectbox("Preset", MASK_PRESETS, index=len(MASK_PRESETS) - 1, key="pair_preset")
         if preset == "mice-step3":
             k = c2.number_input("K: query–document interaction starts at layer", 0, 48, DEFAULT_MICE_K,
                                 key="pair_k")
