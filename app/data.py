@@ -25,8 +25,9 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from ablations.data.collections import ALIASES, COLLECTIONS, RerankSet, load_collection  # noqa: E402
-from ablations.masking.masks import MaskSpec, format_ranges  # noqa: E402
+from ablations.masking.masks import MaskSpec, format_ranges, spec_from_document  # noqa: E402
 from ablations.masking.masked import MaskedCrossEncoder, with_mask  # noqa: E402
+from ablations.mice.config import is_mice_config  # noqa: E402
 from ablations.mice.view import MiceCrossEncoder  # noqa: E402
 from ablations.scorers import load_cross_encoder  # noqa: E402
 from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
@@ -208,29 +209,6 @@ def collection(name: str) -> RerankSet:
 
 
 # -------------------------------------------------------------------------------------- MICE specs
-def is_mice_config(data: dict) -> bool:
-    return data.get("kind") == "mice-config" or {"base_model", "num_layers", "num_heads"} <= set(data)
-
-
-def spec_from_document(data: dict, source: str = "the file") -> MaskSpec:
-    """A mask spec from a JSON document: a MaskSpec (``rules``), a search result (``removed``), or a
-    document wrapping one under ``mask`` / ``spec`` / ``mask_spec``."""
-    if "rules" in data:
-        return MaskSpec.from_dict(data)
-    for key in ("mask", "mask_spec", "spec", "removed"):
-        inner = data.get(key)
-        if isinstance(inner, str):
-            try:
-                inner = json.loads(inner)
-            except ValueError:
-                continue
-        if isinstance(inner, dict) and "rules" in inner:
-            return MaskSpec.from_dict(inner)
-    raise BadInput(f"{source} holds no mask spec: expected a MICE configuration (ablations.mice.config), an "
-                   "object with 'rules' (a MaskSpec), or one under 'mask', 'mask_spec', 'spec' or 'removed' "
-                   "(search.json)")
-
-
 @dataclass(frozen=True)
 class Variant:
     """What the Pair view runs instead of the plain model: a mask, or a MICE configuration.
@@ -264,11 +242,8 @@ def variant_from_file(path: str | Path) -> Variant:
         if cfg.doc_positions == "canonical":
             notes.append("attention and attributions use the cross-encoder's joint tokenization; the MICE score "
                          f"uses canonical document positions (offset {cfg.doc_position_offset})")
-        model = cfg.base_model
-        if cfg.weights:  # relative to the configuration's folder, as ablations.mice.MiceModel.load reads it
-            weights = Path(cfg.weights)
-            model = str(weights if weights.is_absolute() else Path(path).parent / weights)
-        return Variant(f"MICE {cfg.label}", spec.to_json(), cfg.to_json(indent=None), model, tuple(notes))
+        return Variant(f"MICE {cfg.label}", spec.to_json(), cfg.to_json(indent=None),
+                       cfg.weights_source(Path(path).parent), tuple(notes))
     spec = spec_from_document(doc, where)
     return Variant(spec.label, spec.to_json())
 

@@ -211,6 +211,25 @@ def read_spec(path, *, what: str = "--spec") -> MaskSpec:
     return MaskSpec.from_json(text)
 
 
+def spec_from_document(data: dict, source: str = "the file") -> MaskSpec:
+    """A mask spec from a JSON document: a MaskSpec (``rules``), a search result (``removed``), or a
+    document wrapping one under ``mask`` / ``spec`` / ``mask_spec``."""
+    if "rules" in data:
+        return MaskSpec.from_dict(data)
+    for key in ("mask", "mask_spec", "spec", "removed"):
+        inner = data.get(key)
+        if isinstance(inner, str):
+            try:
+                inner = json.loads(inner)
+            except ValueError:
+                continue
+        if isinstance(inner, dict) and "rules" in inner:
+            return MaskSpec.from_dict(inner)
+    raise BadInput(f"{source} holds no mask spec: expected a MICE configuration (ablations.mice.config), an "
+                   "object with 'rules' (a MaskSpec), or one under 'mask', 'mask_spec', 'spec' or 'removed' "
+                   "(search.json)")
+
+
 def _rule_fields(r) -> dict:
     if isinstance(r, dict):
         unknown = set(r) - {"interaction", "layers", "heads"}

@@ -249,6 +249,14 @@ class MiceConfig:
             raise BadInput(f"MICE config {str(path)!r} does not exist or is unreadable") from None
         return cls.from_json(text, where=f"MICE config {str(path)!r}")
 
+    def weights_source(self, folder: str | Path | None) -> str:
+        """The model the configuration runs on: its ``weights`` (relative to ``folder``, the configuration
+        file's folder) if it has them, else its ``base_model``."""
+        if self.weights is None:
+            return self.base_model
+        weights = Path(self.weights)
+        return str(weights if weights.is_absolute() or folder is None else Path(folder) / weights)
+
     def fingerprint(self) -> str:
         """Hash of everything that determines the scores besides the weights (16 hex digits)."""
         keep = {k: v for k, v in self.to_dict().items() if k not in ("base_model", "weights", "source", "plan")}
@@ -320,3 +328,8 @@ def preset(name: str, num_layers: int, num_heads: int, base_model: str, **overri
         fields_["max_doc_length"] = doc_budget(fields_["max_length"])
     source = {"preset": key, **fields_.pop("source", {})}
     return MiceConfig(base_model=base_model, num_layers=num_layers, num_heads=num_heads, source=source, **fields_)
+
+
+def is_mice_config(data: dict) -> bool:
+    """Whether a JSON document is a MICE configuration (else a mask spec or a search result)."""
+    return data.get("kind") == "mice-config" or {"base_model", "num_layers", "num_heads"} <= set(data)

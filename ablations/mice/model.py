@@ -56,10 +56,7 @@ class MiceModel(Scorer):
             path = Path(config)
             folder = path if path.is_dir() else path.parent
             config = MiceConfig.load(path)
-        if weights is None and config.weights is not None:
-            weights = str((folder / config.weights) if folder is not None and not Path(config.weights).is_absolute()
-                          else config.weights)
-        source = resolve_model(weights or config.base_model)
+        source = resolve_model(weights or config.weights_source(folder))
         ce = CrossEncoder.from_pretrained(source, max_length=config.max_length, device=device)
         return cls(ce, config, plan=plan, name=f"mice:{source}")
 
