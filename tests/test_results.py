@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from ablations.results import append_table, manifest, read_manifest, read_table, write_table
+from ablations.results import append_table, atomic_write_text, manifest, read_manifest, read_table, write_table
 from probe.errors import BadInput
 
 
@@ -25,3 +25,40 @@ def test_unreadable_table_and_foreign_manifest(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(BadInput, match="schema_version 99"):
         read_manifest(tmp_path, "old")
+
+
+def test_result_files_honour_the_umask(tmp_path):
+    """Colleagues can read a shared results folder: files get the umask's mode, not mkstemp's 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_table(pd.DataFrame({"a": [1]}), tmp_path, "t", manifest(kind="test"))
+        atomic_write_text(tmp_path / "note.txt", "x")
+    finally:
+        os.umask(old)
+    for name in ("t.parquet", "t.json", "note.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_trec_run_round_trips_scores_and_metrics_exactly(tmp_path):
+    """Scores 1e-7 apart stay apart in the written run; metrics from the file equal the in-memory ones."""
+    import numpy as np
+
+    from ablations.data.readers import read_trec_run, write_trec_run
+    from ablations.evaluation.measures import per_query
+
+    rng = np.random.default_rng(0)
+    base = np.float32(3.0)
+    scores = (base + rng.integers(0, 5, 40) * np.float32(2.5e-7)).astype(np.float32)  # near-ties
+    run = pd.DataFrame({"query_id": np.repeat(["q1", "q2"], 20), "doc_id": [f"d{i}" for i in range(40)],
+                        "score": scores})
+    qrels = pd.DataFrame({"query_id": ["q1", "q1", "q2", "q2"], "doc_id": ["d3", "d11", "d25", "d39"],
+                          "relevance": [2, 1, 3, 1]})
+    write_trec_run(run, tmp_path / "r.trec", "t")
+    back = read_trec_run(tmp_path / "r.trec")
+    merged = run.merge(back, on=["query_id", "doc_id"])
+    assert (merged["score_x"].astype(float).to_numpy() == merged["score_y"].to_numpy()).all()
+    measures = ["nDCG@10", "RR@10", "R@20"]
+    pd.testing.assert_frame_equal(per_query(run, qrels, measures), per_query(back, qrels, measures), check_exact=True)

@@ -160,7 +160,10 @@ def read_beir_queries(path: Path) -> dict[str, str]:
 
 
 def write_trec_run(run: pd.DataFrame, path: Path, tag: str) -> None:
-    """Write ``query_id, doc_id, score`` as a TREC run (ranks recomputed from scores), atomically."""
+    """Write ``query_id, doc_id, score`` as a TREC run (ranks recomputed from scores), atomically.
+
+    Scores are written losslessly (``repr`` of the float: it reads back bit-identical), so a metric computed
+    from the file (trec_eval, ir_measures) breaks ties exactly as the in-memory run and equals the toolkit's."""
     from ablations.results import atomic_write_text
 
     ranked = run.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
@@ -168,5 +171,5 @@ def write_trec_run(run: pd.DataFrame, path: Path, tag: str) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=" ", lineterminator="\n")
     for (qid, did, score), rank in zip(ranked[["query_id", "doc_id", "score"]].itertuples(index=False), ranks):
-        writer.writerow([qid, "Q0", did, int(rank), f"{score:.6f}", tag])
+        writer.writerow([qid, "Q0", did, int(rank), repr(float(score)), tag])
     atomic_write_text(path, buf.getvalue())
