@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         raise BadInput(f"empty mask: {spec.label!r} removes nothing in this model's {ce.num_layers} layers")
     progress = progress_enabled(args)
     exp = experiment_from_args(args, ce, model_path, progress=progress, prefix=False)
-    run_id = exp.run_id(spec)
+    run_id = exp.run_id(spec, compiled)
     d = exp.rs.describe()
     kind = f"; {exp.ce.describe()}" if exp.ce.signature else ""
     head = [f"model      {model_path}  (fingerprint {exp.fingerprint}{kind})",

@@ -85,6 +85,16 @@ def test_run_id_is_deterministic_and_spec_sensitive(exp):
     assert a != exp.run_id(MaskSpec.remove("doc2query", layers="0"))
 
 
+def test_equivalent_specs_share_a_run_id(exp):
+    """Runs are keyed by the compiled mask, not by how the spec was written."""
+    n, h = exp.ce.num_layers, exp.ce.num_heads
+    a = exp.run_id(MaskSpec.remove("doc2query"))
+    assert a == exp.run_id(MaskSpec.remove("doc2query", layers=f"0-{n + 90}"))  # clamped to the same layers
+    assert a == exp.run_id(MaskSpec.remove("doc2query", heads=f"0-{h - 1}"))  # every head = all heads
+    assert a == exp.run_id(MaskSpec([Rule("doc2query", "0"), Rule("doc2query", f"1-{n - 1}")]))
+    assert a != exp.run_id(MaskSpec.remove("doc2query", heads="0"))
+
+
 def test_results_tables_append_and_replace(exp, tmp_path):
     out = tmp_path / "out"
     r1, r2 = exp.run(MaskSpec.remove("cls2doc")), exp.run(MaskSpec.remove("doc2query", layers="1"))

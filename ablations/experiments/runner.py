@@ -150,10 +150,16 @@ class Experiment:
     def compile(self, spec: MaskSpec) -> CompiledMask:
         return compile_for(self.ce, spec)
 
-    def run_id(self, spec: MaskSpec) -> str:
+    def run_id(self, spec: MaskSpec, compiled: CompiledMask | None = None) -> str:
+        """A hash of everything that determines the run's numbers. The mask enters as its *compiled* table, so
+        equivalent specs (``doc2query`` and ``doc2query`` over layers ``0-99`` clamped to the model's) share
+        one id and are computed and stored once; so do a per-head rule naming every head and an all-heads one."""
         s = self.settings
+        compiled = compiled or self.compile(spec)
+        table = compiled.allowed.expand(-1, compiled.num_heads, -1, -1).contiguous()  # per-head or not: same
+        mask = hashlib.sha1(table.numpy().tobytes() + str(tuple(table.shape)).encode())
         raw = json.dumps([self.fingerprint, self.rs.name, len(self.rs.queries), self.depth, self.ce.max_length,
-                          spec.to_json(), s.seed, s.n_boot, s.tie_tol, self.measures, _pairs_hash(self.rs)])
+                          mask.hexdigest(), s.seed, s.n_boot, s.tie_tol, self.measures, _pairs_hash(self.rs)])
         return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
     # --- scoring
@@ -194,7 +200,7 @@ class Experiment:
         merged = ablated.merge(self.baseline_table.rename(columns={"value": "baseline_value"}),
                                on=["query_id", "measure"], how="inner", validate="one_to_one")
         merged["delta"] = merged["value"] - merged["baseline_value"]
-        run_id = self.run_id(spec)
+        run_id = self.run_id(spec, compiled)
         ident = {
             "run_id": run_id, "collection": self.rs.name, "model": self.model_label,
             "model_fingerprint": self.fingerprint, "spec": spec.to_json(), "spec_label": spec.label,
