@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from ablations.experiments.compare import CompareConfig, compare, format_table
-from ablations.results import manifest, write_table
+from ablations.results import check_output_dir, manifest, write_table
 from probe.errors import cli
 
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     cfg = CompareConfig(**vars(build_parser().parse_args(argv)))
+    check_output_dir(cfg.out)
     per_q, summary, meta = compare(cfg)
     write_table(per_q, cfg.out, "per_query", manifest(**meta))
     write_table(summary, cfg.out, "comparison", manifest(**meta))

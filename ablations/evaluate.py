@@ -16,6 +16,7 @@ import pandas as pd
 from ablations.evaluation.measures import aggregate
 from ablations.evaluation.rerank import evaluate_model
 from ablations.paths import resolve_model
+from ablations.results import check_output_dir
 from ablations.scorers import load_scorer, run_label
 from probe.errors import cli
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_output_dir(args.out)
     model_path = resolve_model(args.model)
     scorer = load_scorer(model_path, max_length=args.max_length)
     table = evaluate_model(scorer, run_label(scorer), args.collection or ["dl19"], args.out, model=model_path,

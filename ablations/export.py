@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ablations.mice.config import CACHE_DTYPES, POSITIONS
 from ablations.mice.export import build_collection_index, export
+from ablations.results import check_output_file
 from probe.errors import BadInput, cli
 
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    for value, flag in ((args.out, "--out"), (args.index_out, "--index-out")):
+        if value is not None:
+            check_output_file(value, flag)
     overrides = {"merge_layer": args.merge_layer, "drop_layer": args.drop_layer, "doc_positions": args.positions,
                  "doc_position_offset": args.doc_offset, "max_length": args.max_length,
                  "max_query_length": args.max_query_length, "max_doc_length": args.max_doc_length,

@@ -65,6 +65,40 @@ def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
         raise
 
 
+def _writable_folder(folder: Path, what: str, value: Path) -> None:
+    """``folder`` (existing or to be created) can hold new files; else one line naming ``what``."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInput(f"{what} {str(value)!r}: {str(existing)!r} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".mice-write-check.")
+    except OSError as exc:
+        raise BadInput(f"{what} {str(value)!r}: cannot write in {str(existing)!r} ({exc.strerror}); choose a "
+                       "writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_dir(path: str | Path, what: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be written (one line naming ``what``)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{what} {str(path)!r} is a file; expected a folder for the results")
+    _writable_folder(path, what, path)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """Refuse, before any work, an output file that is a folder or whose folder cannot be written."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise BadInput(f"{what} {str(path)!r} is a folder; expected a file name")
+    _writable_folder(path.parent if str(path.parent) else Path("."), what, path)
+    return path
+
+
 def git_revision() -> str:
     try:
         rev = subprocess.run(

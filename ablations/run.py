@@ -17,6 +17,7 @@ from pathlib import Path
 from probe.errors import BadInput, cli
 
 from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS, preset_rules, valid_names
+from ablations.results import check_output_dir
 from ablations.masking.masks import MaskSpec, compile_for, parse_rules, read_spec
 from ablations.cliargs import add_common_args, experiment_from_args, load_model, progress_enabled, settings_from_args
 from ablations.experiments.runner import format_summary, run_meta, stored_summary, write_results
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     if args.list:
         print(vocabulary())
         return 0
+    check_output_dir(args.out)
     spec = spec_from_args(args)
     settings_from_args(args)  # bad numbers fail before anything is loaded
     ce, model_path = load_model(args)

@@ -16,6 +16,7 @@ from ablations.cliargs import add_common_args, experiment_from_args, load_model,
 from ablations.experiments.search import STRATEGIES, Search, SearchConfig, merge_units
 from ablations.experiments.sweep import DEFAULT_INTERACTIONS, SweepConfig, base_spec
 from ablations.masking.interactions import valid_names
+from ablations.results import check_output_dir
 from probe.errors import cli
 
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_output_dir(args.out)
     config = SearchConfig(args.interactions, args.layer_units, args.tolerance, args.alpha, args.measure,
                           args.strategy, base_spec(args.base))
     settings_from_args(args)

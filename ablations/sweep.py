@@ -18,6 +18,7 @@ import pandas as pd
 from ablations.cliargs import add_common_args, experiment_from_args, load_model, progress_enabled, settings_from_args
 from ablations.experiments.sweep import DEFAULT_INTERACTIONS, MODES, Sweep, SweepConfig, base_spec, pivot
 from ablations.masking.interactions import valid_names
+from ablations.results import check_output_dir
 from probe.errors import cli
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_output_dir(args.out)
     config = SweepConfig(interactions=args.interactions, layer_units=args.layer_units, mode=args.mode,
                          head_groups=args.head_groups, base=base_spec(args.base))
     settings_from_args(args)

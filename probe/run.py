@@ -28,6 +28,7 @@ import argparse
 import pandas as pd
 
 from ablations.experiments.probe import ProbeConfig, probe
+from ablations.results import check_output_dir
 
 from .attributions import LAYERS as IG_LAYERS
 from .capture import BACKENDS
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_output_dir(args.out)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr keeps to our own progress and, on bad input, one line

@@ -15,7 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ablations.results import atomic_write_text, git_revision
+from ablations.results import atomic_write_text, check_output_file, git_revision
 from probe.errors import BadInput, cli
 
 from .blocks import Section
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    for value, flag in ((args.out, "--out"), (args.pdf, "--pdf")):
+        if value is not None:
+            check_output_file(value, flag)
     if args.top < 1:
         raise BadInput(f"--top {args.top} must be >= 1")
     if not 0 < args.alpha < 1:

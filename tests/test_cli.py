@@ -65,3 +65,31 @@ def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
     assert meta["model"] == tiny_model_dir and meta["collections"][0]["queries"] == 3
     run_lines = (out / "dl19.cross-encoder.trec").read_text().splitlines()
     assert len(run_lines) == 30 and run_lines[0].split()[3] == "1"
+
+
+@pytest.mark.parametrize("module, extra", [
+    ("ablations.evaluate", []),
+    ("ablations.run", ["--remove", "doc2query"]),
+    ("ablations.sweep", []),
+    ("ablations.search", []),
+    ("ablations.compare", ["--config", "x.json"]),
+    ("probe.run", []),
+])
+def test_an_out_that_is_a_file_is_refused_before_any_model_work(module, extra, tmp_path):
+    """The output folder is checked first: the model named here does not exist, and it is not what is reported."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    model = "--reference" if module == "ablations.compare" else "--model"
+    proc = run(module, *extra, model, str(tmp_path / "missing-model"), "--out", str(taken))
+    assert_one_line_error(proc, "--out", "is a file")
+
+
+def test_file_outputs_are_checked_before_work(tmp_path):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert_one_line_error(run("ablations.export", "--from", "mice-l2+3", "--model", str(tmp_path / "missing"),
+                              "--out", str(folder)), "--out", "is a folder")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run("reports.build", "--results", str(tmp_path), "--out", str(blocker / "r.html")),
+                          "--out", "is a file, not a folder")
