@@ -50,7 +50,8 @@ def _run(args) -> int:
     from ablations.data.collections import load_collection
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment
-    from ablations.train import PRESETS, bf16_enabled, freeze, train_step
+    from ablations.training.loop import bf16_enabled
+    from ablations.training.train import TRAINING_PRESETS as PRESETS, freeze, train_step
     from probe.errors import BadInput
     from probe.model import CrossEncoder
 

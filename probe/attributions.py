@@ -22,9 +22,8 @@ import pandas as pd
 import torch
 
 from .errors import BadInput
-from .flows import FLOW_ROLES
 from .model import CrossEncoder, Pair, PairBatch
-from .roles import ROLE_NAMES, Role
+from .roles import FLOW_ROLES, ROLE_NAMES, Role
 
 LAYERS = ("embeddings", "word_embeddings")
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -44,8 +43,9 @@ import torch
 
 from .attention import AttentionContext, attention_context, hook_name, self_attention_modules
 from .errors import BadInput
-from .flows import N_ROLES, role_flows, role_onehot, source_weights
+from .flows import role_flows, role_onehot, source_weights
 from .model import CrossEncoder, Pair, PairBatch
+from .ranges import parse_indices
 from .roles import Role
 
 HOOK_ROLE_FLOW = "blocks.{layer}.attn.hook_role_flow"
@@ -64,43 +64,6 @@ def pattern_name(layer: int) -> str:
 
 def rollout_name(layer: int) -> str:
     return HOOK_CLS_ROLLOUT.format(layer=layer)
-
-
-_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
-
-
-def parse_indices(spec: str | int | Iterable[int] | None, n: int, what: str = "layer") -> list[int]:
-    """``None``/``"all"`` → ``0..n-1``; ``"0-3,5"`` (inclusive ranges), an int or ints → sorted unique list.
-
-    Out-of-range or malformed values raise :class:`BadInput` naming the value and the allowed range.
-    """
-    allowed = f"this model has {what}s 0-{n - 1}"
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("all", "")):
-        return list(range(n))
-    if isinstance(spec, (int, np.integer)):
-        values = [int(spec)]
-    elif isinstance(spec, str):
-        values = []
-        for part in spec.split(","):
-            m = _RANGE.match(part)
-            if not m:
-                raise BadInput(f"{what} selection {spec!r} is malformed at {part!r}; use e.g. 0-3,5 "
-                               f"(0-based, inclusive ranges); {allowed}")
-            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-            if hi < lo:
-                raise BadInput(f"{what} range {part.strip()!r} is empty (end before start); {allowed}")
-            values.extend(range(lo, hi + 1))
-    else:
-        try:
-            values = [int(v) for v in spec]
-        except (TypeError, ValueError):
-            raise BadInput(f"{what} selection {spec!r} is not a list of integers; {allowed}") from None
-    for v in values:
-        if not 0 <= v < n:
-            raise BadInput(f"{what} {v} is out of range; {allowed}")
-    if not values:
-        raise BadInput(f"{what} selection {spec!r} is empty; {allowed}")
-    return sorted(set(values))
 
 
 @dataclass
@@ -384,7 +347,7 @@ def transformer_lens_run(scorer: CrossEncoder, batch: PairBatch, bridge=None,
 
 
 __all__ = [
-    "BACKENDS", "HOOK_CLS_ROLLOUT", "HOOK_ROLE_FLOW", "N_ROLES", "WHAT", "Capture", "CaptureSpec", "ProbeCache", "capture",
-    "flow_name", "parse_indices", "pattern_name", "rollout_name", "run_with_cache", "transformer_lens_bridge",
+    "BACKENDS", "HOOK_CLS_ROLLOUT", "HOOK_ROLE_FLOW", "WHAT", "Capture", "CaptureSpec", "ProbeCache",
+    "capture", "flow_name", "pattern_name", "rollout_name", "run_with_cache", "transformer_lens_bridge",
     "transformer_lens_run",
 ]

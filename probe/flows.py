@@ -22,20 +22,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .roles import ROLE_NAMES, TOKEN_ROLES, Role
+from .roles import FLOW_ROLES, N_FLOW_ROLES, N_ROLES, Role
 
-#: Source and target roles of a flow (padding excluded), in code order.
-FLOW_ROLES: tuple[str, ...] = tuple(ROLE_NAMES[r] for r in TOKEN_ROLES)
 #: A derived target: both separators together (``sep = sep1 + sep2``).
 SEP_TARGET = "sep"
-N_ROLES = len(TOKEN_ROLES)
 FLOW_COLUMNS = ["collection", "query_id", "doc_id", "layer", "head", "source", "target", "value"]
 
 
 def role_onehot(roles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``(batch, seq)`` role codes → ``(batch, seq, 5)`` one-hot over the token roles; padding rows are 0."""
-    onehot = torch.nn.functional.one_hot(roles.long(), num_classes=len(Role))
-    return onehot[..., : N_ROLES].to(dtype)
+    onehot = torch.nn.functional.one_hot(roles.long(), num_classes=N_ROLES)
+    return onehot[..., :N_FLOW_ROLES].to(dtype)
 
 
 def source_weights(onehot: torch.Tensor) -> torch.Tensor:
@@ -90,9 +87,9 @@ def flow_table(
     for layer in layers:
         arr = flows[layer]
         arr = np.asarray(arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr, dtype=np.float64)
-        if arr.shape != (n_pairs, len(heads), N_ROLES, N_ROLES):
+        if arr.shape != (n_pairs, len(heads), N_FLOW_ROLES, N_FLOW_ROLES):
             raise ValueError(f"layer {layer}: flows of shape {arr.shape}, expected "
-                             f"{(n_pairs, len(heads), N_ROLES, N_ROLES)}")
+                             f"{(n_pairs, len(heads), N_FLOW_ROLES, N_FLOW_ROLES)}")
         if with_sep:
             arr = np.concatenate([arr, arr[..., [int(Role.SEP1)]] + arr[..., [int(Role.SEP2)]]], axis=-1)
         arrays.append(arr)

@@ -27,8 +27,14 @@ class Role(IntEnum):
 
 #: Role names in code order; ``ROLE_NAMES[Role.DOC] == "doc"``.
 ROLE_NAMES: tuple[str, ...] = tuple(r.label for r in Role)
+#: Number of role codes, padding included (6): the side of a role×role table, the base of a role-pair code.
+N_ROLES: int = len(Role)
 #: Roles of real (non-padding) tokens.
 TOKEN_ROLES: tuple[Role, ...] = (Role.CLS, Role.QUERY, Role.SEP1, Role.DOC, Role.SEP2)
+#: Names of the real-token roles, in code order: the sources and targets of a flow (padding excluded).
+FLOW_ROLES: tuple[str, ...] = tuple(ROLE_NAMES[r] for r in TOKEN_ROLES)
+#: Number of real-token roles (5): the side of a flow table, the width of a per-role summary.
+N_FLOW_ROLES: int = len(FLOW_ROLES)
 
 
 def parse_role(name: str) -> Role:

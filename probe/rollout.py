@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .flows import FLOW_ROLES, N_ROLES
+from .roles import FLOW_ROLES, N_FLOW_ROLES, N_ROLES
 
 ROLLOUT_COLUMNS = ["collection", "query_id", "doc_id", "layer", "method", "role", "value"]
 FLOW_SCALE = 1_000_000
@@ -117,7 +117,7 @@ def _flow_solver_networkx(a_hat: np.ndarray):
 def role_shares(weights: np.ndarray, roles: np.ndarray | torch.Tensor) -> np.ndarray:
     """Sum token weights ``(..., n)`` per role → ``(..., 5)`` (cls, query, sep1, doc, sep2)."""
     roles = np.asarray(roles.cpu().numpy() if isinstance(roles, torch.Tensor) else roles)
-    onehot = np.eye(N_ROLES + 1)[roles][:, :N_ROLES]
+    onehot = np.eye(N_ROLES)[roles][:, :N_FLOW_ROLES]
     return np.asarray(weights) @ onehot
 
 

@@ -15,6 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ablations.evaluation.measures import parse_measures
 from ablations.results import atomic_write_text, check_output_file, git_revision
 from probe.errors import BadInput, cli
 
@@ -94,9 +95,7 @@ def main(argv=None) -> int:
         raise BadInput(f"--top {args.top} must be >= 1")
     if not 0 < args.alpha < 1:
         raise BadInput(f"--alpha {args.alpha} must be in (0, 1)")
-    for flag, path in (("--out", args.out), ("--pdf", args.pdf)):
-        if path is not None and path.is_dir():
-            raise BadInput(f"{flag} {str(path)!r} is a folder; give a file name")
+    parse_measures([args.measure])  # an unknown measure is refused here, not only noted inside the report
     sections, _, _ = build_report(args.results, args.out, args.pdf, title=args.title,
                                   options=Options(measure=args.measure, top=args.top, alpha=args.alpha))
     for s in sections:

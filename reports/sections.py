@@ -18,7 +18,7 @@ import pandas as pd
 
 from ablations.experiments.sweep import pivot
 from probe.errors import BadInput
-from probe.flows import FLOW_ROLES
+from probe.roles import FLOW_ROLES
 from probe.summary import summary as probe_summary
 
 from . import plots

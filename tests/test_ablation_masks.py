@@ -16,11 +16,9 @@ from ablations.masking.masks import (
     Rule,
     compile_mask,
     expand_table,
-    format_ranges,
-    parse_ranges,
-    resolve_ranges,
 )
 from probe.errors import BadInput
+from probe.ranges import format_ranges, parse_ranges, resolve_ranges
 from probe.roles import Role
 
 C, Q, S1, D, S2, P = (int(r) for r in Role)

@@ -93,3 +93,16 @@ def test_file_outputs_are_checked_before_work(tmp_path):
     blocker.write_text("x")
     assert_one_line_error(run("reports.build", "--results", str(tmp_path), "--out", str(blocker / "r.html")),
                           "--out", "is a file, not a folder")
+
+
+def test_a_bad_second_collection_writes_nothing(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = run("ablations.evaluate", "--model", tiny_model_dir, "--collection", "dl19", "--collection",
+               str(tmp_path / "no-such-beir"), "--queries", "2", "--depth", "3", "--out", str(out))
+    assert_one_line_error(proc)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_reports_refuse_an_unknown_measure(tmp_path):
+    assert_one_line_error(run("reports.build", "--results", str(tmp_path), "--out", str(tmp_path / "r.html"),
+                              "--measure", "BOGUS@1"), "unknown measure 'BOGUS@1'")

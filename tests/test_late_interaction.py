@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_bert
 
 from ablations.mice.late_interaction import CONFIG_FILE, LateInteractionScorer
-from ablations.train import group_loss
+from ablations.training.loop import group_loss
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

@@ -10,6 +10,7 @@ import torch
 from test_ablation_support import run_cli, save_tiny_model, write_tiny_beir
 
 from ablations import compare as compare_cli
+from ablations.experiments.compare import PARTIAL
 from ablations import export as export_cli
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.mice.model import MiceModel
@@ -264,7 +265,7 @@ def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypa
     monkeypatch.setattr(LateInteractionScorer, "score", interrupted)
     with pytest.raises(RuntimeError, match="interrupted"):  # what an unexpected exception or kill leaves behind
         compare_cli.main([*args, "--out", str(out)])
-    assert len(list((out / compare_cli.PARTIAL).glob(".*.key"))) == 2  # the cross-encoder and the masked MICE model
+    assert len(list((out / PARTIAL).glob(".*.key"))) == 2  # the cross-encoder and the masked MICE model
     assert not (out / "comparison.parquet").exists()
     monkeypatch.setattr(LateInteractionScorer, "score", real_score)
     from probe.model import CrossEncoder

@@ -13,7 +13,7 @@ from ablations.mice.model import MiceModel
 from ablations.mice.config import preset
 from ablations.paths import resolve_model
 from ablations.mice.plan import PlanExecutor, compile_plan
-from ablations.retrain import RetrainConfig, retrain
+from ablations.training.retrain import RetrainConfig, retrain
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

@@ -10,7 +10,7 @@ from conftest import make_tiny_bert
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.mice.model import MiceModel
 from ablations.mice.config import preset
-from ablations.retrain import RetrainConfig, retrain
+from ablations.training.retrain import RetrainConfig, retrain
 from ablations.data.training import Group
 from probe.errors import BadInput
 from probe.model import CrossEncoder

@@ -19,7 +19,7 @@ from probe.model import model_fingerprint
 from probe.attributions import integrated_gradients
 from probe.capture import capture, flow_name
 from probe.errors import BadInput
-from probe.flows import FLOW_ROLES
+from probe.roles import FLOW_ROLES
 
 TOL = 1e-4
 SMALL = {"max_length": 64, "max_doc_length": 40, "max_query_length": 16}

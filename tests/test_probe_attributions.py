@@ -8,7 +8,7 @@ import torch
 
 from probe.attributions import baseline_ids, integrated_gradients, role_summary
 from probe.errors import BadInput
-from probe.flows import FLOW_ROLES
+from probe.roles import FLOW_ROLES
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from probe.capture import (
     CaptureSpec,
     capture,
     flow_name,
-    parse_indices,
     pattern_name,
     rollout_name,
     run_with_cache,
@@ -23,6 +22,7 @@ from probe.capture import (
 )
 from probe.errors import BadInput
 from probe.flows import role_flows, role_onehot
+from probe.ranges import parse_indices
 
 
 def eager_outputs(ce, batch):

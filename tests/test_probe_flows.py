@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from probe.capture import flow_name, run_with_cache
 from probe.flows import (
     FLOW_COLUMNS,
-    FLOW_ROLES,
     aggregate_flows,
     flow_matrix,
     flow_table,
@@ -20,7 +19,7 @@ from probe.flows import (
     role_flows,
     role_onehot,
 )
-from probe.roles import Role
+from probe.roles import FLOW_ROLES, Role
 
 WORDS = ["paris", "capital", "france", "vaccine", "immune", "the", "of", "a", "market", "fever", "cough", "x"]
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probe.capture import pattern_name, rollout_name, run_with_cache
-from probe.flows import FLOW_ROLES
+from probe.roles import FLOW_ROLES
 from probe.rollout import (
     ROLLOUT_COLUMNS,
     attention_flow,

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from ablations.results import read_manifest, read_table
-from probe.flows import FLOW_COLUMNS, FLOW_ROLES
+from probe.flows import FLOW_COLUMNS
+from probe.roles import FLOW_ROLES
 from probe.model import CrossEncoder
 from ablations.experiments.probe import ProbeConfig, probe
 from probe.run import build_parser, main

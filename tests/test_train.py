@@ -1,10 +1,10 @@
 """Trainer: losses, resume after an interruption, and a real (short) training run that learns."""
 
-import pandas as pd
 import pytest
 import torch
 
-from ablations.train import Stage, TrainConfig, bf16_enabled, freeze, group_loss, score_pairs, train
+from ablations.training.loop import bf16_enabled, group_loss
+from ablations.training.train import Stage, TrainConfig, freeze, score_pairs, train
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

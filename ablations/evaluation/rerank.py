@@ -29,10 +29,12 @@ def evaluate_model(scorer: Scorer, label: str, collections: Sequence[str], out: 
                    queries: int | None = None, depth: int | None = None, batch_size: int = 32,
                    settings: dict | None = None) -> pd.DataFrame:
     """Re-rank each collection's first-stage candidates with ``scorer`` (run tag ``label``) beside BM25's own
-    ranking; write ``<out>/<collection>.<run>.trec`` and ``<out>/metrics.parquet`` (+ manifest)."""
+    ranking; write ``<out>/<collection>.<run>.trec`` and ``<out>/metrics.parquet`` (+ manifest).
+
+    Every collection is loaded before anything is scored or written: a bad one leaves no half-written output."""
+    sets = [load_collection(name).subset(queries, depth) for name in collections]  # every input checked first
     tables, timings, described = [], {}, []
-    for name in collections:
-        rs = load_collection(name).subset(queries, depth)
+    for rs in sets:
         described.append(rs.describe())
         start = time.perf_counter()
         run = rerank(scorer, rs, batch_size=batch_size)

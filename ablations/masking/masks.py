@@ -14,15 +14,15 @@ handed to :func:`probe.attention.attention_context`. Two guarantees:
 - a token whose every key would be removed keeps attention to itself (the diagonal), so no attention row
   is empty and no NaN can appear.
 
-Layer and head ranges are 0-based and inclusive: ``0-6``, ``0-2,5``, ``all``. A layer range whose end
-runs past the last layer is clamped with a one-line notice (``layers 0-6 → 0-5: the model has 6 layers``);
-a range that starts past it is an error. Head indices must exist.
+Layer and head ranges are 0-based and inclusive: ``0-6``, ``0-2,5``, ``all`` (parsed by :mod:`probe.ranges`;
+import the range functions from there). A layer range whose end runs past the last layer is clamped with a
+one-line notice (``layers 0-6 → 0-5: the model has 6 layers``); a range that starts past it is an error.
+Head indices must exist.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,79 +30,12 @@ from pathlib import Path
 import torch
 
 from probe.errors import BadInput
-from probe.roles import ROLE_NAMES, Role
+from probe.ranges import format_ranges, parse_ranges, resolve_ranges
+from probe.roles import N_ROLES, ROLE_NAMES, Role
 
 from ablations.masking.interactions import check_interaction, parse_interaction, preset_rules, valid_names
 
 SCHEMA_VERSION = 1
-N_ROLES = len(Role)
-_ITEM = re.compile(r"(\d+)(?:-(\d+))?")
-
-Ranges = tuple[tuple[int, int], ...]
-
-
-# ------------------------------------------------------------------------------------------- ranges
-def parse_ranges(text: str, kind: str = "layers") -> Ranges | None:
-    """Parse ``"0-6"``, ``"0-2,5"`` or ``"all"`` (→ ``None``) into inclusive ``(start, end)`` pairs.
-
-    Only the syntax is checked here (``7-2`` and ``a-b`` are errors); :func:`resolve_ranges` checks the
-    values against a model.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise BadInput(f"empty {kind} range {text!r}; use e.g. 0-6, 0-2,5 or all (0-based, inclusive)")
-    if text.strip().lower() == "all":
-        return None
-    out = []
-    for item in text.split(","):
-        m = _ITEM.fullmatch(item.strip())
-        if not m:
-            raise BadInput(f"malformed {kind} range {text!r} (item {item.strip()!r}); "
-                           "use e.g. 0-6, 0-2,5 or all (0-based, inclusive)")
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) is not None else start
-        if end < start:
-            raise BadInput(f"malformed {kind} range {text!r}: {start}-{end} ends before it starts; "
-                           f"write {end}-{start}")
-        out.append((start, end))
-    return tuple(out)
-
-
-def format_ranges(indices: Sequence[int]) -> str:
-    """``[0, 1, 2, 5] → "0-2,5"`` (sorted, duplicates merged)."""
-    idx = sorted({int(i) for i in indices})
-    parts, i = [], 0
-    while i < len(idx):
-        j = i
-        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
-            j += 1
-        parts.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
-        i = j + 1
-    return ",".join(parts)
-
-
-def resolve_ranges(text: str, n: int, kind: str = "layers", clamp: bool = True) -> tuple[tuple[int, ...], str | None]:
-    """Indices selected by ``text`` out of ``0..n-1`` and a notice if a range was clamped.
-
-    A range starting at or past ``n`` is an error; with ``clamp`` a range ending past ``n - 1`` is cut
-    to ``n - 1`` (notice ``layers 0-6 → 0-5: the model has 6 layers``), without ``clamp`` an error.
-    """
-    ranges = parse_ranges(text, kind)
-    if ranges is None:
-        return tuple(range(n)), None
-    singular = kind.removesuffix("s")
-    picked: set[int] = set()
-    clamped = False
-    for start, end in ranges:
-        if start > n - 1:
-            raise BadInput(f"{kind} range {text!r} starts at {singular} {start}, beyond the last {singular} "
-                           f"{n - 1}: the model has {n} {kind} (0-based)")
-        if end > n - 1:
-            if not clamp:
-                raise BadInput(f"{kind} {text!r} out of range: the model has {n} {kind} (0..{n - 1})")
-            end, clamped = n - 1, True
-        picked.update(range(start, end + 1))
-    notice = f"{kind} {text.strip()} → {format_ranges(picked)}: the model has {n} {kind}" if clamped else None
-    return tuple(sorted(picked)), notice
 
 
 # --------------------------------------------------------------------------------------------- spec

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers.masking_utils import create_bidirectional_mask
 
 from probe.attention import AttentionContext, attention_context
+from probe.layers import bert_base, classifier_logits, is_bert_layer, layer_rows, padding_bias
 from probe.model import CrossEncoder, PairBatch
 from probe.roles import Role
 
@@ -40,11 +40,7 @@ from ablations.masking.masks import CompiledMask
 def supports_prefix(ce: CrossEncoder) -> bool:
     """Whether the model exposes embeddings / encoder.layer / pooler / classifier (BERT family) and runs its
     plain forward (not, e.g., a MICE model's masked plan)."""
-    if not getattr(ce, "prefix_cacheable", True):
-        return False
-    base = getattr(ce.model, getattr(ce.model, "base_model_prefix", ""), None)
-    return (base is not None and hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer")
-            and getattr(base, "pooler", None) is not None and hasattr(ce.model, "classifier"))
+    return bool(getattr(ce, "prefix_cacheable", True)) and bert_base(ce.model) is not None
 
 
 def _base(ce: CrossEncoder):
@@ -69,41 +65,21 @@ def advance(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, layer: int) -> 
 
 
 def _head(ce: CrossEncoder, last: torch.Tensor) -> torch.Tensor:
-    pooled = _base(ce).pooler(last)
-    logits = ce.model.classifier(ce.model.dropout(pooled) if hasattr(ce.model, "dropout") else pooled)
-    return ce.logits_to_scores(logits)
+    return ce.logits_to_scores(classifier_logits(ce.model, last))
 
 
 def _rows_layer(layer_module, h: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """One BERT layer computed for the rows ``idx`` ``(b, m)`` only: ``(b, m, hidden)``.
-
-    Keys and values come from every token; ``mask`` is the additive mask of those rows ``(b, h|1, m, k)``.
-    Uses the layer's own submodules (projections, output, feed-forward), in the model's order.
-    """
-    attn = layer_module.attention.self
-    b, n, width = h.shape
-    m = idx.shape[1]
-    d = attn.attention_head_size
-    rows = h.gather(1, idx[:, :, None].expand(b, m, width))
-    q = attn.query(rows).view(b, m, -1, d).transpose(1, 2)
-    k = attn.key(h).view(b, n, -1, d).transpose(1, 2)
-    v = attn.value(h).view(b, n, -1, d).transpose(1, 2)
-    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
-    out = layer_module.attention.output(ctx.transpose(1, 2).reshape(b, m, -1), rows)
-    return layer_module.output(layer_module.intermediate(out), out)
-
-
-def _has_bert_layer(layer_module) -> bool:
-    attn = getattr(getattr(layer_module, "attention", None), "self", None)
-    return (attn is not None and all(hasattr(attn, a) for a in ("query", "key", "value", "attention_head_size"))
-            and all(hasattr(layer_module, a) for a in ("intermediate", "output"))
-            and not getattr(layer_module, "add_cross_attention", False))
+    """One BERT layer computed for the rows ``idx`` ``(b, m)`` of ``h`` only, against every token's keys and
+    values (:func:`probe.layers.layer_rows`); ``mask`` is the additive mask of those rows
+    ``(b, h|1, m, k)``."""
+    b, _, width = h.shape
+    rows = h.gather(1, idx[:, :, None].expand(b, idx.shape[1], width))
+    return layer_rows(layer_module, rows, h, mask)
 
 
 def _rows_mask(batch: PairBatch, idx: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None) -> torch.Tensor:
     """Additive mask of the rows ``idx``: padded keys -inf, plus those rows of the ablation ``bias``."""
-    am = batch.attention_mask
-    pad = torch.zeros(am.shape, dtype=dtype, device=am.device).masked_fill_(am == 0, float("-inf"))[:, None, None]
+    pad = padding_bias(batch.attention_mask, dtype)
     if bias is None:
         return pad
     b, h, _, k = bias.shape
@@ -139,7 +115,7 @@ def run_from(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, start: int, ma
     batch = batch.to(ce.device)
     layers = _base(ce).encoder.layer
     n = len(layers)
-    bert = all(_has_bert_layer(layer) for layer in layers)
+    bert = all(is_bert_layer(layer) for layer in layers)
     bias = mask.bias_fn(batch.roles, h.dtype) if mask is not None and not mask.is_empty else None
     cls_idx = torch.zeros(len(batch), 1, dtype=torch.long, device=h.device)
     if h_next is not None and bert and start < n:

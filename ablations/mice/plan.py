@@ -33,16 +33,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from probe.errors import BadInput
+from probe.layers import bert_base, classifier_logits, is_bert_layer, layer_rows, padding_bias
 from probe.model import CrossEncoder, Pair
-from probe.roles import Role
+from probe.roles import N_ROLES, Role
 
 from ablations.masking.masks import expand_table
 from ablations.mice.config import DOC_SIDE, PLAN_SHAPES, QUERY_SIDE, MiceConfig
 
-N_ROLES = len(Role)
 PAD = int(Role.PAD)
 REAL = [int(r) for r in (Role.CLS, Role.QUERY, Role.SEP1, Role.DOC, Role.SEP2)]
 
@@ -199,43 +198,9 @@ class _Biases:
 
 
 # ------------------------------------------------------------------------------------------ layers
-def layer_rows(layer, rows: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor,
-               extra: tuple[torch.Tensor, torch.Tensor] | None = None,
-               expand: torch.Tensor | None = None) -> torch.Tensor:
-    """One BERT layer for ``rows (b, m, H)`` attending to ``kv (b, k, H)`` and, if given, precomputed
-    keys/values ``extra = (K, V)`` each ``(b, k2, H)`` appended after ``kv``'s; ``mask (b, h|1, m, k+k2)``.
-
-    ``expand (b,)``: ``rows`` and ``kv`` are given once per distinct query (``(nq, m, H)``) and row ``i`` of
-    the batch uses ``rows[expand[i]]`` — the projections are computed once per query, not per pair.
-    Uses the layer's own modules in the model's order (projections, output, feed-forward), with their
-    dropout in training mode.
-    """
-    attn = layer.attention.self
-    q, k, v = attn.query(rows), attn.key(kv), attn.value(kv)
-    if expand is not None:
-        q, k, v, rows = q[expand], k[expand], v[expand], rows[expand]
-    b, m, _ = rows.shape
-    d = attn.attention_head_size
-    q = q.view(b, m, -1, d).transpose(1, 2)
-    if extra is not None:
-        k, v = torch.cat([k, extra[0]], 1), torch.cat([v, extra[1]], 1)
-    n = k.shape[1]
-    k = k.view(b, n, -1, d).transpose(1, 2)
-    v = v.view(b, n, -1, d).transpose(1, 2)
-    p = attn.dropout.p if layer.training else 0.0
-    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=attn.scaling)
-    out = layer.attention.output(ctx.transpose(1, 2).reshape(b, m, -1), rows)
-    return layer.output(layer.intermediate(out), out)
-
-
 def _check_bert(ce: CrossEncoder) -> None:
-    base = getattr(ce.model, ce.model.base_model_prefix, None)
-    ok = (base is not None and hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer")
-          and getattr(base, "pooler", None) is not None and hasattr(ce.model, "classifier"))
-    if ok:
-        attn = getattr(getattr(base.encoder.layer[0], "attention", None), "self", None)
-        ok = attn is not None and all(hasattr(attn, a) for a in ("query", "key", "value", "attention_head_size"))
-    if not ok:
+    base = bert_base(ce.model)
+    if base is None or not all(is_bert_layer(layer) for layer in base.encoder.layer):
         raise BadInput(f"model {ce.name!r} ({type(ce.model).__name__}) is not a BERT-family sequence classifier "
                        "with embeddings / encoder.layer / pooler / classifier; MICE plans need one")
 
@@ -270,7 +235,7 @@ class PlanExecutor:
         self.ce, self.cfg = ce, cfg
         self.plan = plan or compile_plan(cfg)
         self.table = cfg.kept_allowed()
-        self.base = getattr(ce.model, ce.model.base_model_prefix)
+        self.base = bert_base(ce.model)
         self.layers = self.base.encoder.layer
         self.doc_type = 1 if int(getattr(ce.model.config, "type_vocab_size", 2)) > 1 else 0
         tok = ce.tokenizer
@@ -347,10 +312,7 @@ class PlanExecutor:
                                     position_ids=pos)
 
     def _head(self, cls: torch.Tensor) -> torch.Tensor:
-        pooled = self.base.pooler(cls)
-        model = self.ce.model
-        logits = model.classifier(model.dropout(pooled) if hasattr(model, "dropout") else pooled)
-        return self.ce.logits_to_scores(logits)
+        return self.ce.logits_to_scores(classifier_logits(self.ce.model, cls))
 
     def _run(self, h: torch.Tensor, roles: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Layers ``[start, stop)`` on a whole sequence (the model's own layer modules)."""
@@ -426,8 +388,7 @@ class PlanExecutor:
         The layers are the model's own modules, so :func:`probe.attention.attention_context` hooks and biases
         apply inside (this is how the probe and the ablation runner see a MICE model)."""
         h = self.base.embeddings(input_ids=ids, token_type_ids=types, position_ids=pos)
-        pad = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill_(mask == 0, float("-inf"))
-        pad = pad[:, None, None, :]
+        pad = padding_bias(mask, h.dtype)
         cache: dict[bytes, torch.Tensor] = {}
         for i in range(self.plan.drop):
             tab = self.table[i]

@@ -14,9 +14,10 @@ import pandas as pd
 import streamlit as st
 
 from ablations.masking.interactions import NAMED, MASK_PRESETS, valid_names
-from ablations.masking.masks import MaskSpec, compile_for, format_ranges, parse_ranges, parse_rules
+from ablations.masking.masks import MaskSpec, compile_for, parse_rules
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs
+from probe.ranges import format_ranges, parse_ranges
 
 NO_PRESET = "none"
 

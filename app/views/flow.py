@@ -10,7 +10,8 @@ import streamlit as st
 
 from app import charts, data
 from app.views.common import Context, guard
-from probe.flows import FLOW_ROLES, SEP_TARGET, aggregate_flows, per_query_flows
+from probe.flows import SEP_TARGET, aggregate_flows, per_query_flows
+from probe.roles import FLOW_ROLES
 
 TARGETS = (*FLOW_ROLES, SEP_TARGET)
 

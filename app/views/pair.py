@@ -12,9 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS
-from ablations.masking.masks import MaskSpec, Rule, compile_mask, format_ranges
+from ablations.masking.masks import MaskSpec, Rule, compile_mask
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs, set_pair
+from probe.ranges import format_ranges
 
 FULL, PRESET, FILE = "full cross-encoder", "MICE preset", "mask spec / MICE configuration file"
 

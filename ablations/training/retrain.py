@@ -1,0 +1,224 @@
+"""Retrain a MICE model (or a late-interaction baseline) from the cross-encoder's weights.
+
+Masks applied without retraining collapse (the MICE paper: MiniLM MS MARCO dev nDCG@10 44.4 → 27.8 from
+step 1 to step 2), so the MICE model is fine-tuned *under its mask*: the student is the MICE
+configuration run by its execution plan in training mode (the ``split`` plan where valid — the same
+function as the masked forward, tested — so gradients flow through exactly what is served), initialised
+from the configuration's weights (the reference cross-encoder).
+
+The same loop as the trainer (:func:`ablations.training.loop.fit`: checkpoints, resume, validation, the best
+model kept), the same data sources (:mod:`ablations.data.training`: the training collections' queries with
+BM25 candidates and judged passages, plus MS MARCO dev-small queries with bm25s candidates; no passage of a
+test collection; held-out queries of the validation collection), the same losses
+(:func:`ablations.training.loop.group_loss`), the same schedule (AdamW, linear warm-up and decay, gradient
+clipping at 1) and model selection on held-out validation nDCG@10. The teacher is the *full cross-encoder*
+(margin-MSE on its scores, ``loss="margin-mse"``, the default), or plain labels (``loss="lce"``: one judged
+positive + BM25 hard negatives per group). One phase, no early stopping; the summary (``retrain.json``) adds
+the loss of a fixed batch before and after.
+
+The output folder loads with :meth:`ablations.mice.MiceModel.load` (or :meth:`LateInteractionScorer.load`
+for the baselines).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from probe.errors import BadInput
+from probe.model import CrossEncoder, model_fingerprint
+
+from ablations.data import training as td
+from ablations.data.collections import RerankSet
+from ablations.mice.config import MiceConfig
+from ablations.mice.late_interaction import KINDS as LATE_KINDS
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.mice.model import MiceModel
+from ablations.paths import resolve_model
+from ablations.training import loop
+from ablations.training.loop import LOSSES, batch_loss, bf16_enabled, optimizer_step, pairs_of
+
+STUDENTS = ("mice", *LATE_KINDS)
+
+
+@dataclass
+class RetrainConfig:
+    out: str
+    config: str  # the MICE configuration (mice.json); baselines take their backbone from it too
+    student: str = "mice"  # mice | maxsim | lite
+    init: str | None = None  # weights to start from (default: the configuration's weights / base model)
+    teacher: str = "reference"  # the full cross-encoder distilled from (margin-MSE)
+    loss: str = "margin-mse"
+    data: str | None = None  # distill | judged (default: distill for margin-mse/kl/mse, judged otherwise)
+    steps: int = 300
+    lr: float = 3e-5
+    head_lr: float = 1e-3  # new parameters of the baselines (projection, LITE MLP)
+    warmup: float = 0.1
+    groups_per_step: int = 4
+    group_size: int = 8
+    dev_queries: int = 200
+    groups_per_query: int = 4
+    depth: int = 30
+    min_positive: int = 2
+    train_collections: list[str] = field(default_factory=lambda: ["dl20", "dl21"])
+    validation: str = "dl20"
+    validation_fraction: float = 0.25
+    validation_depth: int = 30
+    test: list[str] = field(default_factory=lambda: ["dl19"])  # their passages are never trained on
+    max_doc_length: int = 116  # training-time document budget (the reference was trained at 128 tokens)
+    eval_every: int = 100  # 0: no validation (the last step is kept)
+    checkpoint_every: int = 50
+    seed: int = 0
+    bf16: str = "auto"  # bfloat16 autocast in training steps: auto (where the hardware has it), on, off
+
+    def __post_init__(self):
+        if self.student not in STUDENTS:
+            raise BadInput(f"--student {self.student!r}; expected one of {', '.join(STUDENTS)}")
+        if self.loss not in LOSSES:
+            raise BadInput(f"--loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.data is None:
+            self.data = "distill" if self.loss in ("margin-mse", "kl", "mse") else "judged"
+        if self.data not in ("distill", "judged"):
+            raise BadInput(f"--data {self.data!r}; expected distill or judged")
+        if self.loss in ("margin-mse", "kl") and self.data != "distill":
+            raise BadInput(f"--loss {self.loss} needs teacher scores: use --data distill")
+        if self.steps < 1 or self.groups_per_step < 1 or self.group_size < 2:
+            raise BadInput("--steps and --groups-per-step must be >= 1, --group-size >= 2")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise BadInput(f"--bf16 {self.bf16!r}; expected auto, on or off")
+        if self.validation not in self.train_collections:
+            raise BadInput(f"validation collection {self.validation!r} must be one of the training "
+                           "collections")
+        overlap = set(self.train_collections) & set(self.test)
+        if overlap:
+            raise BadInput(f"collection {sorted(overlap)[0]!r} is both trained on and tested on")
+
+
+class CrossEncoderTeacher:
+    """The full cross-encoder as the ``teacher`` of :func:`ablations.data.training.distillation_groups`."""
+
+    def __init__(self, ce: CrossEncoder):
+        self.ce = ce
+        self.name = f"cross-encoder:{model_fingerprint(ce)}"
+
+    def score_ids(self, pairs, queries: dict, docs: dict, *, batch_size: int = 64, progress: bool = False):
+        return self.ce.score([(queries[q], docs[d]) for q, d in pairs], batch_size=batch_size,
+                             progress=progress)
+
+
+# ------------------------------------------------------------------------------------------ students
+class Student:
+    """What the loop needs of a student: its scorer, its module, training scores, parameter groups."""
+
+    def __init__(self, cfg: RetrainConfig, mice_cfg: MiceConfig, config_path: Path | None):
+        self.kind = cfg.student
+        if cfg.student == "mice":
+            self.scorer = MiceModel.load(config_path or mice_cfg, weights=cfg.init)
+            view = dataclasses.replace(self.scorer.config, max_doc_length=min(cfg.max_doc_length,
+                                                                             self.scorer.config.max_doc_length))
+            self.train_view = MiceModel(self.scorer.ce, view, plan=self.scorer.plan.shape)
+            self.module = self.scorer.ce.model
+            self.shape = "split" if "split" in self.scorer.plan.valid else "masked"
+        else:
+            weights = cfg.init or (str(Path(config_path).parent / mice_cfg.weights)
+                                   if mice_cfg.weights and config_path else mice_cfg.base_model)
+            self.scorer = LateInteractionScorer.from_cross_encoder(weights, cfg.student, seed=cfg.seed,
+                                                                   max_doc_length=mice_cfg.max_doc_length)
+            self.module = self.scorer.module
+        self.max_doc_length = cfg.max_doc_length
+
+    def scores(self, pairs) -> torch.Tensor:
+        if self.kind == "mice":
+            return self.train_view.executor.forward(self.train_view.encode(pairs), self.shape)
+        return self.scorer.train_scores(pairs, max_doc_length=self.max_doc_length)
+
+    def param_groups(self, cfg: RetrainConfig) -> list[dict]:
+        if self.kind == "mice":
+            return [{"params": [p for p in self.module.parameters() if p.requires_grad], "lr": cfg.lr}]
+        enc = list(self.module.encoder.parameters())
+        ids = {id(p) for p in enc}
+        return [{"params": enc, "lr": cfg.lr},
+                {"params": [p for p in self.module.parameters() if id(p) not in ids], "lr": cfg.head_lr}]
+
+
+# ------------------------------------------------------------------------------------------ retrain
+def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None = None,
+            groups: list[td.Group] | None = None, val_set: RerankSet | None = None) -> dict:
+    """Run (or resume, or skip if finished) a retraining; returns the summary written to ``retrain.json``.
+
+    ``groups`` / ``val_set`` replace the collections (tests); ``stop_after=N`` checkpoints and returns after
+    N optimizer steps of this call (what a killed run leaves behind).
+    """
+    return loop.fit(lambda: _run(cfg, progress, groups, val_set), out=Path(cfg.out), record="retrain.json",
+                    verb="retrained", config=dataclasses.asdict(cfg), seed=cfg.seed, progress=progress,
+                    stop_after=stop_after)
+
+
+def _run(cfg: RetrainConfig, progress: bool, groups: list[td.Group] | None,
+         val_set: RerankSet | None) -> loop.Run:
+    """The student, its training groups (teacher-scored or judged), one phase, the fixed-batch loss."""
+    config_path = Path(cfg.config)
+    mice_cfg = MiceConfig.load(config_path)
+    if cfg.student == "mice" and not mice_cfg.score_reads_document():
+        raise BadInput(f"MICE configuration {str(config_path)!r} ({mice_cfg.label}): its score cannot "
+                       "depend on the document, so there is nothing to retrain; re-export it with a later "
+                       "drop layer")
+    student = Student(cfg, mice_cfg, config_path)
+
+    if groups is None:
+        from ablations.data.collections import load_collection
+
+        queries = load_collection(cfg.validation).queries
+        _, held_q = td.split_queries(queries, cfg.validation_fraction, cfg.seed)
+        held_out = {f"{cfg.validation}:{q}" for q in held_q}
+        if val_set is None and cfg.eval_every:
+            val_set = td.validation_set(cfg.validation, sorted(held_out), cfg.validation_depth)
+        excluded = td.test_passages(cfg.test)
+        if cfg.data == "distill":
+            teacher = CrossEncoderTeacher(CrossEncoder.from_pretrained(resolve_model(cfg.teacher)))
+            groups = td.distillation_groups(cfg.train_collections, exclude_queries=held_out,
+                                            exclude_docs=excluded, dev_queries=cfg.dev_queries,
+                                            groups_per_query=cfg.groups_per_query, group_size=cfg.group_size,
+                                            depth=cfg.depth, seed=cfg.seed, teacher=teacher,
+                                            progress=progress)
+        else:
+            groups = td.judged_groups(cfg.train_collections, exclude_queries=held_out, exclude_docs=excluded,
+                                      group_size=cfg.group_size, min_positive=cfg.min_positive, seed=cfg.seed)
+    if len(groups) < cfg.groups_per_step:
+        raise BadInput(f"{len(groups)} training groups, fewer than --groups-per-step {cfg.groups_per_step}")
+
+    module = student.module
+    device = next(module.parameters()).device
+    use_bf16 = bf16_enabled(cfg.bf16, device)
+
+    def step(batch: list[td.Group], optimizer) -> float:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            scores = student.scores(pairs_of(batch)).float()
+        return float(optimizer_step(batch_loss(cfg.loss, batch, scores, 1.0), module.parameters(), optimizer))
+
+    def fixed_loss() -> float:  # the first batch, without dropout: the same measurement before and after
+        module.eval()
+        with torch.no_grad():
+            batch = td.batches(groups, cfg.groups_per_step, cfg.seed, 0)[0]
+            value = float(batch_loss(cfg.loss, batch, student.scores(pairs_of(batch)), 1.0))
+        module.train()
+        return value
+
+    def before(state: dict) -> None:
+        state["fixed_before"] = fixed_loss()
+
+    def finish(state: dict, best_dir: Path) -> dict:
+        return {"student": cfg.student, "groups": len(groups),
+                "fixed_batch_loss": {"before": state["fixed_before"], "after": fixed_loss()},
+                "parameters": student.scorer.num_parameters()}
+
+    phase = loop.Phase(name=None, label=f"retrain {cfg.student} ({cfg.loss})", steps=cfg.steps, lr=cfg.lr,
+                       warmup=cfg.warmup, groups_per_step=cfg.groups_per_step,
+                       params=student.param_groups(cfg), groups=lambda: groups, step=step)
+    return loop.Run(scorer=student.scorer, module=module, phases=[phase],
+                    val_set=val_set if cfg.eval_every else None, eval_every=cfg.eval_every,
+                    checkpoint_every=cfg.checkpoint_every, patience=None, bf16=use_bf16, finish=finish,
+                    first=before)
