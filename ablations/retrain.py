@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from probe.errors import cli
-
 from ablations.training.loop import LOSSES
 from ablations.training.retrain import STUDENTS, RetrainConfig, retrain
+from probe.errors import cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,13 +14,18 @@ import sys
 import time
 from pathlib import Path
 
-from probe.errors import BadInput, cli
-
-from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS, preset_rules, valid_names
-from ablations.results import check_output_dir
-from ablations.masking.masks import MaskSpec, compile_for, parse_rules, read_spec
-from ablations.cliargs import add_common_args, experiment_from_args, load_model, progress_enabled, settings_from_args
+from ablations.cliargs import (
+    add_common_args,
+    experiment_from_args,
+    load_model,
+    progress_enabled,
+    settings_from_args,
+)
 from ablations.experiments.runner import format_summary, run_meta, stored_summary, write_results
+from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS, preset_rules, valid_names
+from ablations.masking.masks import MaskSpec, compile_for, parse_rules, read_spec
+from ablations.results import check_output_dir
+from probe.errors import BadInput, cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,13 @@ import argparse
 import time
 from pathlib import Path
 
-from ablations.cliargs import add_common_args, experiment_from_args, load_model, progress_enabled, settings_from_args
+from ablations.cliargs import (
+    add_common_args,
+    experiment_from_args,
+    load_model,
+    progress_enabled,
+    settings_from_args,
+)
 from ablations.experiments.search import STRATEGIES, Search, SearchConfig, merge_units
 from ablations.experiments.sweep import DEFAULT_INTERACTIONS, SweepConfig, base_spec
 from ablations.masking.interactions import valid_names

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablations.cliargs import add_common_args, experiment_from_args, load_model, progress_enabled, settings_from_args
+from ablations.cliargs import (
+    add_common_args,
+    experiment_from_args,
+    load_model,
+    progress_enabled,
+    settings_from_args,
+)
 from ablations.experiments.sweep import DEFAULT_INTERACTIONS, MODES, Sweep, SweepConfig, base_spec, pivot
 from ablations.masking.interactions import valid_names
 from ablations.results import check_output_dir

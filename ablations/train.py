@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from probe.errors import BadInput, cli
-
 from ablations.paths import shared_dir
 from ablations.training.train import TRAINING_PRESETS, TrainConfig, train
+from probe.errors import BadInput, cli
 
 
 def build_parser() -> argparse.ArgumentParser:

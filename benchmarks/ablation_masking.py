@@ -54,12 +54,12 @@ def _main(argv=None) -> int:
     import torch
 
     from ablations.data.collections import load_collection
+    from ablations.experiments.runner import Experiment, Settings
+    from ablations.experiments.sweep import SweepConfig
     from ablations.masking.masked import MaskedCrossEncoder
     from ablations.masking.masks import MaskSpec, Rule, compile_mask
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment, git_revision
-    from ablations.experiments.runner import Experiment, Settings
-    from ablations.experiments.sweep import SweepConfig
     from probe.model import CrossEncoder
 
     p = argparse.ArgumentParser(prog="python benchmarks/ablation_masking.py", description=__doc__.split("\n\n")[0])

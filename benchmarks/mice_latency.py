@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from ablations.data.collections import RerankSet, load_collection
-from ablations.experiments.compare import query_pairs
 from ablations.evaluation.measures import aggregate, evaluate_runs
-from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.experiments.compare import query_pairs
 from ablations.masking.masked import MaskedCrossEncoder
-from ablations.mice.model import MiceModel
 from ablations.mice.config import MiceConfig, preset
+from ablations.mice.late_interaction import LateInteractionScorer
+from ablations.mice.model import MiceModel
 from ablations.paths import resolve_model
 from probe.errors import cli
 from probe.model import CrossEncoder

@@ -51,7 +51,8 @@ def _run(args) -> int:
     from ablations.paths import resolve_model
     from ablations.results import atomic_write_text, environment
     from ablations.training.loop import bf16_enabled
-    from ablations.training.train import TRAINING_PRESETS as PRESETS, freeze, train_step
+    from ablations.training.train import TRAINING_PRESETS as PRESETS
+    from ablations.training.train import freeze, train_step
     from probe.errors import BadInput
     from probe.model import CrossEncoder
 

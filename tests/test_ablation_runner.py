@@ -10,8 +10,6 @@ import pytest
 from test_ablation_support import write_tiny_beir
 
 from ablations.data.collections import load_collection
-from ablations.masking.masks import MaskSpec, Rule
-from ablations.results import read_manifest, read_table
 from ablations.experiments.runner import (
     PER_QUERY_COLUMNS,
     SUMMARY_COLUMNS,
@@ -23,6 +21,8 @@ from ablations.experiments.runner import (
 )
 from ablations.experiments.search import Search, SearchConfig, Unit, merge_units
 from ablations.experiments.sweep import Sweep, SweepConfig
+from ablations.masking.masks import MaskSpec, Rule
+from ablations.results import read_manifest, read_table
 from probe.errors import BadInput
 from probe.model import model_fingerprint
 

@@ -11,8 +11,8 @@ from test_ablation_support import run_cli
 from ablations.data.collections import load_collection
 from ablations.masking.masked import MaskedCrossEncoder
 from ablations.masking.masks import MaskSpec, compile_mask
-from ablations.paths import resolve_model
 from ablations.masking.prefix import PrefixCache
+from ablations.paths import resolve_model
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

@@ -71,12 +71,12 @@ def comparison_table() -> pd.DataFrame:
 
 def build_demo(root: Path, tokenizer) -> Demo:
     from ablations.data.collections import load_collection
-    from ablations.results import manifest, write_table
+    from ablations.experiments.probe import ProbeConfig, probe
     from ablations.experiments.runner import Experiment, Settings
     from ablations.experiments.search import Search, SearchConfig
     from ablations.experiments.sweep import Sweep, SweepConfig
+    from ablations.results import manifest, write_table
     from probe.model import CrossEncoder
-    from ablations.experiments.probe import ProbeConfig, probe
 
     root = Path(root)
     model = save_tiny_model(root / "model", tokenizer, layers=3)

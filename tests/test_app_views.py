@@ -151,8 +151,8 @@ def test_pair_view_mask_spec_file(demo, ce):
 
 def test_pair_view_mice_configuration(demo, ce):
     pytest.importorskip("ablations.mice.model")
-    from ablations.mice.model import MiceModel
     from ablations.mice.config import MiceConfig, spec_from_interactions
+    from ablations.mice.model import MiceModel
 
     at = open_app(demo, "pair")
     at.radio(key="pair_variant").set_value("mask spec / MICE configuration file").run()
@@ -170,8 +170,8 @@ def test_pair_view_mice_configuration(demo, ce):
 def test_a_mice_model_is_explored_as_mice(demo, ce):
     """A MICE folder as the sidebar's model: its own scores, only its kept layers, its mask in the attention
     (documents never read the query), and live removals added to its mask."""
-    from ablations.mice.model import MiceModel
     from ablations.mice.config import MiceConfig
+    from ablations.mice.model import MiceModel
 
     cfg = MiceConfig.load(demo.mice / "mice.json")
     mice = MiceModel(ce, cfg)

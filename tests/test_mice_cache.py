@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import make_tiny_bert
 
+from ablations.mice.config import preset
 from ablations.mice.doc_cache import DocStateIndex
 from ablations.mice.model import MiceModel
-from ablations.mice.config import preset
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

@@ -10,12 +10,12 @@ import torch
 from test_ablation_support import run_cli, save_tiny_model, write_tiny_beir
 
 from ablations import compare as compare_cli
-from ablations.experiments.compare import PARTIAL
 from ablations import export as export_cli
+from ablations.data.readers import read_trec_run
+from ablations.experiments.compare import PARTIAL
+from ablations.mice.config import MiceConfig
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.mice.model import MiceModel
-from ablations.mice.config import MiceConfig
-from ablations.data.readers import read_trec_run
 
 SMALL = ["--max-length", "64", "--max-query-length", "16", "--max-doc-length", "40"]
 

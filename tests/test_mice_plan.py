@@ -8,8 +8,8 @@ import torch
 
 from ablations.masking.masked import MaskedCrossEncoder
 from ablations.masking.masks import MaskSpec, Rule
-from ablations.mice.model import MiceModel
 from ablations.mice.config import MiceConfig, preset
+from ablations.mice.model import MiceModel
 from ablations.mice.plan import PlanExecutor, compile_plan
 from probe.errors import BadInput
 

@@ -9,10 +9,10 @@ import torch
 from ablations.data.collections import load_collection
 from ablations.masking.masked import MaskedCrossEncoder
 from ablations.masking.masks import MaskSpec, Rule
-from ablations.mice.model import MiceModel
 from ablations.mice.config import preset
-from ablations.paths import resolve_model
+from ablations.mice.model import MiceModel
 from ablations.mice.plan import PlanExecutor, compile_plan
+from ablations.paths import resolve_model
 from ablations.training.retrain import RetrainConfig, retrain
 from probe.errors import BadInput
 from probe.model import CrossEncoder

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import make_tiny_bert
 
+from ablations.data.training import Group
+from ablations.mice.config import preset
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.mice.model import MiceModel
-from ablations.mice.config import preset
 from ablations.training.retrain import RetrainConfig, retrain
-from ablations.data.training import Group
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 

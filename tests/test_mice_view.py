@@ -8,17 +8,17 @@ import pandas as pd
 import pytest
 import torch
 
+from ablations.experiments.runner import Experiment
 from ablations.masking.masks import MaskSpec, Rule
-from ablations.mice.model import MiceModel
+from ablations.masking.prefix import supports_prefix
 from ablations.mice.config import MiceConfig, preset
+from ablations.mice.model import MiceModel
 from ablations.mice.view import MiceCrossEncoder
 from ablations.scorers import load_cross_encoder as load_scorer
-from ablations.masking.prefix import supports_prefix
-from ablations.experiments.runner import Experiment
-from probe.model import model_fingerprint
 from probe.attributions import integrated_gradients
 from probe.capture import capture, flow_name
 from probe.errors import BadInput
+from probe.model import model_fingerprint
 from probe.roles import FLOW_ROLES
 
 TOL = 1e-4

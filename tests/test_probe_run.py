@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
+from ablations.experiments.probe import ProbeConfig, probe
 from ablations.results import read_manifest, read_table
 from probe.flows import FLOW_COLUMNS
-from probe.roles import FLOW_ROLES
 from probe.model import CrossEncoder
-from ablations.experiments.probe import ProbeConfig, probe
+from probe.roles import FLOW_ROLES
 from probe.run import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,14 @@ import json
 import pandas as pd
 import pytest
 
-from ablations.results import append_table, atomic_write_text, manifest, read_manifest, read_table, write_table
+from ablations.results import (
+    append_table,
+    atomic_write_text,
+    manifest,
+    read_manifest,
+    read_table,
+    write_table,
+)
 from probe.errors import BadInput
 
 

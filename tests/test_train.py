@@ -101,8 +101,8 @@ def test_a_short_real_distillation_run_learns(tmp_path):
     falls and the validation nDCG@10 rises above the untrained model's."""
     from ablations.data import training as td
     from ablations.data.collections import load_collection
-    from ablations.paths import resolve_model
     from ablations.data.teacher import BiEncoder
+    from ablations.paths import resolve_model
 
     stage = Stage("distill", "margin-mse", "distill", steps=40, lr=1e-4, dev_queries=40, groups_per_query=1,
                   group_size=4, groups_per_step=4, depth=20)

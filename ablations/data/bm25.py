@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import bm25s
 import numpy as np
 import pandas as pd
-
-import bm25s
 
 # Pyserini's MS MARCO defaults, as used by the shared BM25 runs.
 K1, B = 0.9, 0.4

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from probe.errors import BadInput
-
 from ablations.data import readers
 from ablations.data.bm25 import bm25_run
 from ablations.paths import data_dir
+from probe.errors import BadInput
 
 DL_MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
 BEIR_MEASURES = ("nDCG@10", "RR@10", "R@100")

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ablations.paths import PRETRAINED_ENCODER, resolve_model
 from probe.errors import BadInput
 from probe.model import Pair, Scorer
-
-from ablations.paths import PRETRAINED_ENCODER, resolve_model
 
 
 class BiEncoder(Scorer):

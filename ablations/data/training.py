@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probe.errors import BadInput
-
 from ablations.data import readers
 from ablations.data.bm25 import BM25Index
 from ablations.data.collections import RerankSet, judged_texts, load_collection, pooled_passages
 from ablations.paths import cache_dir, data_dir
 from ablations.results import atomic_write_parquet
+from probe.errors import BadInput
 
 
 @dataclass

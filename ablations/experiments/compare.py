@@ -43,17 +43,16 @@ import pandas as pd
 import torch
 from pyarrow import ArrowException
 
-from probe.errors import BadInput
-from probe.model import CrossEncoder, Scorer, model_fingerprint
-
 from ablations.data.collections import RerankSet, load_collection
 from ablations.evaluation.measures import per_query
+from ablations.evaluation.stats import paired_stats
+from ablations.mice.config import MiceConfig
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.mice.model import MiceModel
-from ablations.mice.config import MiceConfig
 from ablations.paths import data_dir, resolve_model
 from ablations.results import atomic_write_parquet, atomic_write_text
-from ablations.evaluation.stats import paired_stats
+from probe.errors import BadInput
+from probe.model import CrossEncoder, Scorer, model_fingerprint
 
 REFERENCE = "cross-encoder"
 IN_DOMAIN = ("dl19",)

@@ -28,17 +28,23 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from probe.errors import BadInput
-from probe.model import CrossEncoder, model_fingerprint
-
 from ablations.data.collections import RerankSet
 from ablations.evaluation.measures import parse_measures, per_query
+from ablations.evaluation.stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL, paired_stats
 from ablations.masking.masked import with_mask
 from ablations.masking.masks import CompiledMask, MaskSpec, compile_for, format_ranges
-from ablations.paths import cache_dir
 from ablations.masking.prefix import PrefixCache, supports_prefix
-from ablations.results import atomic_write_bytes, git_revision, manifest, read_manifest, read_table, write_table
-from ablations.evaluation.stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL, paired_stats
+from ablations.paths import cache_dir
+from ablations.results import (
+    atomic_write_bytes,
+    git_revision,
+    manifest,
+    read_manifest,
+    read_table,
+    write_table,
+)
+from probe.errors import BadInput
+from probe.model import CrossEncoder, model_fingerprint
 
 ID_COLUMNS = ["run_id", "collection", "model", "model_fingerprint", "spec", "spec_label", "interaction", "layers",
               "heads", "first_layer", "n_queries", "depth", "max_length", "seed", "git_revision"]

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from probe.errors import BadInput
-
+from ablations.experiments.runner import Experiment, RunResult, pbar, run_meta
 from ablations.masking.interactions import check_interaction, valid_names
 from ablations.masking.masks import CompiledMask, MaskSpec, Rule, format_ranges, parse_ranges, resolve_ranges
 from ablations.results import atomic_write_parquet, atomic_write_text, manifest, write_table
-from ablations.experiments.runner import Experiment, RunResult, pbar, run_meta
+from probe.errors import BadInput
 
 DEFAULT_INTERACTIONS = ("query2doc", "doc2query", "cls2query", "cls2doc")
 MODES = ("single", "from", "upto")

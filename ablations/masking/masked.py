@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ablations.masking.masks import CompiledMask, MaskSpec, compile_for
 from probe.attention import AttentionContext, attention_context
 from probe.model import CrossEncoder, Pair, PairBatch, Scorer
-
-from ablations.masking.masks import CompiledMask, MaskSpec, compile_for
 
 
 class MaskedCrossEncoder(Scorer):

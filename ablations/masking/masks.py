@@ -29,11 +29,10 @@ from pathlib import Path
 
 import torch
 
+from ablations.masking.interactions import check_interaction, parse_interaction, preset_rules, valid_names
 from probe.errors import BadInput
 from probe.ranges import format_ranges, parse_ranges, resolve_ranges
 from probe.roles import N_ROLES, ROLE_NAMES, Role
-
-from ablations.masking.interactions import check_interaction, parse_interaction, preset_rules, valid_names
 
 SCHEMA_VERSION = 1
 

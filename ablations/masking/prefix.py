@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from transformers.masking_utils import create_bidirectional_mask
 
+from ablations.masking.masks import CompiledMask
 from probe.attention import AttentionContext, attention_context
 from probe.layers import bert_base, classifier_logits, is_bert_layer, layer_rows, padding_bias
 from probe.model import CrossEncoder, PairBatch
 from probe.roles import Role
-
-from ablations.masking.masks import CompiledMask
 
 
 def supports_prefix(ce: CrossEncoder) -> bool:

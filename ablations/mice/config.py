@@ -37,10 +37,9 @@ from pathlib import Path
 
 import torch
 
+from ablations.masking.masks import MaskSpec, Rule, compile_mask
 from probe.errors import BadInput
 from probe.roles import ROLE_NAMES, TOKEN_ROLES, Role
-
-from ablations.masking.masks import MaskSpec, Rule, compile_mask
 
 SCHEMA_VERSION = 1
 KIND = "mice-config"

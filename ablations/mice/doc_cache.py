@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ablations.mice.plan import DocStates, doc_key
 from probe.errors import BadInput
 from probe.roles import Role
-
-from ablations.mice.plan import DocStates, doc_key
 
 FORMAT = "mice-doc-states"
 FORMAT_VERSION = 1

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from probe.errors import BadInput
-from probe.model import DEFAULT_MAX_LENGTH
-
 from ablations.masking.masks import MaskSpec
 from ablations.mice.config import MiceConfig, doc_budget, preset, preset_names
-from ablations.paths import resolve_model
 from ablations.mice.plan import Plan, compile_plan
+from ablations.paths import resolve_model
+from probe.errors import BadInput
+from probe.model import DEFAULT_MAX_LENGTH
 
 
 def model_shape(model: str) -> tuple[int, int]:

@@ -50,11 +50,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from probe.errors import BadInput
-from probe.model import CrossEncoder, Pair, Scorer, quiet_transformers
-
 from ablations.mice.doc_cache import DocStateIndex, tokenizer_hash
 from ablations.paths import resolve_model
+from probe.errors import BadInput
+from probe.model import CrossEncoder, Pair, Scorer, quiet_transformers
 
 KINDS = ("maxsim", "lite")
 NORMS = ("affine", "layer", "none")  # LITE head scaling / normalisation (see the module docstring)

@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ablations.mice.config import MiceConfig
+from ablations.mice.doc_cache import DocStateIndex, expected_fingerprint
+from ablations.mice.plan import MiceBatch, Plan, PlanExecutor, compile_plan
+from ablations.paths import resolve_model
 from probe.errors import BadInput
 from probe.model import CrossEncoder, Pair, Scorer, model_fingerprint
-
-from ablations.mice.doc_cache import DocStateIndex, expected_fingerprint
-from ablations.mice.config import MiceConfig
-from ablations.paths import resolve_model
-from ablations.mice.plan import MiceBatch, Plan, PlanExecutor, compile_plan
 
 
 class MiceModel(Scorer):

@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ablations.masking.masks import expand_table
+from ablations.mice.config import DOC_SIDE, PLAN_SHAPES, QUERY_SIDE, MiceConfig
 from probe.errors import BadInput
 from probe.layers import bert_base, classifier_logits, is_bert_layer, layer_rows, padding_bias
 from probe.model import CrossEncoder, Pair
 from probe.roles import N_ROLES, Role
-
-from ablations.masking.masks import expand_table
-from ablations.mice.config import DOC_SIDE, PLAN_SHAPES, QUERY_SIDE, MiceConfig
 
 PAD = int(Role.PAD)
 REAL = [int(r) for r in (Role.CLS, Role.QUERY, Role.SEP1, Role.DOC, Role.SEP2)]

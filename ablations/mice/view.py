@@ -27,11 +27,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from probe.errors import BadInput
-from probe.model import CrossEncoder, Pair, PairBatch
-
 from ablations.masking.masks import MaskSpec
 from ablations.mice.model import MiceModel
+from probe.errors import BadInput
+from probe.model import CrossEncoder, Pair, PairBatch
 
 
 class MiceCrossEncoder(CrossEncoder):

@@ -35,13 +35,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from probe.errors import BadInput
-
 from ablations.data import training as td
 from ablations.data.collections import RerankSet
 from ablations.evaluation.measures import aggregate, evaluate_runs
 from ablations.evaluation.rerank import rerank
 from ablations.results import atomic_write_text, environment, git_revision
+from probe.errors import BadInput
 
 LOSSES = ("bce", "mse", "lce", "margin-mse", "kl")
 

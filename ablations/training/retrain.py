@@ -28,9 +28,6 @@ from pathlib import Path
 
 import torch
 
-from probe.errors import BadInput
-from probe.model import CrossEncoder, model_fingerprint
-
 from ablations.data import training as td
 from ablations.data.collections import RerankSet
 from ablations.mice.config import MiceConfig
@@ -40,6 +37,8 @@ from ablations.mice.model import MiceModel
 from ablations.paths import resolve_model
 from ablations.training import loop
 from ablations.training.loop import LOSSES, batch_loss, bf16_enabled, optimizer_step, pairs_of
+from probe.errors import BadInput
+from probe.model import CrossEncoder, model_fingerprint
 
 STUDENTS = ("mice", *LATE_KINDS)
 

@@ -26,9 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe.errors import BadInput
-from probe.model import CrossEncoder
-
 from ablations.data import training as td
 from ablations.data.collections import load_collection
 from ablations.evaluation.measures import aggregate, evaluate_runs
@@ -37,6 +34,8 @@ from ablations.paths import REFERENCE_MODELS, resolve_model, trained_model_dir
 from ablations.results import write_table
 from ablations.training import loop
 from ablations.training.loop import LOSSES, batch_loss, bf16_enabled, optimizer_step, pairs_of
+from probe.errors import BadInput
+from probe.model import CrossEncoder
 
 
 @dataclass

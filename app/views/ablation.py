@@ -13,7 +13,7 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from ablations.masking.interactions import NAMED, MASK_PRESETS, valid_names
+from ablations.masking.interactions import MASK_PRESETS, NAMED, valid_names
 from ablations.masking.masks import MaskSpec, compile_for, parse_rules
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs
