@@ -21,20 +21,38 @@ from probe.model import CrossEncoder
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="cross-encoder folder, hub id, or 'reference' (default: "
-                   "$MICE_MODEL or the reference cross-encoder)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="cross-encoder folder, hub id, or 'reference' (default: "
+        "$MICE_MODEL or the reference cross-encoder)",
+    )
     p.add_argument("--collection", default="dl19", help="collection name or BEIR folder (default dl19)")
     p.add_argument("--queries", type=int, default=None, help="use only the first N queries (sorted by id)")
     p.add_argument("--depth", type=int, default=None, help="re-rank only the top-K first-stage candidates")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="max tokens per pair (default: the model's own, from its folder, else 256)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="max tokens per pair (default: the model's own, from its folder, else 256)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--measures", nargs="+", default=None,
-                   help="ir_measures names (default: the collection's, e.g. nDCG@10 RR(rel=2)@10 R(rel=2)@100)")
+    p.add_argument(
+        "--measures",
+        nargs="+",
+        default=None,
+        help="ir_measures names (default: the collection's, e.g. nDCG@10 RR(rel=2)@10 R(rel=2)@100)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (default 10000)")
-    p.add_argument("--tie-tol", type=float, default=DEFAULT_TIE_TOL,
-                   help="|delta| at most this counts as a tie (default 1e-6)")
+    p.add_argument(
+        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (default 10000)"
+    )
+    p.add_argument(
+        "--tie-tol",
+        type=float,
+        default=DEFAULT_TIE_TOL,
+        help="|delta| at most this counts as a tie (default 1e-6)",
+    )
     p.add_argument("--no-cache", action="store_true", help="recompute the unablated baseline")
 
 
@@ -52,10 +70,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise BadInput(f"--tie-tol {args.tie_tol} must be >= 0")
     if args.measures:
         parse_measures(args.measures)
-    return Settings(collection=args.collection, queries=args.queries, depth=args.depth,
-                    max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
-                    n_boot=args.bootstrap, tie_tol=args.tie_tol,
-                    measures=tuple(args.measures) if args.measures else None)
+    return Settings(
+        collection=args.collection,
+        queries=args.queries,
+        depth=args.depth,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        n_boot=args.bootstrap,
+        tie_tol=args.tie_tol,
+        measures=tuple(args.measures) if args.measures else None,
+    )
 
 
 def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
@@ -66,12 +91,20 @@ def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
     return load_cross_encoder(model_path, max_length=args.max_length), model_path
 
 
-def experiment_from_args(args: argparse.Namespace, ce: CrossEncoder, model_path: str, *, progress: bool = True,
-                         prefix: bool = True) -> Experiment:
+def experiment_from_args(
+    args: argparse.Namespace, ce: CrossEncoder, model_path: str, *, progress: bool = True, prefix: bool = True
+) -> Experiment:
     settings = settings_from_args(args)
     rs = load_collection(args.collection).subset(args.queries, args.depth)
-    return Experiment(ce, rs, settings, model_label=model_path, progress=progress, use_cache=not args.no_cache,
-                      prefix=prefix)
+    return Experiment(
+        ce,
+        rs,
+        settings,
+        model_label=model_path,
+        progress=progress,
+        use_cache=not args.no_cache,
+        prefix=prefix,
+    )
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

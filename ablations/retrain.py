@@ -25,8 +25,9 @@ from probe.errors import cli
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.retrain", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True,
-                   help="MICE configuration (mice.json, from python -m ablations.export)")
+    p.add_argument(
+        "--config", required=True, help="MICE configuration (mice.json, from python -m ablations.export)"
+    )
     p.add_argument("--out", required=True, help="output folder (checkpoints, resume, the trained model)")
     p.add_argument("--student", default="mice", help=f"one of {', '.join(STUDENTS)} (default mice)")
     p.add_argument("--init", default=None, help="weights to start from (default: the configuration's)")
@@ -34,17 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="margin-mse", help=f"one of {', '.join(LOSSES)} (default margin-mse)")
     p.add_argument("--data", default=None, help="distill (teacher-scored groups) or judged (labels)")
     defaults = RetrainConfig(out="-", config="-")
-    for name in ("steps", "lr", "head_lr", "groups_per_step", "group_size", "dev_queries", "groups_per_query",
-                 "depth", "max_doc_length", "eval_every", "checkpoint_every", "seed", "validation_depth",
-                 "bf16"):
+    for name in (
+        "steps",
+        "lr",
+        "head_lr",
+        "groups_per_step",
+        "group_size",
+        "dev_queries",
+        "groups_per_query",
+        "depth",
+        "max_doc_length",
+        "eval_every",
+        "checkpoint_every",
+        "seed",
+        "validation_depth",
+        "bf16",
+    ):
         value = getattr(defaults, name)
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value,
-                       help=f"default {value}")
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=type(value), default=value, help=f"default {value}"
+        )
     p.add_argument("--train-collections", nargs="+", default=defaults.train_collections)
     p.add_argument("--validation", default=defaults.validation)
     p.add_argument("--test", nargs="+", default=defaults.test)
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="checkpoint and stop after N steps (resume later)")
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="checkpoint and stop after N steps (resume later)"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -60,9 +76,11 @@ def main(argv=None) -> int:
         return 0
     fb = summary["fixed_batch_loss"]
     best = summary["best_validation_ndcg10"]
-    print(f"{cfg.student}: {summary['groups']} groups, {len(summary['losses'])} steps, fixed-batch loss "
-          f"{fb['before']:.4f} → {fb['after']:.4f}, best validation nDCG@10 "
-          f"{'–' if best is None else f'{best:.4f}'}, {summary['train_seconds'] / 60:.1f} min")
+    print(
+        f"{cfg.student}: {summary['groups']} groups, {len(summary['losses'])} steps, fixed-batch loss "
+        f"{fb['before']:.4f} → {fb['after']:.4f}, best validation nDCG@10 "
+        f"{'–' if best is None else f'{best:.4f}'}, {summary['train_seconds'] / 60:.1f} min"
+    )
     print(f"model: {cfg.out}")
     return 0
 

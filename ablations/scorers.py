@@ -3,7 +3,8 @@
 What a path holds decides the kind (:func:`model_kind`):
 
 - ``mice`` — a MICE configuration (``mice.json``) or a retrained MICE folder holding one;
-- ``late-interaction`` — a MaxSim or LITE folder from ``python -m ablations.retrain`` (``late_interaction.json``);
+- ``late-interaction`` — a MaxSim or LITE folder from ``python -m ablations.retrain``
+  (``late_interaction.json``);
 - ``cross-encoder`` — anything else: a transformers / sentence-transformers cross-encoder folder or hub id.
 
 :func:`load_scorer` loads it for one of two uses. For *scoring* (``attention=False``, ``ablations.evaluate``)
@@ -38,8 +39,14 @@ def model_kind(path: str) -> str:
     return CROSS_ENCODER
 
 
-def load_scorer(name: str | None, *, max_length: int | None = None, device: str | None = None,
-                attention: bool = False, what: str = "--max-length") -> Scorer:
+def load_scorer(
+    name: str | None,
+    *,
+    max_length: int | None = None,
+    device: str | None = None,
+    attention: bool = False,
+    what: str = "--max-length",
+) -> Scorer:
     """The scorer a model name (``None`` → ``$MICE_MODEL`` or ``reference``), folder or hub id names.
 
     ``max_length`` applies to a cross-encoder only (a MICE or late-interaction model's own configuration sets
@@ -50,22 +57,31 @@ def load_scorer(name: str | None, *, max_length: int | None = None, device: str 
     if kind != CROSS_ENCODER and max_length is not None:
         holder = "its mice.json" if kind == MICE else f"its {LATE_CONFIG}"
         model = "MICE model" if kind == MICE else "late-interaction model"
-        raise BadInput(f"{what} {max_length} does not apply to the {model} {path!r}: {holder} sets the query "
-                       "and document lengths")
+        raise BadInput(
+            f"{what} {max_length} does not apply to the {model} {path!r}: {holder} sets the query "
+            "and document lengths"
+        )
     with quiet_transformers():
         if kind == MICE:
             config = mice_config_path(path)
-            return MiceCrossEncoder.load(config, device=device) if attention else MiceModel.load(config, device=device)
+            return (
+                MiceCrossEncoder.load(config, device=device)
+                if attention
+                else MiceModel.load(config, device=device)
+            )
         if kind == LATE:
             if attention:
-                raise BadInput(f"{path!r} is a late-interaction model (MaxSim / LITE): it has no query-document attention "
-                               "to capture or mask; give a cross-encoder or a MICE model")
+                raise BadInput(
+                    f"{path!r} is a late-interaction model (MaxSim / LITE): it has no query-document "
+                    "attention to capture or mask; give a cross-encoder or a MICE model"
+                )
             return LateInteractionScorer.load(path, device=device)
         return CrossEncoder.from_pretrained(path, max_length=max_length, device=device)
 
 
-def load_cross_encoder(name: str | None, *, max_length: int | None = None, device: str | None = None,
-                       what: str = "--max-length") -> CrossEncoder:
+def load_cross_encoder(
+    name: str | None, *, max_length: int | None = None, device: str | None = None, what: str = "--max-length"
+) -> CrossEncoder:
     """:func:`load_scorer` for the attention tools: a :class:`~probe.model.CrossEncoder` surface."""
     return load_scorer(name, max_length=max_length, device=device, attention=True, what=what)
 

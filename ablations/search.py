@@ -1,4 +1,5 @@
-"""Greedy search for the minimal interaction set: remove as much as possible while nDCG stays within tolerance.
+"""Greedy search for the minimal interaction set: remove as much as possible while nDCG stays within
+tolerance.
 
     python -m ablations.search [--interactions query2doc doc2query cls2query cls2doc] [--layer-units each]
                                [--tolerance 0.01] [--alpha 0.05] [--strategy ordered|best] [--out DIR]
@@ -27,16 +28,23 @@ from probe.errors import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ablations.search", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=f"interactions: {valid_names()}")
+    p = argparse.ArgumentParser(
+        prog="python -m ablations.search",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"interactions: {valid_names()}",
+    )
     p.add_argument("--interactions", nargs="+", default=list(DEFAULT_INTERACTIONS))
     p.add_argument("--layer-units", nargs="+", default=["each"], help="'each' or layer ranges (default each)")
-    p.add_argument("--tolerance", type=float, default=0.01, help="largest accepted drop (absolute, default 0.01)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.01, help="largest accepted drop (absolute, default 0.01)"
+    )
     p.add_argument("--alpha", type=float, default=None, help="also require p >= alpha (paired t-test)")
     p.add_argument("--measure", default="nDCG@10")
     p.add_argument("--strategy", choices=STRATEGIES, default="ordered")
-    p.add_argument("--base", default=None, help="mask always applied: an interaction/preset or a JSON spec file")
+    p.add_argument(
+        "--base", default=None, help="mask always applied: an interaction/preset or a JSON spec file"
+    )
     add_common_args(p)
     p.add_argument("--out", type=Path, default=Path("results/ablations/search"))
     p.add_argument("--no-progress", action="store_true")
@@ -47,8 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_output_dir(args.out)
-    config = SearchConfig(args.interactions, args.layer_units, args.tolerance, args.alpha, args.measure,
-                          args.strategy, base_spec(args.base))
+    config = SearchConfig(
+        args.interactions,
+        args.layer_units,
+        args.tolerance,
+        args.alpha,
+        args.measure,
+        args.strategy,
+        base_spec(args.base),
+    )
     settings_from_args(args)
     ce, model_path = load_model(args)
     SweepConfig(config.interactions, config.layer_units).cells(ce.num_layers, ce.num_heads)
@@ -60,14 +75,18 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     removed, surviving = search.run()
     spec = search.spec_for(removed)
-    print(f"search ({config.strategy}, {config.measure} drop ≤ {config.tolerance}"
-          f"{'' if config.alpha is None else f', p ≥ {config.alpha}'}): {search.evaluations} evaluations in "
-          f"{time.perf_counter() - start:.1f} s; {len(removed)} of {len(search.units)} units removed")
+    print(
+        f"search ({config.strategy}, {config.measure} drop ≤ {config.tolerance}"
+        f"{'' if config.alpha is None else f', p ≥ {config.alpha}'}): {search.evaluations} evaluations in "
+        f"{time.perf_counter() - start:.1f} s; {len(removed)} of {len(search.units)} units removed"
+    )
     if removed:
         final = search.evaluate(removed)
         print(f"removed: {spec.label}")
-        print(f"  {config.measure} {final['baseline_mean']:.4f} → {final['mean']:.4f} ({final['delta']:+.4f}, "
-              f"95% CI [{final['ci_low']:+.4f}, {final['ci_high']:+.4f}], p={final['p']:.3g})")
+        print(
+            f"  {config.measure} {final['baseline_mean']:.4f} → {final['mean']:.4f} ({final['delta']:+.4f}, "
+            f"95% CI [{final['ci_low']:+.4f}, {final['ci_high']:+.4f}], p={final['p']:.3g})"
+        )
     print(f"surviving: {merge_units(surviving).label}")
     print(f"removed-set spec: {spec.to_json()}")
     print(f"wrote {args.out / 'search.json'} and {args.out / 'steps.parquet'}")

@@ -29,23 +29,51 @@ from probe.errors import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ablations.sweep", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=f"interactions: {valid_names()}")
-    p.add_argument("--interactions", nargs="+", default=list(DEFAULT_INTERACTIONS),
-                   help=f"interactions (or '+' groups) to sweep (default {' '.join(DEFAULT_INTERACTIONS)})")
-    p.add_argument("--layer-units", nargs="+", default=["each"],
-                   help="'each' (every layer) or layer ranges, e.g. 0-1 2-3 4-5 (default each)")
-    p.add_argument("--mode", choices=MODES, default="single",
-                   help="single: remove in that layer only; from: that layer to the last; upto: 0 to that layer")
-    p.add_argument("--head-groups", nargs="+", default=[], help="head ranges swept separately, e.g. 0-5 6-11 "
-                   "(default: all heads together)")
-    p.add_argument("--base", default=None, help="mask applied in every cell: an interaction/preset (all layers) "
-                   "or a JSON spec file")
+    p = argparse.ArgumentParser(
+        prog="python -m ablations.sweep",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"interactions: {valid_names()}",
+    )
+    p.add_argument(
+        "--interactions",
+        nargs="+",
+        default=list(DEFAULT_INTERACTIONS),
+        help=f"interactions (or '+' groups) to sweep (default {' '.join(DEFAULT_INTERACTIONS)})",
+    )
+    p.add_argument(
+        "--layer-units",
+        nargs="+",
+        default=["each"],
+        help="'each' (every layer) or layer ranges, e.g. 0-1 2-3 4-5 (default each)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="single",
+        help="single: remove in that layer only; from: that layer to the last; upto: 0 to that layer",
+    )
+    p.add_argument(
+        "--head-groups",
+        nargs="+",
+        default=[],
+        help="head ranges swept separately, e.g. 0-5 6-11 (default: all heads together)",
+    )
+    p.add_argument(
+        "--base",
+        default=None,
+        help="mask applied in every cell: an interaction/preset (all layers) or a JSON spec file",
+    )
     add_common_args(p)
-    p.add_argument("--out", type=Path, default=Path("results/ablations/sweep"),
-                   help="sweep folder (default results/ablations/sweep); rerun the same command to resume")
-    p.add_argument("--no-prefix-cache", action="store_true", help="run every cell from layer 0 (for comparison)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/ablations/sweep"),
+        help="sweep folder (default results/ablations/sweep); rerun the same command to resume",
+    )
+    p.add_argument(
+        "--no-prefix-cache", action="store_true", help="run every cell from layer 0 (for comparison)"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -54,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_output_dir(args.out)
-    config = SweepConfig(interactions=args.interactions, layer_units=args.layer_units, mode=args.mode,
-                         head_groups=args.head_groups, base=base_spec(args.base))
+    config = SweepConfig(
+        interactions=args.interactions,
+        layer_units=args.layer_units,
+        mode=args.mode,
+        head_groups=args.head_groups,
+        base=base_spec(args.base),
+    )
     settings_from_args(args)
     ce, model_path = load_model(args)
     config.cells(ce.num_layers, ce.num_heads)  # range errors before the baseline is computed
@@ -69,13 +102,17 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     summary = sweep.run()
     d = exp.rs.describe()
-    print(f"model {model_path}; {d['name']}: {d['queries']} queries, {d['candidates']} pairs; "
-          f"{sweep.computed} cells computed in {time.perf_counter() - start:.1f} s")
+    print(
+        f"model {model_path}; {d['name']}: {d['queries']} queries, {d['candidates']} pairs; "
+        f"{sweep.computed} cells computed in {time.perf_counter() - start:.1f} s"
+    )
     measure = exp.measures[0]
     grid = pivot(summary, measure)
     with pd.option_context("display.float_format", "{:+.4f}".format, "display.width", 140):
-        print(f"Δ {measure} vs the full model (baseline {summary['baseline_mean'].iloc[0]:.4f}); rows: "
-              "interaction, columns: layers")
+        print(
+            f"Δ {measure} vs the full model (baseline {summary['baseline_mean'].iloc[0]:.4f}); rows: "
+            "interaction, columns: layers"
+        )
         print(grid.to_string())
     sig = summary[(summary["measure"] == measure) & (summary["p"] < 0.05)]
     print(f"{len(sig)} of {len(sweep.cells)} cells differ significantly (paired t-test, p < 0.05)")

@@ -27,13 +27,21 @@ from probe.errors import BadInput, cli
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="dl19", help=f"one of {', '.join(TRAINING_PRESETS)} (default dl19)")
-    p.add_argument("--out", default=None, help="output folder (default: the preset's; reference models go to "
-                   "$MICE_CACHE/models/<name>)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the preset's; reference models go to $MICE_CACHE/models/<name>)",
+    )
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--config", type=Path, default=None,
-                   help="JSON file with TrainConfig fields (overrides preset)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores; "
-                   "1 is steadier when other work shares the CPU)")
+    p.add_argument(
+        "--config", type=Path, default=None, help="JSON file with TrainConfig fields (overrides preset)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: all cores; 1 is steadier when other work shares the CPU)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -49,8 +57,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cfg = TRAINING_PRESETS[args.preset]()
     shared_copy = shared_dir() / "models" / Path(cfg.out).name
-    if args.preset in ("dl19", "dl20") and not (args.out or args.config or args.seed is not None) \
-            and (shared_copy / "config.json").is_file():
+    if (
+        args.preset in ("dl19", "dl20")
+        and not (args.out or args.config or args.seed is not None)
+        and (shared_copy / "config.json").is_file()
+    ):
         print(f"reference model already present at {shared_copy}; nothing to train")
         return 0
     if args.config:
@@ -66,8 +77,10 @@ def main(argv=None) -> int:
     summary = train(cfg, progress=not args.no_progress)
     for row in summary["test"]:
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    print(f"model: {cfg.out}  (train {summary['train_seconds'] / 60:.1f} min, "
-          f"best validation nDCG@10 {summary['best_validation_ndcg10']:.4f})")
+    print(
+        f"model: {cfg.out}  (train {summary['train_seconds'] / 60:.1f} min, "
+        f"best validation nDCG@10 {summary['best_validation_ndcg10']:.4f})"
+    )
     return 0
 
 

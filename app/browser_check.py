@@ -1,6 +1,8 @@
-"""Drive the explorer in a real headless Chromium: one screenshot per view, and checks that each view rendered.
+"""Drive the explorer in a real headless Chromium: one screenshot per view, and checks that each view
+rendered.
 
-    python -m app.browser_check --model MODEL --collection COLLECTION --results RESULTS [--out results/screenshots]
+    python -m app.browser_check --model MODEL --collection COLLECTION --results RESULTS
+                                [--out results/screenshots]
 
 Starts ``streamlit run app/main.py`` on a free localhost port (or uses ``--url``), opens every view with
 Selenium and the Debian ``chromium`` / ``chromium-driver`` packages (``/usr/bin/chromium``,
@@ -26,8 +28,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--hide-scrollbars")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+)
 WIDTH = 1500
 
 # Streamlit's data-testid attributes of what each view must show.
@@ -54,15 +64,39 @@ class Page:
 
 
 PAGES = (
-    Page("pair", "pair", {"score metric": METRIC, "attention heatmap": IMAGE, "attribution chart": VEGA,
-                          "token strip": ".token-strip"}, ("Score (full model)", "Attention", "Integrated Gradients")),
-    Page("flow", "flow", {"flow heatmaps": IMAGE, "spread chart": VEGA}, ("role→role", "Spread over queries")),
-    Page("ablation-live", "ablation", {"toggle table": TABLE, "score metric": METRIC},
-         ("Live on the current pair", "Score (full model)")),
-    Page("ablation-results", "ablation", {"Δ heatmap": IMAGE}, ("Minimal surviving set",),
-         tab="Sweep / search results"),
-    Page("mice", "mice", {"comparison table": TABLE, "Pareto chart": VEGA, "config download": DOWNLOAD},
-         ("Pareto front",)),
+    Page(
+        "pair",
+        "pair",
+        {
+            "score metric": METRIC,
+            "attention heatmap": IMAGE,
+            "attribution chart": VEGA,
+            "token strip": ".token-strip",
+        },
+        ("Score (full model)", "Attention", "Integrated Gradients"),
+    ),
+    Page(
+        "flow", "flow", {"flow heatmaps": IMAGE, "spread chart": VEGA}, ("role→role", "Spread over queries")
+    ),
+    Page(
+        "ablation-live",
+        "ablation",
+        {"toggle table": TABLE, "score metric": METRIC},
+        ("Live on the current pair", "Score (full model)"),
+    ),
+    Page(
+        "ablation-results",
+        "ablation",
+        {"Δ heatmap": IMAGE},
+        ("Minimal surviving set",),
+        tab="Sweep / search results",
+    ),
+    Page(
+        "mice",
+        "mice",
+        {"comparison table": TABLE, "Pareto chart": VEGA, "config download": DOWNLOAD},
+        ("Pareto front",),
+    ),
 )
 
 
@@ -73,11 +107,31 @@ def free_port() -> int:
 
 
 def start_app(port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "app" / "main.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--global.developmentMode",
+        "false",
+    ]
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -132,7 +186,8 @@ def full_page_screenshot(driver, path: Path) -> None:
     height = driver.execute_script(
         "const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
         "const s = document.querySelector('[data-testid=\"stSidebarContent\"]');"
-        "return Math.max(m.scrollHeight, s ? s.scrollHeight : 0, document.body.scrollHeight);")
+        "return Math.max(m.scrollHeight, s ? s.scrollHeight : 0, document.body.scrollHeight);"
+    )
     driver.set_window_size(WIDTH, int(min(max(height, 800), 12000)) + 120)
     time.sleep(1.0)  # charts re-render at the new size
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +203,11 @@ def check_page(driver, base: str, params: dict, page: Page, out: Path, timeout: 
     if not wait_idle(driver, timeout):
         page.failures.append(f"still running after {timeout:.0f} s")
     if page.tab:
-        tabs = [t for t in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stTab"], [role="tab"]') if page.tab in t.text]
+        tabs = [
+            t
+            for t in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stTab"], [role="tab"]')
+            if page.tab in t.text
+        ]
         if not tabs:
             page.failures.append(f"no tab {page.tab!r}")
         else:
@@ -171,8 +230,9 @@ def check_page(driver, base: str, params: dict, page: Page, out: Path, timeout: 
     return page
 
 
-def run(params: dict, out: Path, url: str | None = None, timeout: float = 180,
-        pages: tuple[Page, ...] = PAGES) -> list[Page]:
+def run(
+    params: dict, out: Path, url: str | None = None, timeout: float = 180, pages: tuple[Page, ...] = PAGES
+) -> list[Page]:
     """Check every page; returns the pages with their failures (screenshots in ``out``)."""
     out.mkdir(parents=True, exist_ok=True)
     proc = None
@@ -211,11 +271,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     for binary in (CHROMIUM, CHROMEDRIVER):
         if not Path(binary).is_file():
-            print(f"error: {binary} not found; install the Debian packages chromium and chromium-driver",
-                  file=sys.stderr)
+            print(
+                f"error: {binary} not found; install the Debian packages chromium and chromium-driver",
+                file=sys.stderr,
+            )
             return 2
-    params = {k: v for k, v in (("model", args.model), ("collection", args.collection),
-                                ("results", args.results)) if v}
+    params = {
+        k: v
+        for k, v in (("model", args.model), ("collection", args.collection), ("results", args.results))
+        if v
+    }
     pages = run(params, args.out, args.url, args.timeout)
     for page in pages:
         status = "ok" if not page.failures else "FAIL " + "; ".join(page.failures)

@@ -19,8 +19,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-ROLE_COLORS = {"cls": "#d62728", "query": "#1f77b4", "sep1": "#6b6b6b", "doc": "#2ca02c", "sep2": "#6b6b6b",
-               "sep": "#6b6b6b", "pad": "#bbbbbb"}
+ROLE_COLORS = {
+    "cls": "#d62728",
+    "query": "#1f77b4",
+    "sep1": "#6b6b6b",
+    "doc": "#2ca02c",
+    "sep2": "#6b6b6b",
+    "sep": "#6b6b6b",
+    "pad": "#bbbbbb",
+}
 SPECIAL_ROLES = ("cls", "sep1", "sep2")
 
 
@@ -35,8 +42,14 @@ def attention_heatmap(tokens: Sequence[str], roles: Sequence[str], matrix: np.nd
     n = len(tokens)
     size = float(np.clip(0.16 * n + 2.5, 5.0, 22.0))
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-9), aspect="equal",
-                   interpolation="nearest")
+    im = ax.imshow(
+        matrix,
+        cmap="viridis",
+        vmin=0.0,
+        vmax=max(float(matrix.max()), 1e-9),
+        aspect="equal",
+        interpolation="nearest",
+    )
     fontsize = float(np.clip(480.0 / max(n, 1), 3.5, 9.0))
     labels = [token_label(i, t, r) for i, (t, r) in enumerate(zip(tokens, roles))]
     ax.set_xticks(range(n), labels, rotation=90, fontsize=fontsize)
@@ -58,8 +71,14 @@ def attention_heatmap(tokens: Sequence[str], roles: Sequence[str], matrix: np.nd
     return fig
 
 
-def token_strip(tokens: Sequence[str], roles: Sequence[str], weights: Sequence[float], *, signed: bool = False,
-                caption: str = "") -> str:
+def token_strip(
+    tokens: Sequence[str],
+    roles: Sequence[str],
+    weights: Sequence[float],
+    *,
+    signed: bool = False,
+    caption: str = "",
+) -> str:
     """HTML: the pair's tokens in reading order, each shaded by ``weights`` (orange; or red/blue when
     ``signed``), special tokens boxed and labelled, roles underlined in their colour."""
     w = np.asarray(weights, dtype=float)
@@ -70,18 +89,27 @@ def token_strip(tokens: Sequence[str], roles: Sequence[str], weights: Sequence[f
         rgb = ("214,39,40" if value >= 0 else "31,119,180") if signed else "255,127,14"
         text = html.escape(tok[2:] if tok.startswith("##") else tok)
         gap = "" if tok.startswith("##") else " "
-        border = (f"border:1px solid {ROLE_COLORS[role]};font-weight:bold;" if role in SPECIAL_ROLES
-                  else f"border-bottom:2px solid {ROLE_COLORS.get(role, '#000')};")
+        border = (
+            f"border:1px solid {ROLE_COLORS[role]};font-weight:bold;"
+            if role in SPECIAL_ROLES
+            else f"border-bottom:2px solid {ROLE_COLORS.get(role, '#000')};"
+        )
         title = html.escape(f"{role} · {tok} · {value:+.4f}")
-        parts.append(f'{gap}<span class="tok tok-{role}" title="{title}" style="background:rgba({rgb},{alpha:.3f});'
-                     f'{border}padding:1px 2px;border-radius:3px;line-height:2.1">{text}</span>')
+        parts.append(
+            f'{gap}<span class="tok tok-{role}" title="{title}" style="background:rgba({rgb},{alpha:.3f});'
+            f'{border}padding:1px 2px;border-radius:3px;line-height:2.1">{text}</span>'
+        )
     cap = f'<div style="font-size:0.8em;color:#666">{html.escape(caption)}</div>' if caption else ""
-    return f'<div class="token-strip" style="font-family:monospace;font-size:0.95em">{"".join(parts)}</div>{cap}'
+    return (
+        f'<div class="token-strip" style="font-family:monospace;font-size:0.95em">{"".join(parts)}</div>{cap}'
+    )
 
 
 def role_legend() -> str:
-    items = [f'<span style="color:{ROLE_COLORS[r]};font-weight:bold">{r}</span>'
-             for r in ("cls", "query", "sep1", "doc", "sep2")]
+    items = [
+        f'<span style="color:{ROLE_COLORS[r]};font-weight:bold">{r}</span>'
+        for r in ("cls", "query", "sep1", "doc", "sep2")
+    ]
     return '<div style="font-size:0.85em">roles: ' + " · ".join(items) + " (special tokens boxed)</div>"
 
 
@@ -91,12 +119,17 @@ def attribution_bars(tokens: pd.DataFrame) -> alt.Chart:
     df["label"] = [token_label(int(p), t, r) for p, t, r in zip(df["position"], df["token"], df["role"])]
     order = df["label"].tolist()
     roles = list(ROLE_COLORS)[:5]
-    return alt.Chart(df).mark_bar().encode(
-        x=alt.X("label:N", sort=order, title="token", axis=alt.Axis(labelAngle=-70, labelFontSize=9)),
-        y=alt.Y("attribution:Q", title="attribution"),
-        color=alt.Color("role:N", scale=alt.Scale(domain=roles, range=[ROLE_COLORS[r] for r in roles])),
-        tooltip=["position", "token", "role", alt.Tooltip("attribution:Q", format="+.4f")],
-    ).properties(height=260)
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("label:N", sort=order, title="token", axis=alt.Axis(labelAngle=-70, labelFontSize=9)),
+            y=alt.Y("attribution:Q", title="attribution"),
+            color=alt.Color("role:N", scale=alt.Scale(domain=roles, range=[ROLE_COLORS[r] for r in roles])),
+            tooltip=["position", "token", "role", alt.Tooltip("attribution:Q", format="+.4f")],
+        )
+        .properties(height=260)
+    )
 
 
 # ------------------------------------------------------------------------------------------- flows
@@ -106,8 +139,9 @@ def _cell_text(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f}\n±{std:.2f}"
 
 
-def flow_grid(panels: Sequence[tuple[str, pd.DataFrame, pd.DataFrame]], *, columns: int = 3,
-              vmax: float | None = None):
+def flow_grid(
+    panels: Sequence[tuple[str, pd.DataFrame, pd.DataFrame]], *, columns: int = 3, vmax: float | None = None
+):
     """Small multiples of source × target heatmaps: ``(title, mean matrix, std matrix)`` per panel; each
     cell shows the mean and ± the spread."""
     n = len(panels)
@@ -116,9 +150,22 @@ def flow_grid(panels: Sequence[tuple[str, pd.DataFrame, pd.DataFrame]], *, colum
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.6 * rows), squeeze=False)
     top = vmax if vmax is not None else max(float(np.nanmax(m.to_numpy())) for _, m, _ in panels)
     for ax, (title, mean, std) in zip(axes.flat, panels):
-        annot = np.vectorize(_cell_text)(mean.to_numpy(dtype=float), std.reindex_like(mean).to_numpy(dtype=float))
-        sns.heatmap(mean, ax=ax, annot=annot, fmt="", cmap="rocket_r", vmin=0.0, vmax=top, cbar=False,
-                    annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white")
+        annot = np.vectorize(_cell_text)(
+            mean.to_numpy(dtype=float), std.reindex_like(mean).to_numpy(dtype=float)
+        )
+        sns.heatmap(
+            mean,
+            ax=ax,
+            annot=annot,
+            fmt="",
+            cmap="rocket_r",
+            vmin=0.0,
+            vmax=top,
+            cbar=False,
+            annot_kws={"fontsize": 7},
+            linewidths=0.5,
+            linecolor="white",
+        )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("target (attended)")
         ax.set_ylabel("source (attending)")
@@ -135,7 +182,8 @@ def flow_spread(per_query: pd.DataFrame, title: str) -> alt.Chart:
     base = alt.Chart(per_query).encode(x=alt.X("layer:O", title="layer"))
     box = base.mark_boxplot(extent="min-max", size=36, opacity=0.5).encode(y=y)
     pts = base.mark_circle(size=30, opacity=0.7, color="#333").encode(
-        y=y, tooltip=["query_id", "layer", alt.Tooltip("value:Q", format=".3f")])
+        y=y, tooltip=["query_id", "layer", alt.Tooltip("value:Q", format=".3f")]
+    )
     return (box + pts).properties(height=280)
 
 
@@ -157,8 +205,20 @@ def delta_heatmap(delta: pd.DataFrame, marks: pd.DataFrame, title: str):
             v = values[i, j]
             text[i, j] = "" if math.isnan(v) else f"{v:+.3f}{marks.iat[i, j]}"
     fig, ax = plt.subplots(figsize=(1.0 + 0.95 * values.shape[1] + 1.6, 0.9 + 0.48 * values.shape[0]))
-    sns.heatmap(delta, ax=ax, annot=text, fmt="", cmap="RdBu", center=0.0, vmin=-bound, vmax=bound,
-                annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white", cbar_kws={"label": "Δ"})
+    sns.heatmap(
+        delta,
+        ax=ax,
+        annot=text,
+        fmt="",
+        cmap="RdBu",
+        center=0.0,
+        vmin=-bound,
+        vmax=bound,
+        annot_kws={"fontsize": 8},
+        linewidths=0.5,
+        linecolor="white",
+        cbar_kws={"label": "Δ"},
+    )
     ax.set_xlabel("layers")
     ax.set_ylabel("interaction removed")
     ax.set_title(title, fontsize=10)
@@ -179,17 +239,38 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pts.loc[keep]
 
 
-def pareto_chart(points: pd.DataFrame, x: str, y: str, label: str, color: str, *, x_title: str, y_title: str,
-                 log_x: bool = False) -> alt.Chart:
-    """Scatter of ``y`` (higher is better) against ``x`` (lower is better), labelled, with the Pareto front."""
+def pareto_chart(
+    points: pd.DataFrame,
+    x: str,
+    y: str,
+    label: str,
+    color: str,
+    *,
+    x_title: str,
+    y_title: str,
+    log_x: bool = False,
+) -> alt.Chart:
+    """Scatter of ``y`` (higher is better) against ``x`` (lower is better), labelled, with the Pareto
+    front."""
     front = pareto_front(points, x, y)
     scale = alt.Scale(type="log") if log_x else alt.Scale(zero=False)
-    base = alt.Chart(points).encode(x=alt.X(f"{x}:Q", title=x_title, scale=scale),
-                                    y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)))
-    dots = base.mark_circle(size=90).encode(color=alt.Color(f"{color}:N", title=color),
-                                            tooltip=[label, color, alt.Tooltip(f"{x}:Q", format=".3g", title=x_title),
-                                                     alt.Tooltip(f"{y}:Q", format=".4f", title=y_title)])
+    base = alt.Chart(points).encode(
+        x=alt.X(f"{x}:Q", title=x_title, scale=scale),
+        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+    )
+    dots = base.mark_circle(size=90).encode(
+        color=alt.Color(f"{color}:N", title=color),
+        tooltip=[
+            label,
+            color,
+            alt.Tooltip(f"{x}:Q", format=".3g", title=x_title),
+            alt.Tooltip(f"{y}:Q", format=".4f", title=y_title),
+        ],
+    )
     text = base.mark_text(align="left", dx=7, dy=-6, fontSize=11).encode(text=f"{label}:N")
-    line = alt.Chart(front).mark_line(strokeDash=[4, 3], color="#555", interpolate="step-after").encode(
-        x=f"{x}:Q", y=f"{y}:Q")
+    line = (
+        alt.Chart(front)
+        .mark_line(strokeDash=[4, 3], color="#555", interpolate="step-after")
+        .encode(x=f"{x}:Q", y=f"{y}:Q")
+    )
     return (line + dots + text).properties(height=380)

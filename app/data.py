@@ -1,11 +1,11 @@
 """What the explorer reads and runs: result tables, models, collections and one-pair computations, cached.
 
 Everything here calls the toolkit's own functions (``ablations.results.read_table``, ``probe.capture``,
-``probe.attributions``, ``ablations.masking.masks`` / ``ablations.masking.masked``, ``probe.flows``); the views only draw.
-Models and collections are cached with ``st.cache_resource`` (one copy per process), tables and pair
-results with ``st.cache_data`` (keyed by the file's path and modification time, so a rerun of a CLI shows
-up on the next interaction). The hub is switched off (``HF_HUB_OFFLINE=1`` unless set otherwise): a model
-name that is not on disk fails at once with a message instead of starting a download.
+``probe.attributions``, ``ablations.masking.masks`` / ``ablations.masking.masked``, ``probe.flows``); the
+views only draw. Models and collections are cached with ``st.cache_resource`` (one copy per process), tables
+and pair results with ``st.cache_data`` (keyed by the file's path and modification time, so a rerun of a CLI
+shows up on the next interaction). The hub is switched off (``HF_HUB_OFFLINE=1`` unless set otherwise): a
+model name that is not on disk fails at once with a message instead of starting a download.
 """
 
 from __future__ import annotations
@@ -128,13 +128,20 @@ def probe_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
 
 
 def ablation_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
-    return [f for f in folders if "summary" in f.tables and (f.kinds & set(ABLATION_KINDS) or "steps" in f.tables
-                                                             or "per_query" in f.tables)]
+    return [
+        f
+        for f in folders
+        if "summary" in f.tables
+        and (f.kinds & set(ABLATION_KINDS) or "steps" in f.tables or "per_query" in f.tables)
+    ]
 
 
 def comparison_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
-    return [f for f in folders if COMPARISON_TABLE in f.tables
-            or any(k.startswith(("mice-compar", "compare")) for k in f.kinds)]
+    return [
+        f
+        for f in folders
+        if COMPARISON_TABLE in f.tables or any(k.startswith(("mice-compar", "compare")) for k in f.kinds)
+    ]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -143,7 +150,8 @@ def _read(folder: str, table: str, mtime_ns: int) -> pd.DataFrame:
 
 
 def table(folder: str | Path, name: str) -> pd.DataFrame:
-    """``<folder>/<name>.parquet`` through :func:`ablations.results.read_table` (cached until the file changes)."""
+    """``<folder>/<name>.parquet`` through :func:`ablations.results.read_table` (cached until the file
+    changes)."""
     path = Path(folder) / f"{name}.parquet"
     try:
         mtime = path.stat().st_mtime_ns
@@ -238,19 +246,29 @@ def variant_from_file(path: str | Path) -> Variant:
         notes = []
         if cfg.drop_layer < cfg.num_layers:
             dropped = format_ranges(range(cfg.drop_layer, cfg.num_layers))
-            notes.append(f"dropped layers {dropped}: MICE does not run them (their attention is shown for "
-                         "the masked full model)")
+            notes.append(
+                f"dropped layers {dropped}: MICE does not run them (their attention is shown for "
+                "the masked full model)"
+            )
         if cfg.doc_positions == "canonical":
-            notes.append("attention and attributions use the cross-encoder's joint tokenization; the MICE score "
-                         f"uses canonical document positions (offset {cfg.doc_position_offset})")
-        return Variant(f"MICE {cfg.label}", spec.to_json(), cfg.to_json(indent=None),
-                       cfg.weights_source(Path(path).parent), tuple(notes))
+            notes.append(
+                "attention and attributions use the cross-encoder's joint tokenization; the MICE score "
+                f"uses canonical document positions (offset {cfg.doc_position_offset})"
+            )
+        return Variant(
+            f"MICE {cfg.label}",
+            spec.to_json(),
+            cfg.to_json(indent=None),
+            cfg.weights_source(Path(path).parent),
+            tuple(notes),
+        )
     spec = spec_from_document(doc, where)
     return Variant(spec.label, spec.to_json())
 
 
 def spec_files(root: str | Path) -> list[Path]:
-    """JSON files under ``root`` that hold a MICE configuration or a mask spec (search results, --spec files)."""
+    """JSON files under ``root`` that hold a MICE configuration or a mask spec (search results, --spec
+    files)."""
     root = Path(root).expanduser()
     out = []
     if not root.is_dir():
@@ -281,13 +299,15 @@ def model_label(ce: CrossEncoder) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def pair_score(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str) -> float:
-    """The score of one pair by the model, or by ``ablations.masking.masked.MaskedCrossEncoder`` under the spec."""
+    """The score of one pair by the model, or by ``ablations.masking.masked.MaskedCrossEncoder`` under the
+    spec."""
     return float(_masked(_ce, spec_json).score([(query, doc)], batch_size=1)[0])
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def mice_score(_ce: CrossEncoder, model_key: str, mice_json: str, query: str, doc: str) -> float:
-    """The score of one pair by a MICE configuration on the model's weights (``ablations.mice.model.MiceModel``)."""
+    """The score of one pair by a MICE configuration on the model's weights
+    (``ablations.mice.model.MiceModel``)."""
     from ablations.mice.config import MiceConfig
     from ablations.mice.model import MiceModel
 
@@ -308,8 +328,9 @@ class PairAttention:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def pair_attention(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str,
-                   layer: int) -> PairAttention:
+def pair_attention(
+    _ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str, layer: int
+) -> PairAttention:
     """Every head's attention pattern in ``layer`` for one pair (``probe.capture``), under the spec's mask."""
     from probe.capture import capture, pattern_name
     from probe.roles import ROLE_NAMES
@@ -330,8 +351,9 @@ def pair_attention(_ce: CrossEncoder, model_key: str, spec_json: str | None, que
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def pair_attributions(_ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str,
-                      n_steps: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pair_attributions(
+    _ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str, n_steps: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """captum Integrated Gradients per token and per role (``probe.attributions``), under the spec's mask."""
     from probe.attributions import integrated_gradients, role_summary
 

@@ -56,8 +56,12 @@ def sidebar() -> tuple[str, Context]:
     named = list(data.NAMED_MODELS)
     _init("model_choice", model_param if model_param in named else (LOCAL if model_param else "default"))
     _init("model_path", model_param if model_param not in named else "")
-    choice = sb.selectbox("Cross-encoder", ["default", *named, LOCAL], key="model_choice",
-                          format_func=lambda c: "default ($MICE_MODEL or reference)" if c == "default" else c)
+    choice = sb.selectbox(
+        "Cross-encoder",
+        ["default", *named, LOCAL],
+        key="model_choice",
+        format_func=lambda c: "default ($MICE_MODEL or reference)" if c == "default" else c,
+    )
     model = ""
     if choice == LOCAL:
         model = sb.text_input("Local model folder", key="model_path", placeholder="runs/smoke-model").strip()
@@ -71,20 +75,30 @@ def sidebar() -> tuple[str, Context]:
     sb.subheader("Pairs from")
     coll_param = _param("collection", "dl19")
     colls = [NONE, *data.NAMED_COLLECTIONS, TYPED]
-    _init("collection_choice", coll_param if coll_param in colls else (NONE if coll_param == "none" else TYPED))
+    _init(
+        "collection_choice", coll_param if coll_param in colls else (NONE if coll_param == "none" else TYPED)
+    )
     _init("collection_path", coll_param if coll_param not in colls and coll_param != "none" else "")
     cchoice = sb.selectbox("Collection", colls, key="collection_choice")
     collection = ""
     if cchoice == TYPED:
-        collection = sb.text_input("BEIR folder", key="collection_path",
-                                   placeholder="corpus.jsonl, queries.jsonl, qrels/test.tsv").strip()
+        collection = sb.text_input(
+            "BEIR folder", key="collection_path", placeholder="corpus.jsonl, queries.jsonl, qrels/test.tsv"
+        ).strip()
     elif cchoice != NONE:
         collection = cchoice
 
     sb.subheader("Results")
     _init("results", _param("results", "results"))
-    results = sb.text_input("Results folder", key="results", help="root folder of the toolkit's result tables "
-                            "(parquet + JSON manifests); every subfolder is searched").strip() or "results"
+    results = (
+        sb.text_input(
+            "Results folder",
+            key="results",
+            help="root folder of the toolkit's result tables "
+            "(parquet + JSON manifests); every subfolder is searched",
+        ).strip()
+        or "results"
+    )
     root = Path(results).expanduser()
     if not root.is_dir():
         sb.warning(f"`{results}` is not a folder (yet); views that read results will say what to run.")

@@ -4,8 +4,8 @@
 
 (a) One batch of ``--batch-size`` pairs (the longest of the rerank set, so the batch is as large as it
     gets), tokenized once. Each repeat times the plain forward (the model's own fused attention) and the
-    masked forward (:class:`ablations.masking.masked.MaskedCrossEncoder`: the mask expanded from the role table
-    for this batch plus the toolkit's attention function), alternating which goes first; the median of
+    masked forward (:class:`ablations.masking.masked.MaskedCrossEncoder`: the mask expanded from the role
+    table for this batch plus the toolkit's attention function), alternating which goes first; the median of
     each and their ratio are reported per mask (target ≤ 1.15×).
 (b) The per-layer × 4-interaction sweep grid of ``python -m ablations.sweep`` (query2doc, doc2query,
     cls2query, cls2doc × every layer) on the rerank set, cells in the sweep's order (by first masked
@@ -32,9 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a clone without installing the package
     sys.path.insert(0, str(REPO))
 
-MASKS_A = {"doc2query (all layers)": [("doc2query", "all", "all")],
-           "mice-step3 (2 distinct layer tables)": [("mice-step3", "all", "all")],
-           "doc2query, heads 0-5 (per-head mask)": [("doc2query", "all", "0-5")]}
+MASKS_A = {
+    "doc2query (all layers)": [("doc2query", "all", "all")],
+    "mice-step3 (2 distinct layer tables)": [("mice-step3", "all", "all")],
+    "doc2query, heads 0-5 (per-head mask)": [("doc2query", "all", "0-5")],
+}
 
 
 def main(argv=None) -> int:
@@ -62,7 +64,9 @@ def _main(argv=None) -> int:
     from ablations.results import atomic_write_text, environment, git_revision
     from probe.model import CrossEncoder
 
-    p = argparse.ArgumentParser(prog="python benchmarks/ablation_masking.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/ablation_masking.py", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model", default=None, help="cross-encoder (default: $MICE_MODEL or the reference)")
     p.add_argument("--collection", default="dl19", help="collection (default dl19, the in-domain test set)")
     p.add_argument("--queries", type=int, default=10, help="first N queries for the sweep (default 10)")
@@ -77,31 +81,46 @@ def _main(argv=None) -> int:
     model = resolve_model(args.model)
     ce = CrossEncoder.from_pretrained(model, max_length=args.max_length)
     rs = load_collection(args.collection).subset(args.queries, args.depth)
-    print(f"{model}: {ce.num_layers} layers × {ce.num_heads} heads; torch threads {torch.get_num_threads()}",
-          flush=True)
-    report: dict = {"model": model, "collection": rs.describe(), "git_revision": git_revision(),
-                    "environment": environment(), "threads": torch.get_num_threads()}
+    print(
+        f"{model}: {ce.num_layers} layers × {ce.num_heads} heads; torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
+    report: dict = {
+        "model": model,
+        "collection": rs.describe(),
+        "git_revision": git_revision(),
+        "environment": environment(),
+        "threads": torch.get_num_threads(),
+    }
 
     # ---------------------------------------------------------------- (a) masked ÷ plain forward
     batch = next(ce.batches(rs.pairs(), args.batch_size))
-    print(f"(a) one batch: {len(batch)} pairs × {batch.input_ids.shape[1]} tokens; median of {args.repeats} "
-          "repeats", flush=True)
+    print(
+        f"(a) one batch: {len(batch)} pairs × {batch.input_ids.shape[1]} tokens; median of {args.repeats} "
+        "repeats",
+        flush=True,
+    )
     report["a"] = {"batch": list(batch.input_ids.shape), "masks": {}}
     with torch.inference_mode():
         for label, rules in MASKS_A.items():
-            masked = MaskedCrossEncoder(ce, compile_mask(MaskSpec([Rule(*r) for r in rules]), ce.num_layers,
-                                                         ce.num_heads))
+            masked = MaskedCrossEncoder(
+                ce, compile_mask(MaskSpec([Rule(*r) for r in rules]), ce.num_layers, ce.num_heads)
+            )
             ce.forward(batch), masked.forward(batch)  # warm-up
             plain_t, masked_t = [], []
             for r in range(args.repeats):
-                first, second = ((plain_t, ce), (masked_t, masked)) if r % 2 == 0 else \
-                    ((masked_t, masked), (plain_t, ce))
+                first, second = (
+                    ((plain_t, ce), (masked_t, masked)) if r % 2 == 0 else ((masked_t, masked), (plain_t, ce))
+                )
                 for times, scorer in (first, second):
                     times.append(_time(lambda s=scorer: s.forward(batch)))
             pm, mm = statistics.median(plain_t), statistics.median(masked_t)
             report["a"]["masks"][label] = {"plain_s": pm, "masked_s": mm, "ratio": mm / pm}
-            print(f"    {label:40s} plain {pm * 1000:7.1f} ms  masked {mm * 1000:7.1f} ms  ratio {mm / pm:.3f}×",
-                  flush=True)
+            print(
+                f"    {label:40s} plain {pm * 1000:7.1f} ms  masked {mm * 1000:7.1f} ms  "
+                f"ratio {mm / pm:.3f}×",
+                flush=True,
+            )
 
     if args.skip_sweep:
         _write(args.json, report, atomic_write_text)
@@ -113,13 +132,21 @@ def _main(argv=None) -> int:
     cells, _ = SweepConfig().cells(ce.num_layers, ce.num_heads)
     compiled = [exp.compile(c.spec) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: (compiled[i].first_layer, i))
-    print(f"(b) sweep: {len(cells)} cells (4 interactions × {ce.num_layers} layers) on {rs.name}, "
-          f"{len(exp.pairs)} pairs per cell", flush=True)
+    print(
+        f"(b) sweep: {len(cells)} cells (4 interactions × {ce.num_layers} layers) on {rs.name}, "
+        f"{len(exp.pairs)} pairs per cell",
+        flush=True,
+    )
     results = {}
-    arms = (("full masked forward", {"prefix": False}),
-            ("prefix cache", {"prefix": True, "cls_only_last": False, "rows_shortcut": False}),
-            ("prefix + CLS-only last layer", {"prefix": True, "cls_only_last": True, "rows_shortcut": False}),
-            ("prefix + CLS-only + changed rows only", {"prefix": True, "cls_only_last": True, "rows_shortcut": True}))
+    arms = (
+        ("full masked forward", {"prefix": False}),
+        ("prefix cache", {"prefix": True, "cls_only_last": False, "rows_shortcut": False}),
+        ("prefix + CLS-only last layer", {"prefix": True, "cls_only_last": True, "rows_shortcut": False}),
+        (
+            "prefix + CLS-only + changed rows only",
+            {"prefix": True, "cls_only_last": True, "rows_shortcut": True},
+        ),
+    )
     for arm, kwargs in arms:
         exp.close()  # a fresh cache: its prefix cost is inside the timing
         start = time.perf_counter()

@@ -1,14 +1,16 @@
 """Per-query latency of re-ranking 100 candidates: the MICE plan with cached document states against the full
 cross-encoder and the masked full forward, plus the MaxSim / LITE baselines, measured in one run.
 
-    python benchmarks/mice_latency.py [--model reference] [--config mice.json | --preset mice-l2+3] [--mice DIR]
-                                      [--maxsim DIR] [--lite DIR] [--collection dl19] [--queries 10] [--threads 2]
+    python benchmarks/mice_latency.py [--model reference] [--config mice.json | --preset mice-l2+3]
+                                      [--mice DIR] [--maxsim DIR] [--lite DIR] [--collection dl19]
+                                      [--queries 10] [--threads 2]
 
 Arms (each query's 100 candidates scored in one ``score(pairs, batch_size=100)`` call, arms interleaved
 query by query so load changes hit every arm alike, one warm-up query first):
 
 - ``cross-encoder``        the full model (``probe.model.CrossEncoder``);
-- ``masked full forward``  the same weights with the MICE mask (``ablations.masking.masked``; all layers): what an
+- ``masked full forward``  the same weights with the MICE mask (``ablations.masking.masked``; all layers):
+  what an
                            ablation computes — as much work as the full model;
 - ``MICE split``           the MICE configuration's ``split`` plan, documents computed per query (no index);
 - ``MICE doc-cache``       the MICE plan with document states read from an index built before timing;
@@ -48,7 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="reference", help="the cross-encoder (default: the reference model)")
     p.add_argument("--config", default=None, help="MICE configuration (default: --preset on --model)")
     p.add_argument("--preset", default="mice-l2+3")
-    p.add_argument("--mice", default=None, help="retrained MICE folder (default: the config on the model's weights)")
+    p.add_argument(
+        "--mice", default=None, help="retrained MICE folder (default: the config on the model's weights)"
+    )
     p.add_argument("--maxsim", default=None)
     p.add_argument("--lite", default=None)
     p.add_argument("--collection", default="dl19")
@@ -60,8 +64,11 @@ def main(argv=None) -> int:
 
     path = resolve_model(args.model)
     ce = CrossEncoder.from_pretrained(path)
-    cfg = MiceConfig.load(args.config) if args.config else preset(args.preset, ce.num_layers, ce.num_heads, path,
-                                                                       max_length=ce.max_length)
+    cfg = (
+        MiceConfig.load(args.config)
+        if args.config
+        else preset(args.preset, ce.num_layers, ce.num_heads, path, max_length=ce.max_length)
+    )
     mice = MiceModel.load(args.mice) if args.mice else MiceModel(ce, cfg)
     split = MiceModel(mice.ce, mice.config, plan="split") if "split" in mice.plan.valid else None
     rs = load_collection(args.collection).subset(args.queries + 1, 100)  # +1: the warm-up query
@@ -76,12 +83,18 @@ def main(argv=None) -> int:
     if not args.no_baselines:
         for kind, folder in (("maxsim", args.maxsim), ("lite", args.lite)):
             arms["MaxSim" if kind == "maxsim" else "LITE"] = (
-                LateInteractionScorer.load(folder) if folder else
-                LateInteractionScorer.from_cross_encoder(ce, kind, max_doc_length=mice.config.max_doc_length))
+                LateInteractionScorer.load(folder)
+                if folder
+                else LateInteractionScorer.from_cross_encoder(
+                    ce, kind, max_doc_length=mice.config.max_doc_length
+                )
+            )
     builds = {}
     with tempfile.TemporaryDirectory(prefix="mice-bench-") as tmp:
         for name, scorer in arms.items():
-            if hasattr(scorer, "build_index") and (not isinstance(scorer, MiceModel) or scorer.plan.shape == "doc-cache"):
+            if hasattr(scorer, "build_index") and (
+                not isinstance(scorer, MiceModel) or scorer.plan.shape == "doc-cache"
+            ):
                 start = time.perf_counter()
                 index = scorer.build_index(docs, Path(tmp) / f"{name}.safetensors")
                 builds[name] = (time.perf_counter() - start, index)
@@ -98,15 +111,23 @@ def main(argv=None) -> int:
                 times[name].append((time.perf_counter() - start) * 1000)
                 scores[name][rows] = s
     keep = rs.candidates["query_id"].isin(timed_q).to_numpy()
-    timed_rs = RerankSet(rs.name, {q: rs.queries[q] for q in timed_q}, rs.docs,
-                         rs.candidates[keep].reset_index(drop=True), rs.qrels[rs.qrels["query_id"].isin(timed_q)],
-                         rs.measures, rs.source)
+    timed_rs = RerankSet(
+        rs.name,
+        {q: rs.queries[q] for q in timed_q},
+        rs.docs,
+        rs.candidates[keep].reset_index(drop=True),
+        rs.qrels[rs.qrels["query_id"].isin(timed_q)],
+        rs.measures,
+        rs.source,
+    )
     runs = {name: timed_rs.run_from_scores(s[keep]) for name, s in scores.items()}
     ndcg = aggregate(evaluate_runs(runs, timed_rs)).set_index("run")["nDCG@10"]
 
     print(f"model {path}; MICE {mice.describe()}")
-    print(f"collection {rs.name}: {len(timed_q)} timed queries × 100 candidates (+1 warm-up), one score() call per "
-          f"query, torch threads {torch.get_num_threads()}")
+    print(
+        f"collection {rs.name}: {len(timed_q)} timed queries × 100 candidates (+1 warm-up), "
+        f"one score() call per query, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'arm':22s}{'median ms':>11s}{'mean ms':>9s}{'speed-up':>10s}{'nDCG@10':>9s}  notes")
     base = statistics.median(times["cross-encoder"])
     for name in arms:
@@ -114,7 +135,9 @@ def main(argv=None) -> int:
         note = ""
         if name in builds:
             sec, index = builds[name]
-            note = f"index {index.bytes_per_doc / 1024:.1f} KiB/doc, built {1000 * sec / len(index):.0f} ms/doc"
+            note = (
+                f"index {index.bytes_per_doc / 1024:.1f} KiB/doc, built {1000 * sec / len(index):.0f} ms/doc"
+            )
         if name in ("MaxSim", "LITE") and not getattr(args, name.lower()):
             note += " (untrained head: nDCG meaningless)"
         if name.startswith("MICE") and not args.mice:

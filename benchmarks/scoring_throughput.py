@@ -49,11 +49,16 @@ def main(argv=None) -> int:
     theirs.predict(pairs[:64], batch_size=args.batch_size, activation_fn=identity)
 
     s_ours, t_ours = timed(lambda: ours.score(pairs, batch_size=args.batch_size))
-    s_st, t_st = timed(lambda: theirs.predict(pairs, batch_size=args.batch_size, activation_fn=identity,
-                                              show_progress_bar=False))
+    s_st, t_st = timed(
+        lambda: theirs.predict(
+            pairs, batch_size=args.batch_size, activation_fn=identity, show_progress_bar=False
+        )
+    )
     diff = float(np.abs(s_ours - np.asarray(s_st)).max())
-    print(f"model {path}\ncollection {rs.name}: {len(rs.queries)} queries, {len(pairs)} pairs, "
-          f"batch {args.batch_size}, max_length {ours.max_length}, torch threads {torch.get_num_threads()}")
+    print(
+        f"model {path}\ncollection {rs.name}: {len(rs.queries)} queries, {len(pairs)} pairs, "
+        f"batch {args.batch_size}, max_length {ours.max_length}, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'scorer':<34}{'seconds':>9}{'pairs/s':>10}")
     print(f"{'mice-toolkit CrossEncoder.score':<34}{t_ours:>9.1f}{len(pairs) / t_ours:>10.1f}")
     print(f"{'sentence-transformers predict':<34}{t_st:>9.1f}{len(pairs) / t_st:>10.1f}")

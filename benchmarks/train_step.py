@@ -66,10 +66,20 @@ def _run(args) -> int:
     frozen = args.frozen
     if frozen < 1:
         raise BadInput(f"--frozen {frozen}: the frozen arm needs at least one frozen layer")
-    held = {f"{cfg.validation}:{q}" for q in
-            td.split_queries(load_collection(cfg.validation).queries, cfg.validation_fraction, cfg.seed)[1]}
-    groups = td.judged_groups(cfg.train_collections, exclude_queries=held, group_size=stage.group_size,
-                              min_positive=stage.min_positive, seed=cfg.seed, exclude_docs=td.test_passages(cfg.test))
+    held = {
+        f"{cfg.validation}:{q}"
+        for q in td.split_queries(load_collection(cfg.validation).queries, cfg.validation_fraction, cfg.seed)[
+            1
+        ]
+    }
+    groups = td.judged_groups(
+        cfg.train_collections,
+        exclude_queries=held,
+        group_size=stage.group_size,
+        min_positive=stage.min_positive,
+        seed=cfg.seed,
+        exclude_docs=td.test_passages(cfg.test),
+    )
     batches = td.batches(groups, stage.groups_per_step, cfg.seed, 0)
     needed = args.rounds * (args.steps + 1)
     if len(batches) < needed:
@@ -78,7 +88,9 @@ def _run(args) -> int:
     arms = {}
     for name, layers in (("whole", 0), (f"frozen-{frozen}", frozen)):
         torch.manual_seed(cfg.seed)
-        scorer = CrossEncoder.from_pretrained(resolve_model(cfg.init_model), new_head=True, max_length=cfg.max_length)
+        scorer = CrossEncoder.from_pretrained(
+            resolve_model(cfg.init_model), new_head=True, max_length=cfg.max_length
+        )
         freeze(scorer.model, layers, cfg.freeze_word_embeddings)
         scorer.model.train()
         trainable = [q for q in scorer.model.parameters() if q.requires_grad]
@@ -93,22 +105,33 @@ def _run(args) -> int:
 
     times = {name: [] for name in arms}
     for r in range(args.rounds):
-        chunk = batches[r * (args.steps + 1):(r + 1) * (args.steps + 1)]
-        for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+        chunk = batches[r * (args.steps + 1) : (r + 1) * (args.steps + 1)]
+        for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
             step(name, chunk[0])  # warm-up
             times[name].extend(step(name, b) for b in chunk[1:])
     med = {name: statistics.median(t) for name, t in times.items()}
     whole, fast = med["whole"], med[f"frozen-{frozen}"]
     n_params = {name: sum(q.numel() for q in arm[1]) for name, arm in arms.items()}
-    print(f"preset {args.preset}: {len(batches[0]) * stage.group_size} pairs per step, max length {cfg.max_length}, "
-          f"bf16 {bf16}, torch threads {torch.get_num_threads()}, {args.rounds} rounds × {args.steps} steps per arm")
+    print(
+        f"preset {args.preset}: {len(batches[0]) * stage.group_size} pairs per step, "
+        f"max length {cfg.max_length}, bf16 {bf16}, torch threads {torch.get_num_threads()}, "
+        f"{args.rounds} rounds × {args.steps} steps per arm"
+    )
     for name in arms:
         print(f"  {name:10s} {med[name]:.3f} s/step (median)   trainable parameters {n_params[name]:,}")
     print(f"  ratio whole ÷ frozen-{frozen}: {whole / fast:.2f}x")
     if args.json:
-        report = {"preset": args.preset, "frozen_layers": frozen, "seconds_per_step": med, "ratio": whole / fast,
-                  "all_step_seconds": times, "trainable_parameters": n_params, "bf16": bf16,
-                  "threads": torch.get_num_threads(), "environment": environment()}
+        report = {
+            "preset": args.preset,
+            "frozen_layers": frozen,
+            "seconds_per_step": med,
+            "ratio": whole / fast,
+            "all_step_seconds": times,
+            "trainable_parameters": n_params,
+            "bf16": bf16,
+            "threads": torch.get_num_threads(),
+            "environment": environment(),
+        }
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -75,10 +75,13 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
         if extra is not None:
             mask = extra.to(query.dtype) if mask is None else mask + extra.to(query.dtype)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    wants = ctx is not None and (HOOK_SCORES.format(layer=layer) in ctx.hooks
-                                 or HOOK_PATTERN.format(layer=layer) in ctx.hooks)
+    wants = ctx is not None and (
+        HOOK_SCORES.format(layer=layer) in ctx.hooks or HOOK_PATTERN.format(layer=layer) in ctx.hooks
+    )
     if not wants:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling
+        )
         return out.transpose(1, 2).contiguous(), None
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if mask is not None:
@@ -99,13 +102,17 @@ def self_attention_modules(model) -> list[torch.nn.Module]:
     encoder = getattr(base, "encoder", None)
     layers = getattr(encoder, "layer", None)
     if layers is None:
-        raise BadInput(f"model {type(model).__name__} has no encoder.layer stack; expected a BERT-family encoder")
+        raise BadInput(
+            f"model {type(model).__name__} has no encoder.layer stack; expected a BERT-family encoder"
+        )
     mods = []
     for i, layer in enumerate(layers):
         attn = getattr(getattr(layer, "attention", None), "self", None)
         if attn is None or not hasattr(attn, "config"):
-            raise BadInput(f"layer {i} of {type(model).__name__} exposes no self-attention module that uses "
-                           "transformers' attention interface; its attention cannot be captured or masked")
+            raise BadInput(
+                f"layer {i} of {type(model).__name__} exposes no self-attention module that uses "
+                "transformers' attention interface; its attention cannot be captured or masked"
+            )
         mods.append(attn)
     return mods
 

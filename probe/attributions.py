@@ -35,7 +35,9 @@ def embedding_layer(scorer: CrossEncoder, layer: str = "embeddings") -> torch.nn
         raise BadInput(f"attribution layer {layer!r} is unknown; expected one of {', '.join(LAYERS)}")
     module = emb if layer == "embeddings" else getattr(emb, "word_embeddings", None)
     if module is None:
-        raise BadInput(f"model {scorer.name!r} has no {layer} module under {scorer.model.base_model_prefix!r}")
+        raise BadInput(
+            f"model {scorer.name!r} has no {layer} module under {scorer.model.base_model_prefix!r}"
+        )
     return module
 
 
@@ -66,7 +68,9 @@ def integrated_gradients(
     module = embedding_layer(scorer, layer)
     pad_id = scorer.tokenizer.pad_token_id
     if pad_id is None:
-        raise BadInput(f"tokenizer of {scorer.name!r} has no [PAD] token for the Integrated Gradients baseline")
+        raise BadInput(
+            f"tokenizer of {scorer.name!r} has no [PAD] token for the Integrated Gradients baseline"
+        )
 
     def forward(input_ids, attention_mask, roles, token_type_ids=None, position_ids=None):
         # the scorer's own forward (a MICE model's masked plan included); captum expands every tensor argument
@@ -78,9 +82,14 @@ def integrated_gradients(
         batch = batch.to(scorer.device)
         base = baseline_ids(batch.input_ids, batch.roles, pad_id)
         extra = (batch.attention_mask, batch.roles, batch.token_type_ids, batch.position_ids)
-        attr, delta = lig.attribute(batch.input_ids, baselines=base, additional_forward_args=extra,
-                                    n_steps=n_steps, internal_batch_size=internal_batch_size,
-                                    return_convergence_delta=True)
+        attr, delta = lig.attribute(
+            batch.input_ids,
+            baselines=base,
+            additional_forward_args=extra,
+            n_steps=n_steps,
+            internal_batch_size=internal_batch_size,
+            return_convergence_delta=True,
+        )
         per_token = attr.sum(dim=-1).detach().float().cpu().numpy()
         with torch.no_grad():
             scores = forward(batch.input_ids, *extra).float().cpu().numpy()
@@ -90,27 +99,50 @@ def integrated_gradients(
             real = roles[row] != int(Role.PAD)
             positions = np.nonzero(real)[0]
             tokens = scorer.tokenizer.convert_ids_to_tokens(ids[row][positions].tolist())
-            token_rows.append(pd.DataFrame({
-                "pair": pair, "position": positions.astype("int32"), "token": tokens,
-                "role": np.asarray(ROLE_NAMES)[roles[row][positions]], "attribution": per_token[row][positions],
-            }))
-            pair_rows.append({"pair": pair, "score": float(scores[row]), "baseline_score": float(base_scores[row]),
-                              "attribution_sum": float(per_token[row][positions].sum()),
-                              "delta": float(delta[row])})
-    tokens = pd.concat(token_rows, ignore_index=True) if token_rows else pd.DataFrame(
-        columns=["pair", "position", "token", "role", "attribution"])
+            token_rows.append(
+                pd.DataFrame(
+                    {
+                        "pair": pair,
+                        "position": positions.astype("int32"),
+                        "token": tokens,
+                        "role": np.asarray(ROLE_NAMES)[roles[row][positions]],
+                        "attribution": per_token[row][positions],
+                    }
+                )
+            )
+            pair_rows.append(
+                {
+                    "pair": pair,
+                    "score": float(scores[row]),
+                    "baseline_score": float(base_scores[row]),
+                    "attribution_sum": float(per_token[row][positions].sum()),
+                    "delta": float(delta[row]),
+                }
+            )
+    tokens = (
+        pd.concat(token_rows, ignore_index=True)
+        if token_rows
+        else pd.DataFrame(columns=["pair", "position", "token", "role", "attribution"])
+    )
     info = pd.DataFrame(pair_rows, columns=["pair", "score", "baseline_score", "attribution_sum", "delta"])
-    return tokens.sort_values(["pair", "position"], kind="stable").reset_index(drop=True), \
-        info.sort_values("pair", kind="stable").reset_index(drop=True)
+    return tokens.sort_values(["pair", "position"], kind="stable").reset_index(drop=True), info.sort_values(
+        "pair", kind="stable"
+    ).reset_index(drop=True)
 
 
 def role_summary(tokens: pd.DataFrame, pair_info: pd.DataFrame) -> pd.DataFrame:
     """One row per pair × role: attribution (signed sum), abs_share (of the pair's absolute mass),
     tokens, plus the pair's score, baseline_score and convergence delta."""
     t = tokens.assign(abs_attribution=tokens["attribution"].abs())
-    grouped = t.groupby(["pair", "role"], observed=True).agg(
-        attribution=("attribution", "sum"), abs_attribution=("abs_attribution", "sum"),
-        tokens=("attribution", "size")).reset_index()
+    grouped = (
+        t.groupby(["pair", "role"], observed=True)
+        .agg(
+            attribution=("attribution", "sum"),
+            abs_attribution=("abs_attribution", "sum"),
+            tokens=("attribution", "size"),
+        )
+        .reset_index()
+    )
     full = pd.MultiIndex.from_product([pair_info["pair"], list(FLOW_ROLES)], names=["pair", "role"])
     grouped = grouped.set_index(["pair", "role"]).reindex(full, fill_value=0).reset_index()
     total = grouped.groupby("pair")["abs_attribution"].transform("sum")

@@ -116,13 +116,19 @@ class Capture:
 
     def __init__(self, scorer: CrossEncoder, spec: CaptureSpec):
         if not isinstance(scorer, CrossEncoder):
-            raise BadInput(f"capture needs a CrossEncoder (a BERT-family model with attention), got "
-                           f"{type(scorer).__name__}")
+            raise BadInput(
+                f"capture needs a CrossEncoder (a BERT-family model with attention), got "
+                f"{type(scorer).__name__}"
+            )
         unknown = [w for w in spec.what if w not in WHAT]
         if unknown or not spec.what:
-            raise BadInput(f"cannot capture {unknown[0] if unknown else 'nothing'!r}; choose from {', '.join(WHAT)}")
+            raise BadInput(
+                f"cannot capture {unknown[0] if unknown else 'nothing'!r}; choose from {', '.join(WHAT)}"
+            )
         if spec.backend not in BACKENDS:
-            raise BadInput(f"capture backend {spec.backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
+            raise BadInput(
+                f"capture backend {spec.backend!r} is unknown; expected one of {', '.join(BACKENDS)}"
+            )
         self_attention_modules(scorer.model)  # raises BadInput for a model without a hookable attention stack
         self.scorer = scorer
         self.backend = spec.backend
@@ -179,21 +185,25 @@ class Capture:
             raise RuntimeError("Capture.forward must run inside `with capture(...)`")
         dup = self._seen.intersection(batch.index)
         if dup:
-            raise ValueError(f"pair index {min(dup)} was already captured; use one capture per pair list "
-                             "(or batches with distinct index)")
+            raise ValueError(
+                f"pair index {min(dup)} was already captured; use one capture per pair list "
+                "(or batches with distinct index)"
+            )
         device = self.scorer.device
         roles = batch.roles.to(device)
         onehot = role_onehot(roles, self.scorer.model.dtype)
-        real = (roles != int(Role.PAD))
-        self._state = _BatchState(onehot=onehot, weights=source_weights(onehot), real=real,
-                                  lengths=real.sum(dim=1).tolist())
+        real = roles != int(Role.PAD)
+        self._state = _BatchState(
+            onehot=onehot, weights=source_weights(onehot), real=real, lengths=real.sum(dim=1).tolist()
+        )
         try:
             if self._bridge is None:
                 with torch.inference_mode():
                     scores = self.scorer.forward(batch).float().cpu()
             else:
-                scores, tl_cache = transformer_lens_run(self.scorer, batch, self._bridge,
-                                                        names_filter=lambda n: n.endswith(".attn.hook_pattern"))
+                scores, tl_cache = transformer_lens_run(
+                    self.scorer, batch, self._bridge, names_filter=lambda n: n.endswith(".attn.hook_pattern")
+                )
                 for layer in self.hooked_layers:  # the same hook functions, fed TransformerLens' patterns
                     name = pattern_name(layer)
                     if name in tl_cache:
@@ -204,7 +214,8 @@ class Capture:
                 raise BadInput(
                     f"layer {missing[0]} of model {self.scorer.name!r} returned no attention pattern (its "
                     "attention runs a fused kernel outside transformers' attention interface); patterns and "
-                    "flows cannot be captured from this model")
+                    "flows cannot be captured from this model"
+                )
             for name, value in self._state.out.items():
                 self._rows.setdefault(name, []).append(value)
         finally:
@@ -234,8 +245,12 @@ class Capture:
     def cache(self) -> ProbeCache:
         """Everything captured so far, rows sorted by pair index."""
         order = np.argsort(np.asarray(self._index, dtype=np.int64), kind="stable")
-        out = ProbeCache(index=[self._index[i] for i in order], roles=[self._roles[i] for i in order],
-                         heads=self.heads, layers=self.layers)
+        out = ProbeCache(
+            index=[self._index[i] for i in order],
+            roles=[self._roles[i] for i in order],
+            heads=self.heads,
+            layers=self.layers,
+        )
         for name, chunks in self._rows.items():
             if chunks and isinstance(chunks[0], list):
                 flat = [t for chunk in chunks for t in chunk]
@@ -246,7 +261,8 @@ class Capture:
 
 
 def _rollout_step(pattern: torch.Tensor, real: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-    """One Abnar & Zuidema rollout step: ``R_l = norm(0.5 * mean_h A_l + 0.5 * I) @ R_{l-1}`` on real tokens."""
+    """One Abnar & Zuidema rollout step: ``R_l = norm(0.5 * mean_h A_l + 0.5 * I) @ R_{l-1}`` on real
+    tokens."""
     realf = real.to(pattern.dtype)
     a = pattern.mean(dim=1)
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).unsqueeze(0)
@@ -306,11 +322,15 @@ def transformer_lens_bridge(scorer: CrossEncoder):
     """
     model = scorer.model
     if scorer.signature:
-        raise BadInput(f"the TransformerLens backend runs the plain encoder, but {scorer.name!r} computes its own "
-                       f"forward ({scorer.signature.split(':')[0]} model); use the hf backend")
+        raise BadInput(
+            f"the TransformerLens backend runs the plain encoder, but {scorer.name!r} computes its own "
+            f"forward ({scorer.signature.split(':')[0]} model); use the hf backend"
+        )
     if getattr(model.config, "model_type", None) != "bert" or not hasattr(model, "bert"):
-        raise BadInput(f"the TransformerLens path supports BERT models only; {scorer.name!r} is "
-                       f"{getattr(model.config, 'model_type', type(model).__name__)!r} (use capture())")
+        raise BadInput(
+            f"the TransformerLens path supports BERT models only; {scorer.name!r} is "
+            f"{getattr(model.config, 'model_type', type(model).__name__)!r} (use capture())"
+        )
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import BertForMaskedLM
     from transformers.utils import logging as hf_logging
@@ -323,14 +343,16 @@ def transformer_lens_bridge(scorer: CrossEncoder):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return TransformerBridge.boot_transformers(scorer.name, hf_model=twin, tokenizer=scorer.tokenizer,
-                                                   device=str(scorer.device))
+        return TransformerBridge.boot_transformers(
+            scorer.name, hf_model=twin, tokenizer=scorer.tokenizer, device=str(scorer.device)
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
 
 
-def transformer_lens_run(scorer: CrossEncoder, batch: PairBatch, bridge=None,
-                         names_filter=None) -> tuple[torch.Tensor, dict]:
+def transformer_lens_run(
+    scorer: CrossEncoder, batch: PairBatch, bridge=None, names_filter=None
+) -> tuple[torch.Tensor, dict]:
     """Scores and TransformerLens' activation cache for one batch, via :func:`transformer_lens_bridge`.
 
     ``names_filter`` (TransformerLens' own argument) limits what is cached; ``pooler.hook_out`` is always
@@ -347,7 +369,18 @@ def transformer_lens_run(scorer: CrossEncoder, batch: PairBatch, bridge=None,
 
 
 __all__ = [
-    "BACKENDS", "HOOK_CLS_ROLLOUT", "HOOK_ROLE_FLOW", "WHAT", "Capture", "CaptureSpec", "ProbeCache",
-    "capture", "flow_name", "pattern_name", "rollout_name", "run_with_cache", "transformer_lens_bridge",
+    "BACKENDS",
+    "HOOK_CLS_ROLLOUT",
+    "HOOK_ROLE_FLOW",
+    "WHAT",
+    "Capture",
+    "CaptureSpec",
+    "ProbeCache",
+    "capture",
+    "flow_name",
+    "pattern_name",
+    "rollout_name",
+    "run_with_cache",
+    "transformer_lens_bridge",
     "transformer_lens_run",
 ]

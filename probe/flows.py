@@ -45,7 +45,9 @@ def source_weights(onehot: torch.Tensor) -> torch.Tensor:
     return (onehot / counts.clamp(min=1)).transpose(1, 2)
 
 
-def role_flows(pattern: torch.Tensor, onehot: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def role_flows(
+    pattern: torch.Tensor, onehot: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reduce a pattern ``(batch, heads, q, k)`` to flows ``(batch, heads, 5 source, 5 target)``.
 
     ``onehot`` is :func:`role_onehot` of the batch's roles; ``weights`` its :func:`source_weights`
@@ -70,7 +72,8 @@ def flow_table(
     collection: str = "",
     with_sep: bool = True,
 ) -> pd.DataFrame:
-    """Tidy flow table from ``{layer: (pairs, heads, 5, 5)}``, one row per pair × layer × head × source × target.
+    """Tidy flow table from ``{layer: (pairs, heads, 5, 5)}``, one row per pair × layer × head × source ×
+    target.
 
     Columns: collection, query_id, doc_id, layer, head, source, target, value. ``with_sep`` adds the
     derived target ``sep`` (sep1 + sep2) for every source. Text columns are categoricals (the table of a
@@ -86,37 +89,49 @@ def flow_table(
     arrays = []
     for layer in layers:
         arr = flows[layer]
-        arr = np.asarray(arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr, dtype=np.float64)
+        arr = np.asarray(
+            arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr, dtype=np.float64
+        )
         if arr.shape != (n_pairs, len(heads), N_FLOW_ROLES, N_FLOW_ROLES):
-            raise ValueError(f"layer {layer}: flows of shape {arr.shape}, expected "
-                             f"{(n_pairs, len(heads), N_FLOW_ROLES, N_FLOW_ROLES)}")
+            raise ValueError(
+                f"layer {layer}: flows of shape {arr.shape}, expected "
+                f"{(n_pairs, len(heads), N_FLOW_ROLES, N_FLOW_ROLES)}"
+            )
         if with_sep:
             arr = np.concatenate([arr, arr[..., [int(Role.SEP1)]] + arr[..., [int(Role.SEP2)]]], axis=-1)
         arrays.append(arr)
     values = np.stack(arrays, axis=1)  # (pairs, layers, heads, sources, targets)
-    p, la, h, src, tgt = (g.ravel() for g in np.meshgrid(*(np.arange(k) for k in values.shape), indexing="ij"))
+    p, la, h, src, tgt = (
+        g.ravel() for g in np.meshgrid(*(np.arange(k) for k in values.shape), indexing="ij")
+    )
     q_codes, q_names = pd.factorize(pd.Series(list(query_ids), dtype=object))
     d_codes, d_names = pd.factorize(pd.Series(list(doc_ids), dtype=object))
-    return pd.DataFrame({
-        "collection": pd.Categorical.from_codes(np.zeros(len(p), dtype=np.int8), categories=[collection]),
-        "query_id": pd.Categorical.from_codes(q_codes[p], categories=q_names),
-        "doc_id": pd.Categorical.from_codes(d_codes[p], categories=d_names),
-        "layer": np.asarray(layers, dtype=np.int16)[la],
-        "head": np.asarray(heads, dtype=np.int16)[h],
-        "source": pd.Categorical.from_codes(src, categories=list(FLOW_ROLES)),
-        "target": pd.Categorical.from_codes(tgt, categories=targets),
-        "value": values.ravel(),
-    })
+    return pd.DataFrame(
+        {
+            "collection": pd.Categorical.from_codes(np.zeros(len(p), dtype=np.int8), categories=[collection]),
+            "query_id": pd.Categorical.from_codes(q_codes[p], categories=q_names),
+            "doc_id": pd.Categorical.from_codes(d_codes[p], categories=d_names),
+            "layer": np.asarray(layers, dtype=np.int16)[la],
+            "head": np.asarray(heads, dtype=np.int16)[h],
+            "source": pd.Categorical.from_codes(src, categories=list(FLOW_ROLES)),
+            "target": pd.Categorical.from_codes(tgt, categories=targets),
+            "value": values.ravel(),
+        }
+    )
 
 
-def per_query_flows(table: pd.DataFrame, keys: Sequence[str] = ("layer", "head", "source", "target")) -> pd.DataFrame:
+def per_query_flows(
+    table: pd.DataFrame, keys: Sequence[str] = ("layer", "head", "source", "target")
+) -> pd.DataFrame:
     """Mean flow per query (over its pairs): collection, query_id, *keys, value, pairs."""
     group = ["collection", "query_id", *keys]
     out = table.groupby(group, sort=False, observed=True)["value"].agg(["mean", "size"]).reset_index()
     return out.rename(columns={"mean": "value", "size": "pairs"})
 
 
-def aggregate_flows(table: pd.DataFrame, keys: Sequence[str] = ("layer", "head", "source", "target")) -> pd.DataFrame:
+def aggregate_flows(
+    table: pd.DataFrame, keys: Sequence[str] = ("layer", "head", "source", "target")
+) -> pd.DataFrame:
     """Mean and spread of the flows over a query set.
 
     One row per collection × ``keys`` with: ``mean``, ``std`` and ``count`` over pairs, and ``query_mean``,
@@ -126,8 +141,11 @@ def aggregate_flows(table: pd.DataFrame, keys: Sequence[str] = ("layer", "head",
     keys = list(keys)
     group = ["collection", *keys]
     pairs = table.groupby(group, sort=False, observed=True)["value"].agg(["mean", "std", "count"])
-    queries = (per_query_flows(table, keys).groupby(group, sort=False, observed=True)["value"]
-               .agg(query_mean="mean", query_std="std", queries="count"))
+    queries = (
+        per_query_flows(table, keys)
+        .groupby(group, sort=False, observed=True)["value"]
+        .agg(query_mean="mean", query_std="std", queries="count")
+    )
     return pairs.join(queries).reset_index()
 
 

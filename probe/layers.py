@@ -21,9 +21,13 @@ def bert_base(model) -> torch.nn.Module | None:
     """The encoder of a BERT-family sequence classifier (``embeddings``, ``encoder.layer``, ``pooler``, with a
     ``classifier`` on the model), or ``None`` when ``model`` is not one."""
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    ok = (base is not None and hasattr(base, "embeddings")
-          and hasattr(getattr(base, "encoder", None), "layer")
-          and getattr(base, "pooler", None) is not None and hasattr(model, "classifier"))
+    ok = (
+        base is not None
+        and hasattr(base, "embeddings")
+        and hasattr(getattr(base, "encoder", None), "layer")
+        and getattr(base, "pooler", None) is not None
+        and hasattr(model, "classifier")
+    )
     return base if ok else None
 
 
@@ -31,9 +35,12 @@ def is_bert_layer(layer) -> bool:
     """Whether ``layer`` is a BERT self-attention layer :func:`layer_rows` can compute (query / key / value
     projections, ``intermediate`` and ``output``; no cross-attention)."""
     attn = getattr(getattr(layer, "attention", None), "self", None)
-    return (attn is not None and all(hasattr(attn, a) for a in _SELF_ATTENTION_PARTS)
-            and all(hasattr(layer, a) for a in ("intermediate", "output"))
-            and not getattr(layer, "add_cross_attention", False))
+    return (
+        attn is not None
+        and all(hasattr(attn, a) for a in _SELF_ATTENTION_PARTS)
+        and all(hasattr(layer, a) for a in ("intermediate", "output"))
+        and not getattr(layer, "add_cross_attention", False)
+    )
 
 
 def split_heads(x: torch.Tensor, head_size: int) -> torch.Tensor:
@@ -54,9 +61,14 @@ def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return pad.masked_fill_(attention_mask == 0, float("-inf"))[:, None, None]
 
 
-def layer_rows(layer, rows: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None,
-               extra: tuple[torch.Tensor, torch.Tensor] | None = None,
-               expand: torch.Tensor | None = None) -> torch.Tensor:
+def layer_rows(
+    layer,
+    rows: torch.Tensor,
+    kv: torch.Tensor,
+    mask: torch.Tensor | None,
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None,
+    expand: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One BERT layer for the hidden states ``rows (b, m, H)`` of some positions: ``(b, m, H)``.
 
     The rows attend to the keys and values projected from ``kv (b, k, H)`` (every token of the sequence,
@@ -75,8 +87,14 @@ def layer_rows(layer, rows: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor |
         k, v = torch.cat([k, extra[0]], 1), torch.cat([v, extra[1]], 1)
     d = attn.attention_head_size
     p = attn.dropout.p if layer.training else 0.0
-    ctx = F.scaled_dot_product_attention(split_heads(q, d), split_heads(k, d), split_heads(v, d),
-                                         attn_mask=mask, dropout_p=p, scale=attn.scaling)
+    ctx = F.scaled_dot_product_attention(
+        split_heads(q, d),
+        split_heads(k, d),
+        split_heads(v, d),
+        attn_mask=mask,
+        dropout_p=p,
+        scale=attn.scaling,
+    )
     out = layer.attention.output(merge_heads(ctx), rows)
     return layer.output(layer.intermediate(out), out)
 

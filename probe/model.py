@@ -63,8 +63,14 @@ class PairBatch:
 
     def to(self, device: torch.device | str) -> PairBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return PairBatch(move(self.input_ids), move(self.attention_mask), move(self.roles),
-                         move(self.token_type_ids), self.index, move(self.position_ids))
+        return PairBatch(
+            move(self.input_ids),
+            move(self.attention_mask),
+            move(self.roles),
+            move(self.token_type_ids),
+            self.index,
+            move(self.position_ids),
+        )
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
@@ -108,7 +114,8 @@ class CrossEncoder(Scorer):
     """
 
     #: whether the ablation runner may cache per-layer prefix states of this model's plain forward
-    #: (:mod:`ablations.masking.prefix`); a MICE model seen as a cross-encoder runs its own forward and may not
+    #: (:mod:`ablations.masking.prefix`); a MICE model seen as a cross-encoder runs its own forward and may
+    #: not
     prefix_cacheable: bool = True
     #: what besides the weights and ``max_length`` determines the scores (hashed into model fingerprints)
     signature: str = ""
@@ -127,7 +134,9 @@ class CrossEncoder(Scorer):
         self.set_max_length(max_length)
         self.num_labels = int(model.config.num_labels)
         if self.num_labels not in (1, 2):
-            raise BadInput(f"model {name!r} has {self.num_labels} labels; a relevance cross-encoder has 1 or 2")
+            raise BadInput(
+                f"model {name!r} has {self.num_labels} labels; a relevance cross-encoder has 1 or 2"
+            )
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -174,7 +183,8 @@ class CrossEncoder(Scorer):
             archs = ",".join(model.config.architectures or ["?"])
             raise BadInput(
                 f"model {name!r} has no trained sequence-classification head (architectures: {archs}; "
-                f"missing {missing_head[0]}); train one with `python -m ablations.train` or pass a cross-encoder"
+                f"missing {missing_head[0]}); train one with `python -m ablations.train` "
+                "or pass a cross-encoder"
             )
         st_conf = _read_json(local / "sentence_bert_config.json") if local.exists() else {}
         if max_length is None:
@@ -189,7 +199,9 @@ class CrossEncoder(Scorer):
         with quiet_transformers():
             self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length}) + "\n")
+        (path / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": self.max_length}) + "\n"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -232,7 +244,11 @@ class CrossEncoder(Scorer):
         return self.tokenizer(queries, docs, truncation="only_second", max_length=self.max_length)
 
     def _collate(self, enc: dict[str, list], rows: Sequence[int]) -> PairBatch:
-        feats = {k: [enc[k][i] for i in rows] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        feats = {
+            k: [enc[k][i] for i in rows]
+            for k in ("input_ids", "attention_mask", "token_type_ids")
+            if k in enc
+        }
         padded = self.tokenizer.pad(feats, return_tensors="pt")
         roles = token_roles(padded["input_ids"], padded["attention_mask"], self.tokenizer.sep_token_id)
         return PairBatch(

@@ -84,8 +84,10 @@ def parse_ranges(text: str, kind: str = "layers") -> Ranges | None:
     except RangeProblem as p:
         if p.what == "malformed":
             raise BadInput(f"malformed {kind} range {text!r} (item {p.item.strip()!r}); {_USE}") from None
-        raise BadInput(f"malformed {kind} range {text!r}: {p.start}-{p.end} ends before it starts; "
-                       f"write {p.end}-{p.start}") from None
+        raise BadInput(
+            f"malformed {kind} range {text!r}: {p.start}-{p.end} ends before it starts; "
+            f"write {p.end}-{p.start}"
+        ) from None
 
 
 def format_ranges(indices: Sequence[int]) -> str:
@@ -101,8 +103,9 @@ def format_ranges(indices: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def resolve_ranges(text: str, n: int, kind: str = "layers", clamp: bool = True
-                   ) -> tuple[tuple[int, ...], str | None]:
+def resolve_ranges(
+    text: str, n: int, kind: str = "layers", clamp: bool = True
+) -> tuple[tuple[int, ...], str | None]:
     """Indices selected by ``text`` out of ``0..n-1`` and a notice if a range was clamped.
 
     A range starting at or past ``n`` is an error; with ``clamp`` a range ending past ``n - 1`` is cut
@@ -116,8 +119,10 @@ def resolve_ranges(text: str, n: int, kind: str = "layers", clamp: bool = True
         picked, clamped = fit_ranges(ranges, n, clamp=clamp)
     except RangeProblem as p:
         if p.what == "starts":
-            raise BadInput(f"{kind} range {text!r} starts at {singular} {p.start}, beyond the last "
-                           f"{singular} {n - 1}: the model has {n} {kind} (0-based)") from None
+            raise BadInput(
+                f"{kind} range {text!r} starts at {singular} {p.start}, beyond the last "
+                f"{singular} {n - 1}: the model has {n} {kind} (0-based)"
+            ) from None
         raise BadInput(f"{kind} {text!r} out of range: the model has {n} {kind} (0..{n - 1})") from None
     notice = f"{kind} {text.strip()} → {format_ranges(picked)}: the model has {n} {kind}" if clamped else None
     return picked, notice
@@ -139,10 +144,13 @@ def parse_indices(spec: str | int | Iterable[int] | None, n: int, what: str = "l
             ranges = _split(spec)
         except RangeProblem as p:
             if p.what == "malformed":
-                raise BadInput(f"{what} selection {spec!r} is malformed at {p.item!r}; use e.g. 0-3,5 "
-                               f"(0-based, inclusive ranges); {allowed}") from None
-            raise BadInput(f"{what} range {p.item.strip()!r} is empty (end before start); "
-                           f"{allowed}") from None
+                raise BadInput(
+                    f"{what} selection {spec!r} is malformed at {p.item!r}; use e.g. 0-3,5 "
+                    f"(0-based, inclusive ranges); {allowed}"
+                ) from None
+            raise BadInput(
+                f"{what} range {p.item.strip()!r} is empty (end before start); {allowed}"
+            ) from None
     else:
         try:
             values = [int(v) for v in spec]
@@ -158,5 +166,12 @@ def parse_indices(spec: str | int | Iterable[int] | None, n: int, what: str = "l
     return list(picked)
 
 
-__all__ = ["RangeProblem", "Ranges", "fit_ranges", "format_ranges", "parse_indices", "parse_ranges",
-           "resolve_ranges"]
+__all__ = [
+    "RangeProblem",
+    "Ranges",
+    "fit_ranges",
+    "format_ranges",
+    "parse_indices",
+    "parse_ranges",
+    "resolve_ranges",
+]

@@ -121,8 +121,9 @@ def role_shares(weights: np.ndarray, roles: np.ndarray | torch.Tensor) -> np.nda
     return np.asarray(weights) @ onehot
 
 
-def cls_role_shares(patterns: Sequence[torch.Tensor], roles, *, flow: bool = False,
-                    method: str = "scipy") -> dict[str, np.ndarray]:
+def cls_role_shares(
+    patterns: Sequence[torch.Tensor], roles, *, flow: bool = False, method: str = "scipy"
+) -> dict[str, np.ndarray]:
     """For one pair: ``{"rollout": (L, 5)}`` (and ``"flow"``) — CLS's share on each role after each layer."""
     a_hat = residual_attention(patterns)
     out = {"rollout": role_shares(rollout(a_hat)[:, 0, :], roles)}
@@ -131,20 +132,28 @@ def cls_role_shares(patterns: Sequence[torch.Tensor], roles, *, flow: bool = Fal
     return out
 
 
-def shares_table(shares: dict[str, np.ndarray], *, query_ids: Sequence[str], doc_ids: Sequence[str],
-                 collection: str = "") -> pd.DataFrame:
-    """Tidy table from ``{method: (pairs, L, 5)}``: collection, query_id, doc_id, layer, method, role, value."""
+def shares_table(
+    shares: dict[str, np.ndarray], *, query_ids: Sequence[str], doc_ids: Sequence[str], collection: str = ""
+) -> pd.DataFrame:
+    """Tidy table from ``{method: (pairs, L, 5)}``: collection, query_id, doc_id, layer, method, role,
+    value."""
     frames = []
     for method, arr in shares.items():
         arr = np.asarray(arr, dtype=np.float64)
         p, layer, r = np.meshgrid(*(np.arange(k) for k in arr.shape), indexing="ij")
-        frames.append(pd.DataFrame({
-            "collection": collection,
-            "query_id": np.asarray(query_ids, dtype=object)[p.ravel()],
-            "doc_id": np.asarray(doc_ids, dtype=object)[p.ravel()],
-            "layer": layer.ravel().astype("int16"), "method": method,
-            "role": np.asarray(FLOW_ROLES)[r.ravel()], "value": arr.ravel(),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "collection": collection,
+                    "query_id": np.asarray(query_ids, dtype=object)[p.ravel()],
+                    "doc_id": np.asarray(doc_ids, dtype=object)[p.ravel()],
+                    "layer": layer.ravel().astype("int16"),
+                    "method": method,
+                    "role": np.asarray(FLOW_ROLES)[r.ravel()],
+                    "value": arr.ravel(),
+                }
+            )
+        )
     if not frames:
         return pd.DataFrame(columns=ROLLOUT_COLUMNS)
     return pd.concat(frames, ignore_index=True)[ROLLOUT_COLUMNS]
@@ -152,6 +161,9 @@ def shares_table(shares: dict[str, np.ndarray], *, query_ids: Sequence[str], doc
 
 def summarise_shares(table: pd.DataFrame) -> pd.DataFrame:
     """Mean share per collection × method × layer × role, wide over roles (one row per layer)."""
-    wide = (table.groupby(["collection", "method", "layer", "role"], observed=True)["value"].mean()
-            .unstack("role"))
+    wide = (
+        table.groupby(["collection", "method", "layer", "role"], observed=True)["value"]
+        .mean()
+        .unstack("role")
+    )
     return wide[[r for r in FLOW_ROLES if r in wide.columns]].reset_index()

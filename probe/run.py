@@ -39,37 +39,87 @@ from .summary import summary
 
 def build_parser() -> argparse.ArgumentParser:
     d = ProbeConfig()
-    p = argparse.ArgumentParser(prog="python -m probe.run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Tables written to --out:\n" + __doc__.split("It writes, ")[1].split(":\n", 1)[1])
-    p.add_argument("--model", default=None, help="cross-encoder folder, hub id, or a name: reference, "
-                   "reference-dl20 (default: $MICE_MODEL or the reference cross-encoder)")
-    p.add_argument("--collection", default=d.collection, help=f"collection name or BEIR folder (default {d.collection})")
-    p.add_argument("--queries", type=int, default=d.queries, help=f"probe the first N queries (default {d.queries})")
-    p.add_argument("--depth", type=int, default=d.depth,
-                   help=f"candidates per query: the top-K BM25 documents (default {d.depth})")
-    p.add_argument("--layers", default=d.layers, help="layers whose flows are captured, 0-based inclusive "
-                   "ranges such as 0-2,5 (default all); rollout always uses every layer")
+    p = argparse.ArgumentParser(
+        prog="python -m probe.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Tables written to --out:\n" + __doc__.split("It writes, ")[1].split(":\n", 1)[1],
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="cross-encoder folder, hub id, or a name: reference, "
+        "reference-dl20 (default: $MICE_MODEL or the reference cross-encoder)",
+    )
+    p.add_argument(
+        "--collection", default=d.collection, help=f"collection name or BEIR folder (default {d.collection})"
+    )
+    p.add_argument(
+        "--queries", type=int, default=d.queries, help=f"probe the first N queries (default {d.queries})"
+    )
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=d.depth,
+        help=f"candidates per query: the top-K BM25 documents (default {d.depth})",
+    )
+    p.add_argument(
+        "--layers",
+        default=d.layers,
+        help="layers whose flows are captured, 0-based inclusive "
+        "ranges such as 0-2,5 (default all); rollout always uses every layer",
+    )
     p.add_argument("--heads", default=d.heads, help="heads whose flows are captured, e.g. 0-3 (default all)")
-    p.add_argument("--backend", default=d.backend, choices=BACKENDS,
-                   help="how attention is captured: hf = hooks on the Hugging Face model (fast, default); "
-                   "transformer_lens = TransformerLens' TransformerBridge over the encoder (slower, a cross-check)")
-    p.add_argument("--no-rollout", dest="rollout", action="store_false", help="skip the CLS attention rollout")
-    p.add_argument("--flow-pairs", type=int, default=d.flow_pairs,
-                   help=f"pairs (spread over queries) for attention flow by max-flow, the slow part; 0 skips it "
-                   f"(default {d.flow_pairs})")
-    p.add_argument("--no-attributions", dest="attributions", action="store_false",
-                   help="skip Integrated Gradients")
-    p.add_argument("--attribution-pairs", type=int, default=d.attribution_pairs,
-                   help=f"pairs (spread over queries) for Integrated Gradients (default {d.attribution_pairs})")
-    p.add_argument("--ig-steps", type=int, default=d.ig_steps,
-                   help=f"Integrated Gradients interpolation steps (default {d.ig_steps})")
-    p.add_argument("--ig-layer", default=d.ig_layer, choices=IG_LAYERS,
-                   help=f"embedding layer attributed (default {d.ig_layer})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per batch (default {d.batch_size})")
-    p.add_argument("--max-length", type=int, default=d.max_length,
-                   help=f"max tokens per pair (default: the model folder's max_seq_length, else {DEFAULT_MAX_LENGTH})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"torch seed, recorded in the manifest (default {d.seed})")
+    p.add_argument(
+        "--backend",
+        default=d.backend,
+        choices=BACKENDS,
+        help="how attention is captured: hf = hooks on the Hugging Face model (fast, default); "
+        "transformer_lens = TransformerLens' TransformerBridge over the encoder (slower, a cross-check)",
+    )
+    p.add_argument(
+        "--no-rollout", dest="rollout", action="store_false", help="skip the CLS attention rollout"
+    )
+    p.add_argument(
+        "--flow-pairs",
+        type=int,
+        default=d.flow_pairs,
+        help=f"pairs (spread over queries) for attention flow by max-flow, the slow part; 0 skips it "
+        f"(default {d.flow_pairs})",
+    )
+    p.add_argument(
+        "--no-attributions", dest="attributions", action="store_false", help="skip Integrated Gradients"
+    )
+    p.add_argument(
+        "--attribution-pairs",
+        type=int,
+        default=d.attribution_pairs,
+        help=f"pairs (spread over queries) for Integrated Gradients (default {d.attribution_pairs})",
+    )
+    p.add_argument(
+        "--ig-steps",
+        type=int,
+        default=d.ig_steps,
+        help=f"Integrated Gradients interpolation steps (default {d.ig_steps})",
+    )
+    p.add_argument(
+        "--ig-layer",
+        default=d.ig_layer,
+        choices=IG_LAYERS,
+        help=f"embedding layer attributed (default {d.ig_layer})",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"pairs per batch (default {d.batch_size})"
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=d.max_length,
+        help=f"max tokens per pair (default: the model folder's max_seq_length, else {DEFAULT_MAX_LENGTH})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help=f"torch seed, recorded in the manifest (default {d.seed})"
+    )
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     return p
 
@@ -87,9 +137,13 @@ def main(argv=None) -> int:
         print(summary(tables).to_string(index=False))
         if "attributions" in tables:
             a = tables["attributions"]
-            print("Integrated Gradients |attribution| share per role (mean over pairs): "
-                  + ", ".join(f"{r}={v:.3f}" for r, v in a.groupby("role", sort=False)["abs_share"].mean().items())
-                  + f"; max |delta| {a['delta'].abs().max():.2e}")
+            print(
+                "Integrated Gradients |attribution| share per role (mean over pairs): "
+                + ", ".join(
+                    f"{r}={v:.3f}" for r, v in a.groupby("role", sort=False)["abs_share"].mean().items()
+                )
+                + f"; max |delta| {a['delta'].abs().max():.2e}"
+            )
     print(f"wrote {', '.join(f'{k}.parquet' for k in tables)} to {cfg.out}")
     return 0
 

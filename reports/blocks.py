@@ -87,7 +87,8 @@ def fmt(value, digits: int = 4, signed: bool = False) -> str:
 
 
 def fmt_p(p) -> str:
-    """A p-value: three decimals, two significant digits below 0.001 (as ``ablations.experiments.runner`` prints)."""
+    """A p-value: three decimals, two significant digits below 0.001 (as ``ablations.experiments.runner``
+    prints)."""
     try:
         p = float(p)
     except (TypeError, ValueError):

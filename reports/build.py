@@ -27,7 +27,9 @@ from .sections import DEFAULT_MEASURE, Options, build_sections
 
 
 def default_title(results: Results) -> str:
-    models = sorted({Path(str(s.manifest.get("model"))).name for s in results.sources if s.manifest.get("model")})
+    models = sorted(
+        {Path(str(s.manifest.get("model"))).name for s in results.sources if s.manifest.get("model")}
+    )
     if not models:
         return "Cross-encoder interaction report"
     shown = ", ".join(models[:2]) + (f" (+{len(models) - 2} more)" if len(models) > 2 else "")
@@ -36,8 +38,12 @@ def default_title(results: Results) -> str:
 
 def context(results: Results, display_root: str) -> dict:
     created = sorted(str(s.manifest.get("created")) for s in results.sources if s.manifest.get("created"))
-    return {"results_dir": display_root, "n_tables": len(results.sources), "report_revision": git_revision(),
-            "created_range": (f"{created[0]} – {created[-1]} (UTC, from the manifests)" if created else "–")}
+    return {
+        "results_dir": display_root,
+        "n_tables": len(results.sources),
+        "report_revision": git_revision(),
+        "created_range": (f"{created[0]} – {created[-1]} (UTC, from the manifests)" if created else "–"),
+    }
 
 
 def _readable(path: Path) -> None:
@@ -47,20 +53,33 @@ def _readable(path: Path) -> None:
     path.chmod(0o666 & ~umask)
 
 
-def build_report(results_dir: Path, out: Path | None = None, pdf: Path | None = None, *, title: str | None = None,
-                 options: Options | None = None) -> tuple[list[Section], str, bytes | None]:
-    """Build the sections and render them; write ``out`` / ``pdf`` when given. Returns (sections, html, pdf)."""
+def build_report(
+    results_dir: Path,
+    out: Path | None = None,
+    pdf: Path | None = None,
+    *,
+    title: str | None = None,
+    options: Options | None = None,
+) -> tuple[list[Section], str, bytes | None]:
+    """Build the sections and render them; write ``out`` / ``pdf`` when given. Returns (sections, html,
+    pdf)."""
     results = discover(Path(results_dir))
     sections = build_sections(results, options or Options())
     title = title or default_title(results)
     display_root = Path(results_dir).as_posix()
     ctx = context(results, display_root)
     html = render_html(sections, title=title, context=ctx)
-    meta = [(f"Built by python -m reports.build from {display_root} ({ctx['n_tables']} tables); report code at "
-             f"git revision {ctx['report_revision']}."),
-            f"Results created {ctx['created_range']}.",
-            ("Every table and figure names its source file (relative to the results folder); the Sources section "
-             "lists each file's SHA-256.")]
+    meta = [
+        (
+            f"Built by python -m reports.build from {display_root} ({ctx['n_tables']} tables); "
+            f"report code at git revision {ctx['report_revision']}."
+        ),
+        f"Results created {ctx['created_range']}.",
+        (
+            "Every table and figure names its source file (relative to the results folder); "
+            "the Sources section lists each file's SHA-256."
+        ),
+    ]
     pdf_bytes = render_pdf(sections, title=title, meta_lines=meta) if pdf is not None else None
     if out is not None:
         atomic_write_text(Path(out), html)
@@ -72,11 +91,20 @@ def build_report(results_dir: Path, out: Path | None = None, pdf: Path | None = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", type=Path, default=Path("results"),
-                   help="results folder to read (default results/): every parquet + JSON manifest under it")
-    p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default report.html)")
+    p = argparse.ArgumentParser(
+        prog="python -m reports.build",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="results folder to read (default results/): every parquet + JSON manifest under it",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("report.html"), help="HTML file to write (default report.html)"
+    )
     p.add_argument("--pdf", type=Path, default=None, help="also write this PDF (same content, paginated A4)")
     p.add_argument("--title", default=None, help="report title (default: from the models in the manifests)")
     p.add_argument("--measure", default=DEFAULT_MEASURE, help=f"measure shown (default {DEFAULT_MEASURE})")
@@ -96,8 +124,13 @@ def main(argv=None) -> int:
     if not 0 < args.alpha < 1:
         raise BadInput(f"--alpha {args.alpha} must be in (0, 1)")
     parse_measures([args.measure])  # an unknown measure is refused here, not only noted inside the report
-    sections, _, _ = build_report(args.results, args.out, args.pdf, title=args.title,
-                                  options=Options(measure=args.measure, top=args.top, alpha=args.alpha))
+    sections, _, _ = build_report(
+        args.results,
+        args.out,
+        args.pdf,
+        title=args.title,
+        options=Options(measure=args.measure, top=args.top, alpha=args.alpha),
+    )
     for s in sections:
         print(f"{s.title:38s} {'missing: ' + s.missing if s.missing else 'ok'}")
     print(f"wrote {args.out}" + (f" and {args.pdf}" if args.pdf else ""))

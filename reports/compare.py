@@ -69,9 +69,13 @@ def normalise(src: Source, measure: str) -> tuple[pd.DataFrame, list[str]]:
         vcol = measure if measure in df.columns else _like(df, ("ndcg",))
     if vcol is None:
         raise_cols(src, df, f"an effectiveness column (measure + mean/value, or {measure})")
-    out = pd.DataFrame({"model": df[mcol].astype(str),
-                        "collection": df[ccol].astype(str) if ccol else "–",
-                        "value": pd.to_numeric(df[vcol], errors="coerce")})
+    out = pd.DataFrame(
+        {
+            "model": df[mcol].astype(str),
+            "collection": df[ccol].astype(str) if ccol else "–",
+            "value": pd.to_numeric(df[vcol], errors="coerce"),
+        }
+    )
     dcol = _first(df, DOMAIN_COLS)
     in_domain = src.manifest.get("in_domain") or src.manifest.get("id_collections")
     if dcol:
@@ -95,7 +99,9 @@ def normalise(src: Source, measure: str) -> tuple[pd.DataFrame, list[str]]:
     sto = _like(df, ("storage", "bytes", "index_mb", "_mb"))
     out["latency_ms"] = pd.to_numeric(df[lat], errors="coerce").to_numpy() if lat else np.nan
     out["storage"] = pd.to_numeric(df[sto], errors="coerce").to_numpy() if sto else np.nan
-    out["parameters"] = pd.to_numeric(df["parameters"], errors="coerce").to_numpy() if "parameters" in df else np.nan
+    out["parameters"] = (
+        pd.to_numeric(df["parameters"], errors="coerce").to_numpy() if "parameters" in df else np.nan
+    )
     out.attrs.update(measure=use, latency_col=lat, storage_col=sto)
     if lat is None:
         notes.append(f"{src.rel} has no latency column")
@@ -127,65 +133,129 @@ def comparison_blocks(srcs: list[Source], opts) -> list:
         blocks.append(Heading(f"{src.rel}"))
         models = src.manifest.get("models")
         if isinstance(models, dict) and models:
-            blocks.append(Table(pd.DataFrame({"model": list(models), "weights / configuration": [
-                str(v) for v in models.values()]}), "The models compared (from the manifest).",
-                [f"{src.rel_folder}/{src.table}.json"]))
+            blocks.append(
+                Table(
+                    pd.DataFrame(
+                        {"model": list(models), "weights / configuration": [str(v) for v in models.values()]}
+                    ),
+                    "The models compared (from the manifest).",
+                    [f"{src.rel_folder}/{src.table}.json"],
+                )
+            )
         eff = norm.assign(cell=[f"{fmt(v)}{stars(p)}" for v, p in zip(norm["value"], norm["p"])])
-        grid = eff.pivot_table(index="model", columns=["domain", "collection"], values="cell", aggfunc="first",
-                               sort=True)
+        grid = eff.pivot_table(
+            index="model", columns=["domain", "collection"], values="cell", aggfunc="first", sort=True
+        )
         grid.columns = [f"{c} ({d})" for d, c in grid.columns]
         grid = grid.reset_index().fillna("–")
         ref = sorted(set(norm.loc[norm["reference"], "model"]))
-        blocks.append(Table(grid, f"{measure} per model and collection (ID = in-domain, OOD = out-of-domain); "
-                            f"stars: paired t-test against the reference model ({', '.join(ref) or 'none marked'}), "
-                            "* p<0.05, ** p<0.01, *** p<0.001.", [src.rel]))
+        blocks.append(
+            Table(
+                grid,
+                f"{measure} per model and collection (ID = in-domain, OOD = out-of-domain); "
+                f"stars: paired t-test against the reference model ({', '.join(ref) or 'none marked'}), "
+                "* p<0.05, ** p<0.01, *** p<0.001.",
+                [src.rel],
+            )
+        )
         sig = norm[~norm["reference"] & norm["delta"].notna()]
         if len(sig):
-            table = pd.DataFrame({
-                "model": sig["model"], "collection": sig["collection"], "domain": sig["domain"],
-                measure: sig["value"].map(fmt), "Δ vs reference": sig["delta"].map(lambda v: fmt(v, signed=True)),
-                "95% CI": [f"[{fmt(lo, signed=True)}, {fmt(hi, signed=True)}]"
-                           for lo, hi in zip(sig["ci_low"], sig["ci_high"])],
-                "p": sig["p"].map(fmt_p), "sig.": sig["p"].map(stars)})
+            table = pd.DataFrame(
+                {
+                    "model": sig["model"],
+                    "collection": sig["collection"],
+                    "domain": sig["domain"],
+                    measure: sig["value"].map(fmt),
+                    "Δ vs reference": sig["delta"].map(lambda v: fmt(v, signed=True)),
+                    "95% CI": [
+                        f"[{fmt(lo, signed=True)}, {fmt(hi, signed=True)}]"
+                        for lo, hi in zip(sig["ci_low"], sig["ci_high"])
+                    ],
+                    "p": sig["p"].map(fmt_p),
+                    "sig.": sig["p"].map(stars),
+                }
+            )
             if sig["wins"].notna().all():
-                table["W/T/L"] = [f"{int(w)}/{int(t)}/{int(lo)}" for w, t, lo in
-                                  zip(sig["wins"], sig["ties"], sig["losses"])]
+                table["W/T/L"] = [
+                    f"{int(w)}/{int(t)}/{int(lo)}"
+                    for w, t, lo in zip(sig["wins"], sig["ties"], sig["losses"])
+                ]
             table = table.sort_values(["domain", "collection", "model"], kind="stable").reset_index(drop=True)
-            blocks.append(Table(table, "Differences from the reference model: mean per-query Δ, bootstrap 95% CI, "
-                                "paired t-test.", [src.rel]))
-        cost = norm.groupby("model", sort=True).agg(latency_ms=("latency_ms", "mean"), storage=("storage", "mean"),
-                                                   parameters=("parameters", "mean")).reset_index()
+            blocks.append(
+                Table(
+                    table,
+                    "Differences from the reference model: mean per-query Δ, bootstrap 95% CI, "
+                    "paired t-test.",
+                    [src.rel],
+                )
+            )
+        cost = (
+            norm.groupby("model", sort=True)
+            .agg(
+                latency_ms=("latency_ms", "mean"),
+                storage=("storage", "mean"),
+                parameters=("parameters", "mean"),
+            )
+            .reset_index()
+        )
         if cost[["latency_ms", "storage"]].notna().any().any():
             slabel, div = _storage_label(norm.attrs["storage_col"])
-            cols = {"model": cost["model"],
-                    f"latency ({norm.attrs['latency_col'] or '–'})": cost["latency_ms"].map(lambda v: fmt(v, 1)),
-                    slabel: (cost["storage"] / div).map(lambda v: fmt(v, 1))}
+            cols = {
+                "model": cost["model"],
+                f"latency ({norm.attrs['latency_col'] or '–'})": cost["latency_ms"].map(lambda v: fmt(v, 1)),
+                slabel: (cost["storage"] / div).map(lambda v: fmt(v, 1)),
+            }
             if cost["parameters"].notna().any():
                 cols["parameters (M)"] = (cost["parameters"] / 1e6).map(lambda v: fmt(v, 1))
             lat = src.manifest.get("latency") or {}
             how = ""
             if lat:
-                how = (f" Latency: {lat.get('collection', '–')}, {len(lat.get('queries', []))} queries of "
-                       f"{lat.get('candidates_per_query', '–')} candidates, batch {lat.get('batch_size', '–')}, "
-                       f"{lat.get('torch_threads', '–')} torch threads (manifest).")
+                how = (
+                    f" Latency: {lat.get('collection', '–')}, {len(lat.get('queries', []))} queries of "
+                    f"{lat.get('candidates_per_query', '–')} candidates, batch {lat.get('batch_size', '–')}, "
+                    f"{lat.get('torch_threads', '–')} torch threads (manifest)."
+                )
             blocks.append(Table(pd.DataFrame(cols), "Latency and storage per model." + how, [src.rel]))
-            pts = (norm.groupby(["domain", "model"], sort=True)
-                   .agg(latency_ms=("latency_ms", "mean"), value=("value", "mean")).reset_index()
-                   .dropna(subset=["latency_ms", "value"]))
+            pts = (
+                norm.groupby(["domain", "model"], sort=True)
+                .agg(latency_ms=("latency_ms", "mean"), value=("value", "mean"))
+                .reset_index()
+                .dropna(subset=["latency_ms", "value"])
+            )
             if pts["model"].nunique() >= 2:
-                blocks.append(Figure(plots.pareto_plot(pts, "latency_ms", "value", "model",
-                                                       f"latency ({norm.attrs['latency_col']})",
-                                                       f"{measure} (mean over the domain's collections)",
-                                                       group="domain"),
-                                     f"Latency against {measure}, in-domain and out-of-domain: the line joins the "
-                                     "models no other model beats on both.", (6.5, 3.8), [src.rel],
-                                     "latency nDCG pareto plot"))
+                blocks.append(
+                    Figure(
+                        plots.pareto_plot(
+                            pts,
+                            "latency_ms",
+                            "value",
+                            "model",
+                            f"latency ({norm.attrs['latency_col']})",
+                            f"{measure} (mean over the domain's collections)",
+                            group="domain",
+                        ),
+                        f"Latency against {measure}, in-domain and out-of-domain: the line joins the "
+                        "models no other model beats on both.",
+                        (6.5, 3.8),
+                        [src.rel],
+                        "latency nDCG pareto plot",
+                    )
+                )
             else:
-                blocks.append(Paragraph(f"missing: the Pareto plot needs latency and {measure} for at least two "
-                                        f"models; {src.rel} has {pts['model'].nunique()}.", "missing"))
+                blocks.append(
+                    Paragraph(
+                        f"missing: the Pareto plot needs latency and {measure} for at least two "
+                        f"models; {src.rel} has {pts['model'].nunique()}.",
+                        "missing",
+                    )
+                )
         else:
-            blocks.append(Paragraph(f"missing: {src.rel} has no latency or storage column; no cost table and no "
-                                    "Pareto plot.", "missing"))
+            blocks.append(
+                Paragraph(
+                    f"missing: {src.rel} has no latency or storage column; no cost table and no Pareto plot.",
+                    "missing",
+                )
+            )
         for n in notes:
             blocks.append(Paragraph(n + ".", "note"))
     return blocks
@@ -214,8 +284,16 @@ def direction_checks(srcs: list[Source], opts) -> tuple[Table | None, str, str]:
     rows, notes, used = [], [], []
 
     def add(model, claim, crit, observed, ok, src):
-        rows.append({"model": model, "direction": claim, "criterion": crit, "observed": observed,
-                     "reproduced": "yes" if ok else "NO", "source": src.rel})
+        rows.append(
+            {
+                "model": model,
+                "direction": claim,
+                "criterion": crit,
+                "observed": observed,
+                "reproduced": "yes" if ok else "NO",
+                "source": src.rel,
+            }
+        )
 
     for src in srcs:
         norm, _ = normalise(src, opts.measure)
@@ -232,9 +310,11 @@ def direction_checks(srcs: list[Source], opts) -> tuple[Table | None, str, str]:
             continue
         used.append(src.rel)
         if all("masked" in m.lower() for m in mice):
-            notes.append(f"{src.rel} has no retrained MICE model (only {', '.join(mice)}): the paper's ID and OOD "
-                         "effectiveness directions, reported for the retrained model, are not checked here "
-                         "(train one with python -m ablations.retrain and pass it to ablations.compare --mice)")
+            notes.append(
+                f"{src.rel} has no retrained MICE model (only {', '.join(mice)}): the paper's ID and OOD "
+                "effectiveness directions, reported for the retrained model, are not checked here "
+                "(train one with python -m ablations.retrain and pass it to ablations.compare --mice)"
+            )
 
         def dom(model, domain, norm=norm):
             part = norm[(norm["model"] == model) & (norm["domain"] == domain)]
@@ -253,49 +333,92 @@ def direction_checks(srcs: list[Source], opts) -> tuple[Table | None, str, str]:
                 # masking alone loses effectiveness. Latency is the architecture's, retrained or not.
                 if np.isfinite(m_id) and np.isfinite(r_id):
                     sig = bool(((id_part["p"] < opts.alpha) & (id_part["delta"] < 0)).any())
-                    add(model, "without retraining, the mask loses ID effectiveness (why the paper retrains)",
+                    add(
+                        model,
+                        "without retraining, the mask loses ID effectiveness (why the paper retrains)",
                         f"below the reference with p < {opts.alpha:g} on an ID collection",
                         f"{fmt(m_id)} vs {ref_model} {fmt(r_id)} (p {fmt_p(id_part['p'].min())}, "
-                        f"{len(id_part)} ID collection(s))", m_id < r_id and sig, src)
+                        f"{len(id_part)} ID collection(s))",
+                        m_id < r_id and sig,
+                        src,
+                    )
                 if faster:
-                    add(model, "faster than the cross-encoder (paper: about 4× lower latency)",
-                        "latency ratio reference / MICE > 1", f"{lat_r / lat_m:.2f}× ({fmt(lat_m, 1)} vs "
-                        f"{fmt(lat_r, 1)} ms)", lat_r / lat_m > 1, src)
+                    add(
+                        model,
+                        "faster than the cross-encoder (paper: about 4× lower latency)",
+                        "latency ratio reference / MICE > 1",
+                        f"{lat_r / lat_m:.2f}× ({fmt(lat_m, 1)} vs {fmt(lat_r, 1)} ms)",
+                        lat_r / lat_m > 1,
+                        src,
+                    )
                 continue
             if np.isfinite(m_id) and np.isfinite(r_id) and r_id:
-                add(model, f"ID: keeps most of the cross-encoder's {measure}",
+                add(
+                    model,
+                    f"ID: keeps most of the cross-encoder's {measure}",
                     f"≥ {ID_KEEP_RATIO:g} × reference (mean over ID collections)",
-                    f"{fmt(m_id)} vs {ref_model} {fmt(r_id)} ({m_id / r_id:.1%})", m_id >= ID_KEEP_RATIO * r_id, src)
+                    f"{fmt(m_id)} vs {ref_model} {fmt(r_id)} ({m_id / r_id:.1%})",
+                    m_id >= ID_KEEP_RATIO * r_id,
+                    src,
+                )
             ood_part, m_ood = dom(model, "OOD")
             _, r_ood = dom(ref_model, "OOD")
             if np.isfinite(m_ood) and np.isfinite(r_ood) and r_ood:
                 worse = bool(((ood_part["p"] < opts.alpha) & (ood_part["delta"] < 0)).any())
-                add(model, "OOD: generalises at least as well as the cross-encoder",
+                add(
+                    model,
+                    "OOD: generalises at least as well as the cross-encoder",
                     f"≥ reference on average, or no OOD collection significantly worse (p < {opts.alpha:g})",
                     f"{fmt(m_ood)} vs {ref_model} {fmt(r_ood)} ({m_ood / r_ood:.1%})"
-                    + ("; significantly worse on a collection" if worse else ""), m_ood >= r_ood or not worse, src)
+                    + ("; significantly worse on a collection" if worse else ""),
+                    m_ood >= r_ood or not worse,
+                    src,
+                )
             if faster:
-                add(model, "faster than the cross-encoder (paper: about 4× lower latency)",
-                    "latency ratio reference / MICE > 1", f"{lat_r / lat_m:.2f}× ({fmt(lat_m, 1)} vs "
-                    f"{fmt(lat_r, 1)} ms)", lat_r / lat_m > 1, src)
+                add(
+                    model,
+                    "faster than the cross-encoder (paper: about 4× lower latency)",
+                    "latency ratio reference / MICE > 1",
+                    f"{lat_r / lat_m:.2f}× ({fmt(lat_m, 1)} vs {fmt(lat_r, 1)} ms)",
+                    lat_r / lat_m > 1,
+                    src,
+                )
             for other in late:
                 _, o_ood = dom(other, "OOD")
                 if np.isfinite(m_ood) and np.isfinite(o_ood):
-                    add(model, f"OOD: generalises better than late interaction ({other})",
-                        f"mean OOD {measure} above {other}'s", f"{fmt(m_ood)} vs {other} {fmt(o_ood)}",
-                        m_ood > o_ood, src)
+                    add(
+                        model,
+                        f"OOD: generalises better than late interaction ({other})",
+                        f"mean OOD {measure} above {other}'s",
+                        f"{fmt(m_ood)} vs {other} {fmt(o_ood)}",
+                        m_ood > o_ood,
+                        src,
+                    )
                 lat_o = latency(other)
                 if np.isfinite(lat_m) and np.isfinite(lat_o) and lat_o > 0:
-                    add(model, f"latency close to late interaction ({other}; paper: matching ColBERT)",
-                        f"MICE latency ≤ {MATCH_RATIO:g} × {other}'s", f"{fmt(lat_m, 1)} vs {fmt(lat_o, 1)} ms",
-                        lat_m <= MATCH_RATIO * lat_o, src)
+                    add(
+                        model,
+                        f"latency close to late interaction ({other}; paper: matching ColBERT)",
+                        f"MICE latency ≤ {MATCH_RATIO:g} × {other}'s",
+                        f"{fmt(lat_m, 1)} vs {fmt(lat_o, 1)} ms",
+                        lat_m <= MATCH_RATIO * lat_o,
+                        src,
+                    )
     if not rows:
         return None, "", "; ".join(notes) or "the comparison tables hold no ID/OOD rows to compare"
     failed = [r for r in rows if r["reproduced"] == "NO"]
-    summary = (f"{len(rows) - len(failed)} of {len(rows)} checked directions reproduced. "
-               + ("Not reproduced: " + "; ".join(f"{r['model']}: {r['direction']} (observed {r['observed']})"
-                                                 for r in failed) + "." if failed else "Every one reproduced."))
-    table = Table(pd.DataFrame(rows), "Directions of the MICE paper, checked on this study's numbers with the "
-                  "criterion stated (the paper's wording is qualitative; the thresholds are this report's). 'NO' "
-                  "marks a direction this study did not reproduce.", sorted(set(used)))
+    summary = f"{len(rows) - len(failed)} of {len(rows)} checked directions reproduced. " + (
+        "Not reproduced: "
+        + "; ".join(f"{r['model']}: {r['direction']} (observed {r['observed']})" for r in failed)
+        + "."
+        if failed
+        else "Every one reproduced."
+    )
+    table = Table(
+        pd.DataFrame(rows),
+        "Directions of the MICE paper, checked on this study's numbers with the "
+        "criterion stated (the paper's wording is qualitative; the thresholds are this report's). 'NO' "
+        "marks a direction this study did not reproduce.",
+        sorted(set(used)),
+    )
     return table, summary, "; ".join(notes)

@@ -67,12 +67,20 @@ class Results:
     root: Path  # resolved
     sources: list[Source]
     problems: list[str]
-    label: str = ""  # the folder as the user named it (printed: the report does not depend on the checkout path)
+    label: str = (
+        ""  # the folder as the user named it (printed: the report does not depend on the checkout path)
+    )
 
-    def find(self, kind: str | None = None, table: str | None = None, folder: Path | None = None) -> list[Source]:
-        return [s for s in self.sources
-                if (kind is None or s.kind == kind) and (table is None or s.table == table)
-                and (folder is None or s.folder == folder)]
+    def find(
+        self, kind: str | None = None, table: str | None = None, folder: Path | None = None
+    ) -> list[Source]:
+        return [
+            s
+            for s in self.sources
+            if (kind is None or s.kind == kind)
+            and (table is None or s.table == table)
+            and (folder is None or s.folder == folder)
+        ]
 
     def one(self, folder: Path, table: str) -> Source | None:
         found = self.find(table=table, folder=folder)
@@ -91,8 +99,10 @@ def discover(root: Path) -> Results:
     root = Path(root)
     label = root.as_posix()
     if not root.exists():
-        raise BadInput(f"--results {str(root)!r} does not exist; give the folder the probe/ablation CLIs wrote "
-                       "their tables to (e.g. results/)")
+        raise BadInput(
+            f"--results {str(root)!r} does not exist; give the folder the probe/ablation CLIs wrote "
+            "their tables to (e.g. results/)"
+        )
     if not root.is_dir():
         raise BadInput(f"--results {str(root)!r} is not a folder")
     root = root.resolve()
@@ -118,7 +128,9 @@ def discover(root: Path) -> Results:
         sources.append(Source(root, js.parent, js.stem, meta))
     for pq in sorted(root.rglob("*.parquet")):
         if pq not in described and not _is_intermediate(pq, root) and not pq.name.startswith("."):
-            problems.append(f"{pq.relative_to(root).as_posix()}: no manifest ({pq.stem}.json) beside it; ignored")
+            problems.append(
+                f"{pq.relative_to(root).as_posix()}: no manifest ({pq.stem}.json) beside it; ignored"
+            )
     return Results(root, sources, problems, label)
 
 

@@ -35,8 +35,15 @@ def _annotate(ax, values: np.ndarray, labels: list[list[str]], vmax: float, *, d
             if not labels[i][j]:
                 continue
             strong = abs(v) > 0.55 * vmax if diverging else v < 0.5 * vmax  # viridis is dark at the low end
-            ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=6,
-                    color="white" if strong and np.isfinite(v) else "black")
+            ax.text(
+                j,
+                i,
+                labels[i][j],
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if strong and np.isfinite(v) else "black",
+            )
 
 
 def _vector(cbar) -> None:
@@ -50,8 +57,14 @@ def _mesh(ax, vals: np.ndarray, **kw):
     """A heatmap as vector quads (pcolormesh; imshow would embed a raster image), row 0 at the top, cell
     (i, j) centred on (j, i) like imshow."""
     n, m = vals.shape
-    im = ax.pcolormesh(np.arange(m + 1) - 0.5, np.arange(n + 1) - 0.5, np.ma.masked_invalid(vals),
-                       edgecolors="white", linewidth=0.5, **kw)
+    im = ax.pcolormesh(
+        np.arange(m + 1) - 0.5,
+        np.arange(n + 1) - 0.5,
+        np.ma.masked_invalid(vals),
+        edgecolors="white",
+        linewidth=0.5,
+        **kw,
+    )
     ax.set_xlim(-0.5, m - 0.5)
     ax.set_ylim(n - 0.5, -0.5)
     return im
@@ -64,9 +77,21 @@ def flow_heatmaps_plot(grids: dict[int, pd.DataFrame]):
     def draw(fig):
         ncols = min(3, len(layers))
         nrows = int(np.ceil(len(layers) / ncols))
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False,
-                                          gridspec_kw={"left": 0.09, "right": 0.88, "bottom": 0.07, "top": 0.93,
-                                                       "wspace": 0.35, "hspace": 0.45})).ravel()
+        axes = np.atleast_1d(
+            fig.subplots(
+                nrows,
+                ncols,
+                squeeze=False,
+                gridspec_kw={
+                    "left": 0.09,
+                    "right": 0.88,
+                    "bottom": 0.07,
+                    "top": 0.93,
+                    "wspace": 0.35,
+                    "hspace": 0.45,
+                },
+            )
+        ).ravel()
         im = None
         for ax, layer in zip(axes, layers):
             g = grids[layer]
@@ -80,7 +105,7 @@ def flow_heatmaps_plot(grids: dict[int, pd.DataFrame]):
             ax.set_xlabel("target (attended)")
             if ax.get_subplotspec().is_first_col():
                 ax.set_ylabel("source (attending)")
-        for ax in axes[len(layers):]:
+        for ax in axes[len(layers) :]:
             ax.set_axis_off()
         if im is not None:
             cax = fig.add_axes([0.91, 0.25, 0.015, 0.5])
@@ -97,13 +122,21 @@ def rollout_plot(curves: pd.DataFrame):
     def draw(fig):
         ax = fig.subplots(gridspec_kw={"left": 0.1, "right": 0.78, "bottom": 0.14, "top": 0.9})
         order = {r: i for i, r in enumerate(ROLE_COLORS)}
-        keys = sorted(curves.groupby(["method", "role"]).groups, key=lambda k: (k[0] != "rollout", order.get(k[1], 99),
-                                                                                  k[1]))
+        keys = sorted(
+            curves.groupby(["method", "role"]).groups,
+            key=lambda k: (k[0] != "rollout", order.get(k[1], 99), k[1]),
+        )
         for method, role in keys:
             part = curves[(curves["method"] == method) & (curves["role"] == role)].sort_values("layer")
-            ax.plot(part["layer"], part["value"], color=ROLE_COLORS.get(role, "black"),
-                    linestyle="-" if method == "rollout" else "--", marker="o" if method == "rollout" else "s",
-                    markersize=3, label=f"{role} ({method})")
+            ax.plot(
+                part["layer"],
+                part["value"],
+                color=ROLE_COLORS.get(role, "black"),
+                linestyle="-" if method == "rollout" else "--",
+                marker="o" if method == "rollout" else "s",
+                markersize=3,
+                label=f"{role} ({method})",
+            )
         layers = sorted(curves["layer"].unique())
         ax.set_xticks(layers, [str(int(x)) for x in layers])
         ax.set_xlabel("after layer ℓ (0-based)")
@@ -127,13 +160,23 @@ def ablation_heatmap_plot(delta: pd.DataFrame, p: pd.DataFrame, measure: str, ba
         vmax = max(float(finite.max()) if finite.size else 0.0, 1e-3)
         im = _mesh(ax, vals, cmap="RdBu", vmin=-vmax, vmax=vmax)
         pv = p.reindex(index=delta.index, columns=delta.columns).to_numpy(dtype=float)
-        labels = [[("" if not np.isfinite(vals[i, j]) else f"{vals[i, j] + 0.0 if round(vals[i, j], 3) else 0.0:+.3f}"
-                    f"{stars(pv[i, j])}")
-                   for j in range(vals.shape[1])] for i in range(vals.shape[0])]
+        labels = [
+            [
+                (
+                    ""
+                    if not np.isfinite(vals[i, j])
+                    else f"{vals[i, j] + 0.0 if round(vals[i, j], 3) else 0.0:+.3f}{stars(pv[i, j])}"
+                )
+                for j in range(vals.shape[1])
+            ]
+            for i in range(vals.shape[0])
+        ]
         _annotate(ax, vals, labels, vmax, diverging=True)
         ax.set_xticks(range(len(delta.columns)), [str(c) for c in delta.columns])
-        ax.set_yticks(range(len(delta.index)), [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i)
-                                                 for i in delta.index])
+        ax.set_yticks(
+            range(len(delta.index)),
+            [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in delta.index],
+        )
         ax.set_xlabel("layers removed in (0-based)")
         ax.set_ylabel("interaction removed")
         ax.set_title(f"Δ {measure} vs the full model ({baseline:.4f}); * p<0.05, ** p<0.01, *** p<0.001")
@@ -154,7 +197,9 @@ def search_plot(alone: pd.DataFrame, removed: set[str], tolerance: float, measur
         deltas = alone["delta"].to_numpy(dtype=float)
         ax.barh(y, deltas, color=colors, height=0.7)
         ax.scatter(deltas, y, c=colors, s=14, zorder=3)  # a zero Δ still shows its colour
-        ax.axvline(-tolerance, color="#d62728", linestyle="--", linewidth=0.8, label=f"−tolerance ({tolerance:g})")
+        ax.axvline(
+            -tolerance, color="#d62728", linestyle="--", linewidth=0.8, label=f"−tolerance ({tolerance:g})"
+        )
         ax.axvline(0, color="black", linewidth=0.5)
         finite = deltas[np.isfinite(deltas)]
         lo, hi = min([-tolerance, 0.0, *finite]), max([0.0, *finite])
@@ -170,8 +215,9 @@ def search_plot(alone: pd.DataFrame, removed: set[str], tolerance: float, measur
     return draw
 
 
-def pareto_plot(points: pd.DataFrame, x: str, y: str, label: str, xlabel: str, ylabel: str,
-                group: str | None = None):
+def pareto_plot(
+    points: pd.DataFrame, x: str, y: str, label: str, xlabel: str, ylabel: str, group: str | None = None
+):
     """Latency (x, lower is better) against effectiveness (y, higher is better); the Pareto front joined."""
 
     def draw(fig):
@@ -179,13 +225,27 @@ def pareto_plot(points: pd.DataFrame, x: str, y: str, label: str, xlabel: str, y
         groups = [(None, points)] if group is None else list(points.groupby(group, sort=True))
         markers = "osD^v<>p"
         for k, (g, part) in enumerate(groups):
-            ax.scatter(part[x], part[y], s=22, marker=markers[k % len(markers)], label=None if g is None else str(g),
-                       zorder=3)
+            ax.scatter(
+                part[x],
+                part[y],
+                s=22,
+                marker=markers[k % len(markers)],
+                label=None if g is None else str(g),
+                zorder=3,
+            )
             xmin, xmax = float(points[x].min()), float(points[x].max())
             for _, row in part.iterrows():
-                right = xmax > xmin and (row[x] - xmin) > 0.7 * (xmax - xmin)  # label left of points at the right
-                ax.annotate(str(row[label]), (row[x], row[y]), xytext=(-3 if right else 3, 3),
-                            textcoords="offset points", ha="right" if right else "left", fontsize=6)
+                right = xmax > xmin and (row[x] - xmin) > 0.7 * (
+                    xmax - xmin
+                )  # label left of points at the right
+                ax.annotate(
+                    str(row[label]),
+                    (row[x], row[y]),
+                    xytext=(-3 if right else 3, 3),
+                    textcoords="offset points",
+                    ha="right" if right else "left",
+                    fontsize=6,
+                )
             front = pareto_front(part, x, y)
             ax.step(front[x], front[y], where="post", linewidth=0.8, alpha=0.7, zorder=2)
         ax.set_xlabel(xlabel)
@@ -201,7 +261,8 @@ def pareto_plot(points: pd.DataFrame, x: str, y: str, label: str, xlabel: str, y
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Rows not dominated by another row (lower-or-equal x and higher-or-equal y, one strictly), sorted by x."""
+    """Rows not dominated by another row (lower-or-equal x and higher-or-equal y, one strictly), sorted by
+    x."""
     pts = points.sort_values([x, y], ascending=[True, False], kind="stable")
     best = -np.inf
     keep = []

@@ -41,19 +41,43 @@ def _block(b) -> dict:
     if isinstance(b, Paragraph):
         return {"type": "paragraph", "text": b.text, "kind": b.kind}
     if isinstance(b, Table):
-        return {"type": "table", "caption": b.caption, "html": table_html(b.df), "sources": b.sources,
-                "note": b.note}
+        return {
+            "type": "table",
+            "caption": b.caption,
+            "html": table_html(b.df),
+            "sources": b.sources,
+            "note": b.note,
+        }
     if isinstance(b, Figure):
-        return {"type": "figure", "caption": b.caption, "sources": b.sources, "alt": b.alt or b.caption,
-                "svg_b64": base64.b64encode(figure_svg(b)).decode("ascii"), "width_px": int(b.size[0] * 110)}
+        return {
+            "type": "figure",
+            "caption": b.caption,
+            "sources": b.sources,
+            "alt": b.alt or b.caption,
+            "svg_b64": base64.b64encode(figure_svg(b)).decode("ascii"),
+            "width_px": int(b.size[0] * 110),
+        }
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
 def render_html(sections: list[Section], *, title: str, context: dict) -> str:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
-                      undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     template = env.get_template("report.html.j2")
-    secs = [{"id": s.id, "title": s.title, "missing": s.missing, "blocks": [_block(b) for b in s.blocks]}
-            for s in sections]
-    return template.render(title=title, sections=secs, missing=[s for s in secs if s["missing"]],
-                           css=(TEMPLATES / "style.css").read_text(), **context)
+    secs = [
+        {"id": s.id, "title": s.title, "missing": s.missing, "blocks": [_block(b) for b in s.blocks]}
+        for s in sections
+    ]
+    return template.render(
+        title=title,
+        sections=secs,
+        missing=[s for s in secs if s["missing"]],
+        css=(TEMPLATES / "style.css").read_text(),
+        **context,
+    )

@@ -62,21 +62,49 @@ class Layout:
         self.pages[-1].append(fn)
 
     # --- text
-    def line(self, text: str, *, size: float = 9, weight: str = "normal", family: str = SANS, color: str = "#222222",
-             indent: float = 0.0, gap: float = 1.35, style: str = "normal") -> None:
+    def line(
+        self,
+        text: str,
+        *,
+        size: float = 9,
+        weight: str = "normal",
+        family: str = SANS,
+        color: str = "#222222",
+        indent: float = 0.0,
+        gap: float = 1.35,
+        style: str = "normal",
+    ) -> None:
         h = size * gap / 72
         self.ensure(h)
         x, y = MX + indent, self.y
 
         def draw(fig, x=x, y=y):
-            fig.text(x / W, 1 - y / H, text, fontsize=size, fontweight=weight, family=family, color=color,
-                     va="top", ha="left", fontstyle=style)
+            fig.text(
+                x / W,
+                1 - y / H,
+                text,
+                fontsize=size,
+                fontweight=weight,
+                family=family,
+                color=color,
+                va="top",
+                ha="left",
+                fontstyle=style,
+            )
 
         self.op(draw)
         self.y += h
 
-    def paragraph(self, text: str, *, size: float = 9, color: str = "#222222", indent: float = 0.0,
-                  style: str = "normal", after: float = 0.08) -> None:
+    def paragraph(
+        self,
+        text: str,
+        *,
+        size: float = 9,
+        color: str = "#222222",
+        indent: float = 0.0,
+        style: str = "normal",
+        after: float = 0.08,
+    ) -> None:
         width = int((AVAIL - indent) * 72 / (size * SANS_EM))
         for ln in textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=False) or [""]:
             self.line(ln, size=size, color=color, indent=indent, style=style)
@@ -128,8 +156,10 @@ class Layout:
         widths = [max(3, min(n, 60)) for n in natural]
         # Shrink the widest column first, but not below its longest word (at most 24 characters) while another
         # column can give; then below it, down to 8 characters.
-        words = [min(24, max([len(w) for v in [c, *(r[i] for r in cells)] for w in v.split()] or [3]))
-                 for i, c in enumerate(cols)]
+        words = [
+            min(24, max([len(w) for v in [c, *(r[i] for r in cells)] for w in v.split()] or [3]))
+            for i, c in enumerate(cols)
+        ]
         for floor in (words, [8] * len(cols)):
             while sum(widths) > avail_chars:
                 can = [i for i, w in enumerate(widths) if w > max(floor[i], 3)]
@@ -150,8 +180,12 @@ class Layout:
         header = [wrap(c, w) for c, w in zip(cols, widths)]
         rows = [[wrap(v, w) for v, w in zip(r, widths)] for r in cells]
         caption_h = len(textwrap.wrap(block.caption, int(AVAIL * 72 / (8 * SANS_EM)))) * 8 * 1.35 / 72 + 0.04
-        total = (caption_h + sum(max(len(x) for x in r) * lh + 0.03 for r in [header, *rows]) + 0.05
-                 + self._sources_height(block.sources))
+        total = (
+            caption_h
+            + sum(max(len(x) for x in r) * lh + 0.03 for r in [header, *rows])
+            + 0.05
+            + self._sources_height(block.sources)
+        )
         return {"xs": xs, "header": header, "rows": rows, "lh": lh, "caption_h": caption_h, "total": total}
 
     def table(self, block: Table, size: float = TABLE_SIZE) -> None:
@@ -172,13 +206,37 @@ class Layout:
 
             def draw(fig, y=y, lines=lines, h=h):
                 if bold:
-                    fig.add_artist(Rectangle((MX / W, 1 - (y + h) / H), width / W, h / H, facecolor="#eeeeee",
-                                             edgecolor="none", transform=fig.transFigure))
+                    fig.add_artist(
+                        Rectangle(
+                            (MX / W, 1 - (y + h) / H),
+                            width / W,
+                            h / H,
+                            facecolor="#eeeeee",
+                            edgecolor="none",
+                            transform=fig.transFigure,
+                        )
+                    )
                 for x, cell in zip(xs, lines):
-                    fig.text(x / W, 1 - (y + 0.015) / H, "\n".join(cell), fontsize=size, family=MONO,
-                             fontweight="bold" if bold else "normal", va="top", ha="left", linespacing=1.25)
-                fig.add_artist(matplotlib.lines.Line2D([MX / W, (MX + width) / W], [1 - (y + h) / H] * 2,
-                                                       color="#cccccc", linewidth=0.4, transform=fig.transFigure))
+                    fig.text(
+                        x / W,
+                        1 - (y + 0.015) / H,
+                        "\n".join(cell),
+                        fontsize=size,
+                        family=MONO,
+                        fontweight="bold" if bold else "normal",
+                        va="top",
+                        ha="left",
+                        linespacing=1.25,
+                    )
+                fig.add_artist(
+                    matplotlib.lines.Line2D(
+                        [MX / W, (MX + width) / W],
+                        [1 - (y + h) / H] * 2,
+                        color="#cccccc",
+                        linewidth=0.4,
+                        transform=fig.transFigure,
+                    )
+                )
 
             self.op(draw)
             self.y += h
@@ -210,9 +268,19 @@ class Layout:
             # Subfigures are placed by grid ratios (not by a gridspec's margins): carve the rectangle out of a
             # 3 × 3 grid whose middle cell is the plot's region.
             eps = 1e-6
-            gs = GridSpec(3, 3, figure=fig, wspace=0, hspace=0, left=0, right=1, bottom=0, top=1,
-                          width_ratios=[max(x0, eps), w, max(W - x0 - w, eps)],
-                          height_ratios=[max(y, eps), h, max(H - y - h, eps)])
+            gs = GridSpec(
+                3,
+                3,
+                figure=fig,
+                wspace=0,
+                hspace=0,
+                left=0,
+                right=1,
+                bottom=0,
+                top=1,
+                width_ratios=[max(x0, eps), w, max(W - x0 - w, eps)],
+                height_ratios=[max(y, eps), h, max(H - y - h, eps)],
+            )
             sub = fig.add_subfigure(gs[1, 1])
             sub.set_facecolor("none")
             block.draw(sub)
@@ -223,7 +291,9 @@ class Layout:
         self.sources(block.sources)
 
 
-def layout_report(sections: list[Section], *, title: str, meta_lines: list[str]) -> tuple[Layout, dict[str, int]]:
+def layout_report(
+    sections: list[Section], *, title: str, meta_lines: list[str]
+) -> tuple[Layout, dict[str, int]]:
     lay = Layout(title)
     starts: dict[str, int] = {}
     # contents page: drawn after layout, when page numbers are known (placeholder page 1)
@@ -238,8 +308,11 @@ def layout_report(sections: list[Section], *, title: str, meta_lines: list[str])
                 lay.heading(b.text, keep=max(0.6, lay.start_height(nxt)) if nxt is not None else 0.6)
             elif isinstance(b, Paragraph):
                 prefix = "missing: " if b.kind == "missing" and not b.text.startswith("missing") else ""
-                lay.paragraph(prefix + b.text, color=COLORS.get(b.kind, COLORS["text"]),
-                              style="italic" if b.kind == "note" else "normal")
+                lay.paragraph(
+                    prefix + b.text,
+                    color=COLORS.get(b.kind, COLORS["text"]),
+                    style="italic" if b.kind == "note" else "normal",
+                )
             elif isinstance(b, Table):
                 lay.table(b)
             elif isinstance(b, Figure):
@@ -275,15 +348,28 @@ def layout_report(sections: list[Section], *, title: str, meta_lines: list[str])
 def render_pdf(sections: list[Section], *, title: str, meta_lines: list[str]) -> bytes:
     lay, _ = layout_report(sections, title=title, meta_lines=meta_lines)
     buf = io.BytesIO()
-    metadata = {"Title": title, "Creator": "mice-toolkit reports.build", "CreationDate": None, "ModDate": None}
+    metadata = {
+        "Title": title,
+        "Creator": "mice-toolkit reports.build",
+        "CreationDate": None,
+        "ModDate": None,
+    }
     with matplotlib.rc_context(RC), PdfPages(buf, metadata=metadata) as pdf:
         total = len(lay.pages)
         for n, ops in enumerate(lay.pages, 1):
             fig = MplFigure(figsize=(W, H))
             for op in ops:
                 op(fig)
-            fig.text(0.5, 0.35 / H, f"{title} — page {n} of {total}", ha="center", va="bottom", fontsize=7,
-                     color="#888888", family=SANS)
+            fig.text(
+                0.5,
+                0.35 / H,
+                f"{title} — page {n} of {total}",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#888888",
+                family=SANS,
+            )
             pdf.savefig(fig)
     return buf.getvalue()
 

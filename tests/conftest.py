@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random BERT cross-encoders (seconds) and the real encoder/collections (marked slow)."""
+"""Shared fixtures: tiny random BERT cross-encoders (seconds) and the real encoder/collections (marked
+slow)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,21 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(pretrained_encoder_path())
 
 
-def make_tiny_bert(tokenizer, *, layers: int = 2, heads: int = 4, hidden: int = 32, seed: int = 0,
-                   num_labels: int = 1) -> BertForSequenceClassification:
+def make_tiny_bert(
+    tokenizer, *, layers: int = 2, heads: int = 4, hidden: int = 32, seed: int = 0, num_labels: int = 1
+) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=128,
-                     num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
@@ -50,8 +60,14 @@ def pairs():
     return [
         ("what is the capital of france", "Paris is the capital and largest city of France."),
         ("what is the capital of france", "Berlin is the capital of Germany."),
-        ("how do vaccines work", "Vaccines train the immune system to recognise a pathogen without causing disease."),
+        (
+            "how do vaccines work",
+            "Vaccines train the immune system to recognise a pathogen without causing disease.",
+        ),
         ("how do vaccines work", "The stock market fell sharply on Monday."),
-        ("symptoms of flu", "Fever, cough, sore throat, runny nose, muscle aches and fatigue are common flu symptoms "
-                            "that usually start suddenly and last about a week."),
+        (
+            "symptoms of flu",
+            "Fever, cough, sore throat, runny nose, muscle aches and fatigue are common flu symptoms "
+            "that usually start suddenly and last about a week.",
+        ),
     ]

@@ -18,8 +18,12 @@ from ablations import sweep as sweep_cli_module
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("ablation-cli")
-    return {"model": save_tiny_model(root / "tiny-model", tokenizer, layers=3),
-            "collection": write_tiny_beir(root / "tiny-beir"), "cache": root / "cache", "root": root}
+    return {
+        "model": save_tiny_model(root / "tiny-model", tokenizer, layers=3),
+        "collection": write_tiny_beir(root / "tiny-beir"),
+        "cache": root / "cache",
+        "root": root,
+    }
 
 
 def _exit_line(capsys, main, argv):
@@ -29,22 +33,35 @@ def _exit_line(capsys, main, argv):
     return exc.value.code, err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--remove", "doc2qry"], "unknown interaction 'doc2qry'; valid: query2doc, doc2query"),
-    (["--remove", "doc2query", "--layers", "7-2"], "malformed layers range '7-2'"),
-    (["--remove", "doc2query", "--layers", "a-b"], "malformed layers range 'a-b'"),
-    (["--remove", "doc2query", "--layers", "7-9"], "starts at layer 7, beyond the last layer 2"),
-    (["--remove", "doc2query", "--heads", "2-5"], "heads '2-5' out of range: the model has 4 heads"),
-    (["--remove", "doc2query", "--heads", "9"], "starts at head 9, beyond the last head 3"),
-    ([], "empty mask"),
-    (["--remove", "doc2query:0-1:x"], "malformed heads range 'x'"),
-    (["--remove", "doc2query", "--queries", "0"], "--queries 0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--remove", "doc2qry"], "unknown interaction 'doc2qry'; valid: query2doc, doc2query"),
+        (["--remove", "doc2query", "--layers", "7-2"], "malformed layers range '7-2'"),
+        (["--remove", "doc2query", "--layers", "a-b"], "malformed layers range 'a-b'"),
+        (["--remove", "doc2query", "--layers", "7-9"], "starts at layer 7, beyond the last layer 2"),
+        (["--remove", "doc2query", "--heads", "2-5"], "heads '2-5' out of range: the model has 4 heads"),
+        (["--remove", "doc2query", "--heads", "9"], "starts at head 9, beyond the last head 3"),
+        ([], "empty mask"),
+        (["--remove", "doc2query:0-1:x"], "malformed heads range 'x'"),
+        (["--remove", "doc2query", "--queries", "0"], "--queries 0 must be >= 1"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(world, capsys, monkeypatch, argv, needle):
     monkeypatch.setenv("MICE_CACHE", str(world["cache"]))
-    code, err = _exit_line(capsys, run_cli_module.main,
-                           [*argv, "--model", str(world["model"]), "--collection", str(world["collection"]),
-                            "--out", str(world["root"] / "bad")])
+    code, err = _exit_line(
+        capsys,
+        run_cli_module.main,
+        [
+            *argv,
+            "--model",
+            str(world["model"]),
+            "--collection",
+            str(world["collection"]),
+            "--out",
+            str(world["root"] / "bad"),
+        ],
+    )
     assert code == 2
     assert err.startswith("error: ") and "\n" not in err, err
     assert needle in err, err
@@ -61,11 +78,19 @@ def test_missing_reference_model_says_how_to_train(world, capsys, monkeypatch, t
 
 def test_sweep_bad_input(world, capsys, monkeypatch):
     monkeypatch.setenv("MICE_CACHE", str(world["cache"]))
-    common = ["--model", str(world["model"]), "--collection", str(world["collection"]), "--out",
-              str(world["root"] / "bad-sweep")]
-    for argv, needle in ((["--interactions", "nope"], "unknown interaction 'nope'"),
-                         (["--layer-units", "3-1"], "malformed layers range '3-1'"),
-                         (["--head-groups", "0-9"], "heads '0-9' out of range")):
+    common = [
+        "--model",
+        str(world["model"]),
+        "--collection",
+        str(world["collection"]),
+        "--out",
+        str(world["root"] / "bad-sweep"),
+    ]
+    for argv, needle in (
+        (["--interactions", "nope"], "unknown interaction 'nope'"),
+        (["--layer-units", "3-1"], "malformed layers range '3-1'"),
+        (["--head-groups", "0-9"], "heads '0-9' out of range"),
+    ):
         code, err = _exit_line(capsys, sweep_cli_module.main, [*argv, *common])
         assert code == 2 and needle in err and "\n" not in err, err
 
@@ -75,33 +100,82 @@ def test_cli_subprocess_exit_code_and_clamped_run(world):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert bad.stderr.startswith("error: unknown interaction 'doc2qry'")
     out = world["root"] / "run-out"
-    ok = run_cli("ablations.run", ["--remove", "doc2query", "--layers", "0-6", "--remove", "cls2doc:1",
-                                   "--model", str(world["model"]), "--collection", str(world["collection"]),
-                                   "--out", str(out)], world["cache"])
+    ok = run_cli(
+        "ablations.run",
+        [
+            "--remove",
+            "doc2query",
+            "--layers",
+            "0-6",
+            "--remove",
+            "cls2doc:1",
+            "--model",
+            str(world["model"]),
+            "--collection",
+            str(world["collection"]),
+            "--out",
+            str(out),
+        ],
+        world["cache"],
+    )
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert lines[0] == "layers 0-6 → 0-2: the model has 3 layers"
     assert any(line.split()[0] == "nDCG@10" for line in lines if line.strip())
     summary = pd.read_parquet(out / "summary.parquet")
-    assert set(summary["measure"]) >= {"nDCG@10"} and summary["spec_label"].iloc[0] == "doc2query[0-6] + cls2doc[1]"
-    again = run_cli("ablations.run", ["--remove", "doc2query", "--layers", "0-6", "--remove", "cls2doc:1",
-                                      "--model", str(world["model"]), "--collection", str(world["collection"]),
-                                      "--out", str(out)], world["cache"])
+    assert (
+        set(summary["measure"]) >= {"nDCG@10"}
+        and summary["spec_label"].iloc[0] == "doc2query[0-6] + cls2doc[1]"
+    )
+    again = run_cli(
+        "ablations.run",
+        [
+            "--remove",
+            "doc2query",
+            "--layers",
+            "0-6",
+            "--remove",
+            "cls2doc:1",
+            "--model",
+            str(world["model"]),
+            "--collection",
+            str(world["collection"]),
+            "--out",
+            str(out),
+        ],
+        world["cache"],
+    )
     assert again.returncode == 0 and "already in" in again.stdout
     assert len(pd.read_parquet(out / "summary.parquet")) == len(summary)
 
 
 def test_sweep_resumes_after_kill_9(world):
-    args = ["--interactions", "doc2query", "cls2doc", "query2doc", "--model", str(world["model"]), "--collection",
-            str(world["collection"]), "--bootstrap", "200", "--no-progress"]
+    args = [
+        "--interactions",
+        "doc2query",
+        "cls2doc",
+        "query2doc",
+        "--model",
+        str(world["model"]),
+        "--collection",
+        str(world["collection"]),
+        "--bootstrap",
+        "200",
+        "--no-progress",
+    ]
     ref_dir, dir_ = world["root"] / "sweep-ref", world["root"] / "sweep-killed"
     ref = run_cli("ablations.sweep", [*args, "--out", str(ref_dir)], world["cache"])
     assert ref.returncode == 0, ref.stderr
 
     env = cli_env(world["cache"])
     env["MICE_SWEEP_CELL_DELAY"] = "30"  # each finished cell waits: the kill lands mid-sweep
-    proc = subprocess.Popen([sys.executable, "-m", "ablations.sweep", *args, "--out", str(dir_)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations.sweep", *args, "--out", str(dir_)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     cells = dir_ / "cells"
     deadline = time.time() + 240
     while time.time() < deadline and not list(cells.glob("*.summary.parquet")):

@@ -47,7 +47,10 @@ def test_removing_nothing_reproduces_the_full_model(tiny_ce_factory, pairs):
     batch = ce.encode(pairs)
     zero = compile_mask(MaskSpec.remove("doc2query"), 3, 4)
     zero.tables = [torch.ones_like(t) for t in zero.tables]
-    with torch.inference_mode(), attention_context(ce.model, AttentionContext(bias=zero.bias_fn(batch.roles))):
+    with (
+        torch.inference_mode(),
+        attention_context(ce.model, AttentionContext(bias=zero.bias_fn(batch.roles))),
+    ):
         forced = ce.forward(batch).numpy()
     assert np.abs(forced - full).max() < 1e-5
 
@@ -95,8 +98,14 @@ def test_doc2query_blocks_the_direct_path_only(tiny_ce_factory, pairs):
     assert (plain_a[1][doc] - plain_b[1][doc]).abs().max() > 1e-5  # and the full model does depend
 
 
-@pytest.mark.parametrize("spec", [MaskSpec.remove("doc2query+doc2cls+doc2sep"),
-                                  MaskSpec.remove("mice-step2"), MaskSpec.remove("mice-step3")])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MaskSpec.remove("doc2query+doc2cls+doc2sep"),
+        MaskSpec.remove("mice-step2"),
+        MaskSpec.remove("mice-step3"),
+    ],
+)
 def test_document_states_are_query_independent(tiny_ce_factory, pairs, spec):
     """With every path from the query into the document cut in all layers (documents read only documents
     and SEP2, and SEP2 reads only itself — as in MICE step 2), every layer's document states are unchanged
@@ -147,8 +156,9 @@ def test_query_doc_removal_leaves_only_hub_paths(tiny_ce_factory, pairs):
     m1 = MaskedCrossEncoder(ce, spec1)
     assert np.abs(m1.score(pairs) - m1.score(swapped)).max() > 1e-6
 
-    spec2 = spec1 + MaskSpec.remove("query2cls+query2sep2+sep12doc+sep12sep2+sep12cls+doc2cls+doc2sep1+sep22query"
-                                    "+sep22sep1+sep22cls")
+    spec2 = spec1 + MaskSpec.remove(
+        "query2cls+query2sep2+sep12doc+sep12sep2+sep12cls+doc2cls+doc2sep1+sep22query+sep22sep1+sep22cls"
+    )
     a, b = _states(ce, spec2, batch), _states(ce, spec2, other)
     for layer in range(len(a)):
         got = [x[1:] for x in query_side(a, layer)], [x[1:] for x in query_side(b, layer)]
@@ -165,9 +175,16 @@ def test_query_doc_removal_leaves_only_hub_paths(tiny_ce_factory, pairs):
 
 
 # ------------------------------------------------------------------------------- prefix cache
-@pytest.mark.parametrize("spec", [MaskSpec.remove("doc2query", layers="2"), MaskSpec.remove("mice-step2"),
-                                  MaskSpec([Rule("query2doc", "2", "1,2")]), MaskSpec.remove("*2*", layers="1-3"),
-                                  MaskSpec.remove("cls2doc", layers="3")])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MaskSpec.remove("doc2query", layers="2"),
+        MaskSpec.remove("mice-step2"),
+        MaskSpec([Rule("query2doc", "2", "1,2")]),
+        MaskSpec.remove("*2*", layers="1-3"),
+        MaskSpec.remove("cls2doc", layers="3"),
+    ],
+)
 def test_prefix_cache_equals_the_full_masked_forward(tiny_ce_factory, pairs, spec):
     ce = tiny_ce_factory(layers=4, hidden=64)
     assert supports_prefix(ce)
@@ -186,10 +203,16 @@ def test_rows_shortcut_recomputes_only_the_changed_rows(tiny_ce_factory, pairs):
     """Removing query2doc in the last layer cannot change the score (CLS keeps its keys): exact baseline."""
     ce = tiny_ce_factory(layers=3)
     cache = PrefixCache(ce, pairs, batch_size=2)
-    assert np.abs(cache.score(compile_mask(MaskSpec.remove("query2doc", layers="2"), 3, 4))
-                  - ce.score(pairs)).max() < 1e-5
-    assert compile_mask(MaskSpec.remove("cls2doc+query2doc"), 3, 4).affected_sources(0) == {int(Role.CLS),
-                                                                                         int(Role.QUERY)}
+    assert (
+        np.abs(
+            cache.score(compile_mask(MaskSpec.remove("query2doc", layers="2"), 3, 4)) - ce.score(pairs)
+        ).max()
+        < 1e-5
+    )
+    assert compile_mask(MaskSpec.remove("cls2doc+query2doc"), 3, 4).affected_sources(0) == {
+        int(Role.CLS),
+        int(Role.QUERY),
+    }
 
 
 @pytest.mark.parametrize("rows_shortcut,unmasked_layers", [(False, 3), (True, 4)])
@@ -199,7 +222,9 @@ def test_prefix_cache_computes_each_prefix_layer_once(tiny_ce_factory, pairs, ro
     n_batches = len(cache.batches)
     for layer in range(4):
         for inter in ("doc2query", "query2doc"):
-            cache.score(compile_mask(MaskSpec.remove(inter, layers=str(layer)), 4, 4), rows_shortcut=rows_shortcut)
+            cache.score(
+                compile_mask(MaskSpec.remove(inter, layers=str(layer)), 4, 4), rows_shortcut=rows_shortcut
+            )
     # layers 0, 1, 2 once each (+ layer 3's unmasked output, kept for the rows shortcut)
     assert cache.layers_computed == unmasked_layers * n_batches
     cache.score(compile_mask(MaskSpec.remove("doc2query", layers="0"), 4, 4), rows_shortcut=False)

@@ -59,8 +59,10 @@ def test_mice_presets_are_cumulative():
 
 def test_mice_step_tables_match_the_paper():
     """Step 0-3 as 'X ↛ Y' tables (4 layers, K=2)."""
-    tables = [compile_mask(MaskSpec.remove(f"mice-step{i}" + ("@2" if i == 3 else "")), 4, 2).allowed[:, 0]
-              for i in range(4)]
+    tables = [
+        compile_mask(MaskSpec.remove(f"mice-step{i}" + ("@2" if i == 3 else "")), 4, 2).allowed[:, 0]
+        for i in range(4)
+    ]
     a0, a1, a2, a3 = tables
     # step 0: only CLS reads CLS; doc ↛ SEP1; query ↛ SEP2; SEPs read only themselves.
     assert a0[:, C, C].all() and not a0[:, [Q, S1, D, S2], C].any()
@@ -80,8 +82,17 @@ def test_mice_step_tables_match_the_paper():
 
 
 # -------------------------------------------------------------------------------------- ranges
-@pytest.mark.parametrize("text,expected", [("0-6", ((0, 6),)), ("0-2,5", ((0, 2), (5, 5))), ("3", ((3, 3),)),
-                                           (" 1 - 2", None), ("all", None), ("ALL", None)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("0-6", ((0, 6),)),
+        ("0-2,5", ((0, 2), (5, 5))),
+        ("3", ((3, 3),)),
+        (" 1 - 2", None),
+        ("all", None),
+        ("ALL", None),
+    ],
+)
 def test_parse_ranges(text, expected):
     if text == " 1 - 2":
         with pytest.raises(BadInput):
@@ -132,8 +143,18 @@ def test_range_parser_only_raises_badinput_and_stays_in_bounds(text, n):
 # -------------------------------------------------------------------------------------- specs
 rule_st = st.builds(
     Rule,
-    interaction=st.sampled_from(["doc2query", "query2doc", "*2sep", "sep2*", "cls2doc+cls2query", "mice-step2",
-                                 "mice-step3@4", "doc2doc"]),
+    interaction=st.sampled_from(
+        [
+            "doc2query",
+            "query2doc",
+            "*2sep",
+            "sep2*",
+            "cls2doc+cls2query",
+            "mice-step2",
+            "mice-step3@4",
+            "doc2doc",
+        ]
+    ),
     layers=st.one_of(st.just("all"), st.sets(st.integers(0, 11), min_size=1).map(format_ranges)),
     heads=st.one_of(st.just("all"), st.sets(st.integers(0, 11), min_size=1).map(format_ranges)),
 )
@@ -209,7 +230,16 @@ def test_expand_table_gathers_roles_and_falls_back_to_self():
     table[0, Q, :P] = False
     bias = expand_table(table, roles)[0, 0]
     keep = ~torch.isinf(bias)
-    assert keep[1].tolist() == [False, True, False, False, False, False, False, True]  # self + pad (model masks)
+    assert keep[1].tolist() == [
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]  # self + pad (model masks)
     assert keep[2, 2] and not keep[2, 1]
 
 
@@ -220,7 +250,7 @@ def test_no_row_is_ever_empty_and_softmax_has_no_nan(flags, n_query, n_doc):
     row = [C] + [Q] * n_query + [S1] + [D] * n_doc + [S2]
     roles = _roles(row + [P] * 2)
     pad = torch.zeros(1, 1, 1, len(row) + 2)
-    pad[..., len(row):] = float("-inf")  # what the model's padding mask adds
+    pad[..., len(row) :] = float("-inf")  # what the model's padding mask adds
     scores = torch.randn(1, 1, len(row) + 2, len(row) + 2) + expand_table(full, roles) + pad
     probs = torch.softmax(scores, -1)
     assert not torch.isnan(probs).any()

@@ -40,7 +40,9 @@ def rs(tmp_path):
 
 @pytest.fixture
 def exp(tiny_ce_factory, rs, cache):
-    return Experiment(tiny_ce_factory(layers=3), rs, Settings(collection=rs.name, n_boot=500), model_label="tiny")
+    return Experiment(
+        tiny_ce_factory(layers=3), rs, Settings(collection=rs.name, n_boot=500), model_label="tiny"
+    )
 
 
 def test_fingerprint_tracks_weights(tiny_ce_factory):
@@ -52,7 +54,9 @@ def test_baseline_is_computed_once_and_cached(tiny_ce, rs, cache, monkeypatch):
     scores, cached = baseline_scores(tiny_ce, rs)
     assert not cached and scores.shape == (len(rs.candidates),)
     calls = []
-    monkeypatch.setattr(type(tiny_ce), "score", lambda *a, **k: calls.append(1) or np.zeros(len(rs.candidates)))
+    monkeypatch.setattr(
+        type(tiny_ce), "score", lambda *a, **k: calls.append(1) or np.zeros(len(rs.candidates))
+    )
     again, cached = baseline_scores(tiny_ce, rs)
     assert cached and not calls and np.array_equal(again, scores)
     _, cached = baseline_scores(tiny_ce, rs.subset(2), use_cache=True)  # other queries: another key
@@ -114,9 +118,14 @@ def test_results_tables_append_and_replace(exp, tmp_path):
 def test_sweep_grid_and_prefix_equivalence(exp, tmp_path):
     cfg = SweepConfig(interactions=["doc2query", "cls2doc"], layer_units=["each"])
     cells, _ = cfg.cells(3, 4)
-    assert [(c.interaction, c.layers) for c in cells] == [("doc2query", "0"), ("doc2query", "1"),
-                                                         ("doc2query", "2"), ("cls2doc", "0"),
-                                                         ("cls2doc", "1"), ("cls2doc", "2")]
+    assert [(c.interaction, c.layers) for c in cells] == [
+        ("doc2query", "0"),
+        ("doc2query", "1"),
+        ("doc2query", "2"),
+        ("cls2doc", "0"),
+        ("cls2doc", "1"),
+        ("cls2doc", "2"),
+    ]
     assert [c.layers for c in SweepConfig(["doc2query"], mode="from").cells(3, 4)[0]] == ["0-2", "1-2", "2"]
     assert [c.layers for c in SweepConfig(["doc2query"], mode="upto").cells(3, 4)[0]] == ["0", "0-1", "0-2"]
     heads = SweepConfig(["doc2query"], ["0-1"], head_groups=["0-1", "2-3"]).cells(3, 4)[0]
@@ -152,5 +161,7 @@ def test_search_keeps_the_drop_within_tolerance(exp, tmp_path):
 
 
 def test_merge_units():
-    spec = merge_units([Unit("doc2query", "0"), Unit("doc2query", "1"), Unit("cls2doc", "3"), Unit("doc2query", "4")])
+    spec = merge_units(
+        [Unit("doc2query", "0"), Unit("doc2query", "1"), Unit("cls2doc", "3"), Unit("doc2query", "4")]
+    )
     assert spec.rules == [Rule("doc2query", "0-1,4"), Rule("cls2doc", "3")]

@@ -33,8 +33,22 @@ def real_model(tmp_path_factory) -> str:
 
 def test_real_cli_run_on_dl19(real_model, tmp_path):
     out = tmp_path / "out"
-    args = ["--remove", "doc2query", "--layers", "0-6", "--model", real_model, "--queries", "3", "--depth", "10",
-            "--out", str(out), "--bootstrap", "1000"]
+    args = [
+        "--remove",
+        "doc2query",
+        "--layers",
+        "0-6",
+        "--model",
+        real_model,
+        "--queries",
+        "3",
+        "--depth",
+        "10",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "1000",
+    ]
     res = run_cli("ablations.run", args, tmp_path / "cache", timeout=600)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
@@ -52,9 +66,27 @@ def test_real_cli_run_on_dl19(real_model, tmp_path):
 
 def test_real_sweep_and_prefix_cache(real_model, tmp_path):
     out = tmp_path / "sweep"
-    res = run_cli("ablations.sweep", ["--interactions", "doc2query", "--layer-units", "4", "5", "--model", real_model,
-                                      "--queries", "2", "--depth", "5", "--out", str(out), "--no-progress"],
-                  tmp_path / "cache", timeout=600)
+    res = run_cli(
+        "ablations.sweep",
+        [
+            "--interactions",
+            "doc2query",
+            "--layer-units",
+            "4",
+            "5",
+            "--model",
+            real_model,
+            "--queries",
+            "2",
+            "--depth",
+            "5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        tmp_path / "cache",
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     summary = pd.read_parquet(out / "summary.parquet")
     assert sorted(summary["cell_layers"].unique()) == ["4", "5"]

@@ -27,18 +27,37 @@ DOCS = {
     "d11": "A cold has milder symptoms than the flu.",
     "d12": "Markets in Europe rose as the capital flowed back.",
 }
-QUERIES = {"q1": "capital of france", "q2": "how do vaccines work", "q3": "flu symptoms", "q4": "stock market"}
-QRELS = [("q1", "d1", 2), ("q1", "d9", 1), ("q2", "d4", 2), ("q2", "d5", 2), ("q2", "d10", 1),
-         ("q3", "d7", 2), ("q3", "d8", 2), ("q3", "d11", 1), ("q4", "d6", 2), ("q4", "d12", 1)]
+QUERIES = {
+    "q1": "capital of france",
+    "q2": "how do vaccines work",
+    "q3": "flu symptoms",
+    "q4": "stock market",
+}
+QRELS = [
+    ("q1", "d1", 2),
+    ("q1", "d9", 1),
+    ("q2", "d4", 2),
+    ("q2", "d5", 2),
+    ("q2", "d10", 1),
+    ("q3", "d7", 2),
+    ("q3", "d8", 2),
+    ("q3", "d11", 1),
+    ("q4", "d6", 2),
+    ("q4", "d12", 1),
+]
 
 
 def write_tiny_beir(root: Path) -> Path:
     (root / "qrels").mkdir(parents=True, exist_ok=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
-                                               for k, v in DOCS.items()))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in QUERIES.items()))
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
-                                             + "".join(f"{q}\t{d}\t{r}\n" for q, d, r in QRELS))
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in DOCS.items())
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in QUERIES.items())
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{r}\n" for q, d, r in QRELS)
+    )
     return root
 
 
@@ -53,15 +72,30 @@ def save_tiny_model(path: Path, tokenizer, *, layers: int = 3, seed: int = 0) ->
 
 def cli_env(cache: Path) -> dict:
     env = dict(os.environ)
-    env.update({"MICE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-                "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
+    env.update(
+        {
+            "MICE_CACHE": str(cache),
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": str(REPO),
+        }
+    )
     env.pop("MICE_MODEL", None)
     return env
 
 
 def run_cli(module: str, args: list[str], cache: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(cache), check=False, capture_output=True,
-                          text=True, timeout=kw.pop("timeout", 300), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=cli_env(cache),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=kw.pop("timeout", 300),
+        **kw,
+    )
 
 
 def test_tiny_beir_loads_with_bm25_candidates(tmp_path):

@@ -38,10 +38,16 @@ def ce(demo):
     return CrossEncoder.from_pretrained(demo.model, max_length=64)
 
 
-def open_app(demo, view: str, *, model=None, collection=None, results=None, state: dict | None = None) -> AppTest:
+def open_app(
+    demo, view: str, *, model=None, collection=None, results=None, state: dict | None = None
+) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.query_params.update(view=view, model=str(model or demo.model), collection=str(collection or demo.beir),
-                           results=str(results or demo.results))
+    at.query_params.update(
+        view=view,
+        model=str(model or demo.model),
+        collection=str(collection or demo.beir),
+        results=str(results or demo.results),
+    )
     for key, value in (state or {}).items():
         at.session_state[key] = value
     return at.run()
@@ -162,7 +168,8 @@ def test_pair_view_mice_configuration(demo, ce):
     cfg = MiceConfig.load(demo.mice / "mice.json")
     expected = float(MiceModel(ce, cfg).score([(query, doc)])[0])
     assert metric(at, "Score (MICE)") == pytest.approx(expected, abs=1e-4)
-    # The attention shown is the model's under the configuration's effective mask: same score (joint positions).
+    # The attention shown is the model's under the configuration's effective mask: same score (joint
+    # positions).
     effective = MaskedCrossEncoder(ce, spec_from_interactions(cfg.interactions())).score([(query, doc)])[0]
     assert float(effective) == pytest.approx(expected, abs=1e-4)
 
@@ -184,14 +191,22 @@ def test_a_mice_model_is_explored_as_mice(demo, ce):
     at.selectbox(key="pair_source").set_value(first_doc).run()
     no_trouble(at)
     table = frame(at, "attention_from_source")
-    assert table.loc[table["role"] == "query", "attention_from_source"].abs().max() == 0.0  # docs never read it
+    assert (
+        table.loc[table["role"] == "query", "attention_from_source"].abs().max() == 0.0
+    )  # docs never read it
     assert table.loc[table["role"] == "doc", "attention_from_source"].sum() > 0.5
 
     edits = {"edited_rows": {0: {"layer 1": True}}, "added_rows": [], "deleted_rows": []}
-    at = open_app(demo, "ablation", model=demo.mice, state={"pair_query": query, "pair_doc": doc,
-                                                            f"abl_toggles_{cfg.drop_layer}": edits})
+    at = open_app(
+        demo,
+        "ablation",
+        model=demo.mice,
+        state={"pair_query": query, "pair_doc": doc, f"abl_toggles_{cfg.drop_layer}": edits},
+    )
     no_trouble(at)
-    joined = dataclasses.replace(cfg, mask=MaskSpec([*cfg.mask.rules, Rule("query2doc", "1")]))  # row 0, layer 1
+    joined = dataclasses.replace(
+        cfg, mask=MaskSpec([*cfg.mask.rules, Rule("query2doc", "1")])
+    )  # row 0, layer 1
     expected = float(MiceModel(ce, joined).score([(query, doc)])[0])
     assert metric(at, "Score (MICE model)") == pytest.approx(float(mice.score([(query, doc)])[0]), abs=1e-4)
     assert metric(at, "Score (masked)") == pytest.approx(expected, abs=1e-4)
@@ -238,8 +253,11 @@ def test_flow_view_heatmaps_per_layer_and_head(demo):
     expected = aggregate_flows(fpq, keys=("layer", "source", "target"))
     table = frame(at, "query_mean")
     assert "head" not in table.columns and sorted(table["layer"].unique()) == [0, 1, 2]
-    merged = table.merge(expected.astype({"source": str, "target": str}), on=["layer", "source", "target"],
-                         suffixes=("", "_expected"))
+    merged = table.merge(
+        expected.astype({"source": str, "target": str}),
+        on=["layer", "source", "target"],
+        suffixes=("", "_expected"),
+    )
     assert len(merged) == len(expected) == 3 * 5 * 6
     np.testing.assert_allclose(merged["query_mean"], merged["query_mean_expected"], atol=1e-9)
     np.testing.assert_allclose(merged["query_std"], merged["query_std_expected"], atol=1e-9)
@@ -250,8 +268,12 @@ def test_flow_view_heatmaps_per_layer_and_head(demo):
     no_trouble(at)
     table = frame(at, "query_mean")
     assert sorted(table["head"].unique()) == [0, 1, 2, 3] and set(table["layer"]) == {1}
-    one = table[(table["head"] == 2) & (table["source"] == "doc") & (table["target"] == "query")]["query_mean"]
-    rows = fpq[(fpq["layer"] == 1) & (fpq["head"] == 2) & (fpq["source"] == "doc") & (fpq["target"] == "query")]
+    one = table[(table["head"] == 2) & (table["source"] == "doc") & (table["target"] == "query")][
+        "query_mean"
+    ]
+    rows = fpq[
+        (fpq["layer"] == 1) & (fpq["head"] == 2) & (fpq["source"] == "doc") & (fpq["target"] == "query")
+    ]
     assert float(one.iloc[0]) == pytest.approx(rows["value"].mean(), abs=1e-12)
 
     spec = lambda: json.loads(at.get("vega_lite_chart")[0].proto.spec)  # noqa: E731
@@ -278,8 +300,11 @@ def test_unreadable_results_file_is_a_message(demo, tmp_path):
 
 
 def test_views_without_results_say_what_to_run(demo, tmp_path):
-    for view, text in (("flow", "python -m probe.run"), ("ablation", "python -m ablations.sweep"),
-                       ("mice", "No MICE comparison yet: run `python -m ablations.compare`")):
+    for view, text in (
+        ("flow", "python -m probe.run"),
+        ("ablation", "python -m ablations.sweep"),
+        ("mice", "No MICE comparison yet: run `python -m ablations.compare`"),
+    ):
         at = open_app(demo, view, results=tmp_path / "empty")
         assert not at.exception and not at.error
         assert any(text in i.value for i in at.info), (view, [i.value for i in at.info])
@@ -302,8 +327,9 @@ def test_ablation_live_toggles_rescore_the_pair(demo, ce):
 
     at.selectbox(key="abl_preset").set_value("mice-step2").run()
     spec = MaskSpec([Rule("mice-step2"), Rule("doc2query", "0,2")])
-    assert metric(at, "Score (masked)") == pytest.approx(float(MaskedCrossEncoder(ce, spec).score([(query, doc)])[0]),
-                                                         abs=1e-4)
+    assert metric(at, "Score (masked)") == pytest.approx(
+        float(MaskedCrossEncoder(ce, spec).score([(query, doc)])[0]), abs=1e-4
+    )
     at.text_input(key="abl_extra").set_value("bogus2thing").run()
     assert not at.exception
     assert any("unknown interaction" in e.value and "bogus2thing" in e.value for e in at.error)
@@ -313,8 +339,9 @@ def test_ablation_live_with_nothing_removed(demo, ce):
     at = open_app(demo, "ablation", state={"pair_query": "flu symptoms", "pair_doc": "Fever and cough."})
     no_trouble(at)
     assert any("Nothing removed yet" in i.value for i in at.info)
-    assert metric(at, "Score (full model)") == pytest.approx(float(ce.score([("flu symptoms", "Fever and cough.")])[0]),
-                                                             abs=1e-4)
+    assert metric(at, "Score (full model)") == pytest.approx(
+        float(ce.score([("flu symptoms", "Fever and cough.")])[0]), abs=1e-4
+    )
     assert not [m for m in at.metric if m.label == "Score (masked)"]
 
 
@@ -349,13 +376,17 @@ def test_ablation_results_search_minimal_set(demo):
     for inter, row in grid.iterrows():
         for col, value in row.items():
             la = int(col.split()[1])
-            assert value == ("removed" if (inter, la) in removed else "survives" if (inter, la) in surviving else "")
+            assert value == (
+                "removed" if (inter, la) in removed else "survives" if (inter, la) in surviving else ""
+            )
     steps = read_table(demo.search, "steps")
     assert metric(at, "Units removed") == steps["added"].sum() == len(removed)  # tiny model: units are layers
     assert metric(at, "Units surviving") == len(doc["surviving"])
     alone = steps[steps["phase"] == "alone"]
     got = frame(at, "significance").set_index(["interaction", "layers"])["delta"].sort_index()
-    np.testing.assert_allclose(got, alone.set_index(["interaction", "layers"])["delta"].sort_index(), atol=1e-12)
+    np.testing.assert_allclose(
+        got, alone.set_index(["interaction", "layers"])["delta"].sort_index(), atol=1e-12
+    )
 
 
 def _layers(text: str) -> list[int]:
@@ -371,15 +402,27 @@ def test_mice_view_table_pareto_and_download(demo):
     at = open_app(demo, "mice")
     no_trouble(at)
     table = frame(at, "nDCG@10")
-    assert len(table) == 6 and {"RR@10", "Δ nDCG@10", "significance", "latency (latency_ms_per_query)",
-                                "storage (storage_bytes_per_doc)", "parameters"} <= set(table.columns)
+    assert len(table) == 6 and {
+        "RR@10",
+        "Δ nDCG@10",
+        "significance",
+        "latency (latency_ms_per_query)",
+        "storage (storage_bytes_per_doc)",
+        "parameters",
+    } <= set(table.columns)
     rows = table.set_index("name")
     assert rows.loc["mice-retrained", "nDCG@10"] == pytest.approx(0.64)
     assert rows.loc["mice-retrained", "Δ nDCG@10"] == pytest.approx(-0.06)
     assert rows.loc["slow-and-bad", "significance"] == "**" and rows.loc["lite", "significance"] == ""
     assert rows.loc["mice-masked", "kind"] == "masked" and rows.loc["mice-retrained", "kind"] == "mice"
     front = next(c.value for c in at.caption if c.value.startswith("Dashed line"))
-    assert re.findall(r"`([^`]+)`", front) == ["maxsim", "lite", "mice-retrained", "mice-masked", "cross-encoder"]
+    assert re.findall(r"`([^`]+)`", front) == [
+        "maxsim",
+        "lite",
+        "mice-retrained",
+        "mice-masked",
+        "cross-encoder",
+    ]
     chart = json.dumps(json.loads(at.get("vega_lite_chart")[0].proto.spec))
     assert "nDCG@10" in chart and "latency_ms_per_query" in chart
     at.selectbox(key="mice_measure").set_value("RR@10").run()
@@ -391,14 +434,28 @@ def test_mice_view_table_pareto_and_download(demo):
 
 
 def test_mice_view_reads_a_wide_table_with_other_names(demo, tmp_path):
-    df = pd.DataFrame({"system": ["ce", "mice-l2+3", "maxsim"], "dataset": ["dl19"] * 3,
-                       "nDCG@10": [0.72, 0.70, 0.60], "ms_per_query": [30.0, 9.0, 2.0], "index_bytes": [0, 5e8, 9e9]})
+    df = pd.DataFrame(
+        {
+            "system": ["ce", "mice-l2+3", "maxsim"],
+            "dataset": ["dl19"] * 3,
+            "nDCG@10": [0.72, 0.70, 0.60],
+            "ms_per_query": [30.0, 9.0, 2.0],
+            "index_bytes": [0, 5e8, 9e9],
+        }
+    )
     elsewhere = tmp_path / "configs" / "cfg.json"
     elsewhere.parent.mkdir()
-    elsewhere.write_text(json.dumps({"schema_version": 1, "kind": "mice-config", "base_model": "x",
-                                     "num_layers": 6, "num_heads": 12}))
-    write_table(df, tmp_path / "results" / "compare", "comparison",
-                manifest(kind="mice-compare", settings={"config": str(elsewhere)}))
+    elsewhere.write_text(
+        json.dumps(
+            {"schema_version": 1, "kind": "mice-config", "base_model": "x", "num_layers": 6, "num_heads": 12}
+        )
+    )
+    write_table(
+        df,
+        tmp_path / "results" / "compare",
+        "comparison",
+        manifest(kind="mice-compare", settings={"config": str(elsewhere)}),
+    )
     at = open_app(demo, "mice", results=tmp_path / "results")
     no_trouble(at)
     table = frame(at, "nDCG@10")
@@ -412,8 +469,12 @@ def test_mice_view_reads_a_wide_table_with_other_names(demo, tmp_path):
 
 
 def test_mice_view_unusable_table_is_a_message(demo, tmp_path):
-    write_table(pd.DataFrame({"foo": [1.0]}), tmp_path / "results" / "compare", "comparison",
-                manifest(kind="mice-compare"))
+    write_table(
+        pd.DataFrame({"foo": [1.0]}),
+        tmp_path / "results" / "compare",
+        "comparison",
+        manifest(kind="mice-compare"),
+    )
     at = open_app(demo, "mice", results=tmp_path / "results")
     assert not at.exception
     assert any("no scorer column" in e.value for e in at.error)

@@ -12,8 +12,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=ENV, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600
+    )
 
 
 def assert_one_line_error(proc, *fragments):
@@ -35,8 +36,11 @@ def test_unknown_model_path(tmp_path):
 
 
 def test_unknown_collection(tiny_model_dir):
-    assert_one_line_error(run("ablations.evaluate", "--model", tiny_model_dir, "--collection", "trec99"),
-                          "unknown collection 'trec99'", "dl19")
+    assert_one_line_error(
+        run("ablations.evaluate", "--model", tiny_model_dir, "--collection", "trec99"),
+        "unknown collection 'trec99'",
+        "dl19",
+    )
 
 
 def test_unknown_training_preset():
@@ -46,15 +50,30 @@ def test_unknown_training_preset():
 def test_missing_reference_model_says_how_to_train_it(tmp_path):
     env = {**ENV, "MICE_CACHE": str(tmp_path / "cache"), "MICE_SHARED": str(tmp_path / "shared")}
     (tmp_path / "shared" / "models").mkdir(parents=True)
-    proc = subprocess.run([sys.executable, "-m", "ablations.evaluate"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablations.evaluate"], capture_output=True, text=True, env=env
+    )
     assert_one_line_error(proc, "python -m ablations.train --preset dl19")
 
 
 @pytest.mark.slow
 def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
-    proc = run("ablations.evaluate", "--model", tiny_model_dir, "--collection", "dl19", "--queries", "3",
-               "--depth", "10", "--max-length", "64", "--out", str(out))
+    proc = run(
+        "ablations.evaluate",
+        "--model",
+        tiny_model_dir,
+        "--collection",
+        "dl19",
+        "--queries",
+        "3",
+        "--depth",
+        "10",
+        "--max-length",
+        "64",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "bm25" in proc.stdout and "cross-encoder" in proc.stdout
     table = pd.read_parquet(out / "metrics.parquet")
@@ -67,16 +86,20 @@ def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
     assert len(run_lines) == 30 and run_lines[0].split()[3] == "1"
 
 
-@pytest.mark.parametrize("module, extra", [
-    ("ablations.evaluate", []),
-    ("ablations.run", ["--remove", "doc2query"]),
-    ("ablations.sweep", []),
-    ("ablations.search", []),
-    ("ablations.compare", ["--config", "x.json"]),
-    ("probe.run", []),
-])
+@pytest.mark.parametrize(
+    "module, extra",
+    [
+        ("ablations.evaluate", []),
+        ("ablations.run", ["--remove", "doc2query"]),
+        ("ablations.sweep", []),
+        ("ablations.search", []),
+        ("ablations.compare", ["--config", "x.json"]),
+        ("probe.run", []),
+    ],
+)
 def test_an_out_that_is_a_file_is_refused_before_any_model_work(module, extra, tmp_path):
-    """The output folder is checked first: the model named here does not exist, and it is not what is reported."""
+    """The output folder is checked first: the model named here does not exist, and it is not what is
+    reported."""
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     model = "--reference" if module == "ablations.compare" else "--model"
@@ -87,22 +110,59 @@ def test_an_out_that_is_a_file_is_refused_before_any_model_work(module, extra, t
 def test_file_outputs_are_checked_before_work(tmp_path):
     folder = tmp_path / "a-folder"
     folder.mkdir()
-    assert_one_line_error(run("ablations.export", "--from", "mice-l2+3", "--model", str(tmp_path / "missing"),
-                              "--out", str(folder)), "--out", "is a folder")
+    assert_one_line_error(
+        run(
+            "ablations.export",
+            "--from",
+            "mice-l2+3",
+            "--model",
+            str(tmp_path / "missing"),
+            "--out",
+            str(folder),
+        ),
+        "--out",
+        "is a folder",
+    )
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_one_line_error(run("reports.build", "--results", str(tmp_path), "--out", str(blocker / "r.html")),
-                          "--out", "is a file, not a folder")
+    assert_one_line_error(
+        run("reports.build", "--results", str(tmp_path), "--out", str(blocker / "r.html")),
+        "--out",
+        "is a file, not a folder",
+    )
 
 
 def test_a_bad_second_collection_writes_nothing(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
-    proc = run("ablations.evaluate", "--model", tiny_model_dir, "--collection", "dl19", "--collection",
-               str(tmp_path / "no-such-beir"), "--queries", "2", "--depth", "3", "--out", str(out))
+    proc = run(
+        "ablations.evaluate",
+        "--model",
+        tiny_model_dir,
+        "--collection",
+        "dl19",
+        "--collection",
+        str(tmp_path / "no-such-beir"),
+        "--queries",
+        "2",
+        "--depth",
+        "3",
+        "--out",
+        str(out),
+    )
     assert_one_line_error(proc)
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_reports_refuse_an_unknown_measure(tmp_path):
-    assert_one_line_error(run("reports.build", "--results", str(tmp_path), "--out", str(tmp_path / "r.html"),
-                              "--measure", "BOGUS@1"), "unknown measure 'BOGUS@1'")
+    assert_one_line_error(
+        run(
+            "reports.build",
+            "--results",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r.html"),
+            "--measure",
+            "BOGUS@1",
+        ),
+        "unknown measure 'BOGUS@1'",
+    )

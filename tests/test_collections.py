@@ -11,16 +11,24 @@ from probe.errors import BadInput
 
 def write_beir(root, *, qrels_ids=("q1", "q2")):
     (root / "qrels").mkdir(parents=True)
-    docs = {"d1": "paris is the capital of france", "d2": "berlin is the capital of germany",
-            "d3": "vaccines train the immune system", "d4": "the stock market fell"}
+    docs = {
+        "d1": "paris is the capital of france",
+        "d2": "berlin is the capital of germany",
+        "d3": "vaccines train the immune system",
+        "d4": "the stock market fell",
+    }
     with gzip.open(root / "corpus.jsonl.gz", "wt") as fh:
         for i, t in docs.items():
             fh.write(json.dumps({"_id": i, "title": "", "text": t}) + "\n")
     (root / "queries.jsonl").write_text(
-        json.dumps({"_id": "q1", "text": "capital of france"}) + "\n"
-        + json.dumps({"_id": "q2", "text": "how do vaccines work"}) + "\n")
+        json.dumps({"_id": "q1", "text": "capital of france"})
+        + "\n"
+        + json.dumps({"_id": "q2", "text": "how do vaccines work"})
+        + "\n"
+    )
     (root / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + f"{qrels_ids[0]}\td1\t1\n{qrels_ids[1]}\td3\t1\n")
+        "query-id\tcorpus-id\tscore\n" + f"{qrels_ids[0]}\td1\t1\n{qrels_ids[1]}\td3\t1\n"
+    )
     return root
 
 
@@ -83,7 +91,9 @@ def test_empty_candidate_document_is_refused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, queries, bm25_ndcg", [("dl19", 43, 0.5058), ("dl20", 54, 0.4796), ("dl21", 53, 0.4458)])
+@pytest.mark.parametrize(
+    "name, queries, bm25_ndcg", [("dl19", 43, 0.5058), ("dl20", 54, 0.4796), ("dl21", 53, 0.4458)]
+)
 def test_real_trec_dl_collections_reproduce_published_bm25(name, queries, bm25_ndcg):
     rs = load_collection(name)
     assert len(rs.queries) == queries

@@ -16,13 +16,22 @@ from probe.model import CrossEncoder
 
 QUERIES = ["what is the capital of france", "how do vaccines work"]
 DOCS = [
-    ["Paris is the capital and largest city of France.", "Berlin is the capital of Germany.",
-     "Cooking pasta takes ten minutes.", "The stock market fell sharply on Monday."],
-    ["Vaccines train the immune system to recognise a pathogen without causing disease.",
-     "An unrelated sentence about trains.", "Fever and cough are common flu symptoms.",
-     "The Eiffel Tower is in Paris."],
+    [
+        "Paris is the capital and largest city of France.",
+        "Berlin is the capital of Germany.",
+        "Cooking pasta takes ten minutes.",
+        "The stock market fell sharply on Monday.",
+    ],
+    [
+        "Vaccines train the immune system to recognise a pathogen without causing disease.",
+        "An unrelated sentence about trains.",
+        "Fever and cough are common flu symptoms.",
+        "The Eiffel Tower is in Paris.",
+    ],
 ]
-TEACHER = torch.tensor([[6.0, 2.0, -3.0, -4.0], [5.0, -4.0, 1.0, -2.0]])  # margin-MSE targets, spread ~ real ones
+TEACHER = torch.tensor(
+    [[6.0, 2.0, -3.0, -4.0], [5.0, -4.0, 1.0, -2.0]]
+)  # margin-MSE targets, spread ~ real ones
 
 
 def _lite(tokenizer, **kw) -> LateInteractionScorer:
@@ -36,9 +45,13 @@ def _fit(li: LateInteractionScorer, steps: int) -> tuple[float, float, float]:
     pairs = [(q, d) for q, docs in zip(QUERIES, DOCS) for d in docs]
     enc = list(li.module.encoder.parameters())
     ids = {id(p) for p in enc}
-    opt = torch.optim.AdamW([{"params": enc, "lr": 3e-5},
-                             {"params": [p for p in li.module.parameters() if id(p) not in ids], "lr": 1e-3}],
-                            weight_decay=0.01)
+    opt = torch.optim.AdamW(
+        [
+            {"params": enc, "lr": 3e-5},
+            {"params": [p for p in li.module.parameters() if id(p) not in ids], "lr": 1e-3},
+        ],
+        weight_decay=0.01,
+    )
     li.module.train()
     with torch.no_grad():
         first = li.train_scores(pairs).view(2, 4)
@@ -101,7 +114,9 @@ def _one_match(li: LateInteractionScorer, strength: float) -> float:
     d[0, 2] = strength * eye[0] + (1 - strength**2) ** 0.5 * eye[12]
     ones = torch.ones
     with torch.no_grad():
-        return float(li.module.eval().interact(q, ones(1, 3, dtype=torch.long), d, ones(1, 5, dtype=torch.long)))
+        return float(
+            li.module.eval().interact(q, ones(1, 3, dtype=torch.long), d, ones(1, 5, dtype=torch.long))
+        )
 
 
 def test_affine_head_sees_how_strongly_a_query_token_matches(tokenizer):

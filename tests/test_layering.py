@@ -20,12 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("probe", "ablations", "app", "reports")
 
 #: ``python -m`` entry points and the argument helpers only they use.
-CLI_MODULES = {"probe.run", "ablations.cliargs", *(f"ablations.{verb}" for verb in
-               ("run", "evaluate", "sweep", "search", "export", "retrain", "compare", "train"))}
+CLI_MODULES = {
+    "probe.run",
+    "ablations.cliargs",
+    *(
+        f"ablations.{verb}"
+        for verb in ("run", "evaluate", "sweep", "search", "export", "retrain", "compare", "train")
+    ),
+}
 
 #: The order of ``ablations``' parts: each may import only from parts of a lower or equal rank.
 ABLATIONS_RANK = {
-    "ablations.paths": 0, "ablations.results": 0,
+    "ablations.paths": 0,
+    "ablations.results": 0,
     "ablations.data": 1,
     "ablations.evaluation": 2,
     "ablations.masking": 3,
@@ -114,15 +121,20 @@ def test_no_import_circle():
 def test_every_library_module_is_in_a_ranked_part():
     """A new top-level ablations module must be placed in the order above (or be a CLI)."""
     graph = project_graph()
-    unranked = sorted(n for n in graph if n.startswith("ablations.") and rank(n) is None and n not in CLI_MODULES)
+    unranked = sorted(
+        n for n in graph if n.startswith("ablations.") and rank(n) is None and n not in CLI_MODULES
+    )
     assert unranked == []
 
 
-@pytest.mark.parametrize("edge, expected", [
-    (("probe.model", "ablations.results"), "model library"),
-    (("ablations.data.collections", "ablations.mice.model"), "higher part"),
-    (("reports.sections", "ablations.sweep"), "CLI module"),
-])
+@pytest.mark.parametrize(
+    "edge, expected",
+    [
+        (("probe.model", "ablations.results"), "model library"),
+        (("ablations.data.collections", "ablations.mice.model"), "higher part"),
+        (("reports.sections", "ablations.sweep"), "CLI module"),
+    ],
+)
 def test_the_checks_catch_a_reintroduced_violation(edge, expected):
     graph = project_graph()
     graph.add_edge(*edge)
@@ -132,5 +144,7 @@ def test_the_checks_catch_a_reintroduced_violation(edge, expected):
 def test_the_cycle_check_catches_a_circle():
     graph = project_graph()
     graph.add_edge("ablations.evaluation.measures", "ablations.experiments.runner")
-    modules = graph.subgraph([n for n in graph if n.startswith("ablations.") and "." in n[len("ablations."):]])
+    modules = graph.subgraph(
+        [n for n in graph if n.startswith("ablations.") and "." in n[len("ablations.") :]]
+    )
     assert list(nx.simple_cycles(modules))

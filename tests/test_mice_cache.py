@@ -42,8 +42,9 @@ def test_cached_scores_equal_online_scores(built, pairs):
     assert np.abs(other.score(pairs) - online).max() < 1e-5
     # size: 2 layers × (K, V) × hidden 32 × 4 bytes per token
     assert index.bytes_per_token == 2 * 2 * 32 * 4
-    assert index.nbytes == index.bytes_per_token * sum(len(d) for d in mice.executor.tokenize_docs(
-        list(dict.fromkeys(d for _, d in pairs)))) + index.bytes_per_token * len(index)
+    assert index.nbytes == index.bytes_per_token * sum(
+        len(d) for d in mice.executor.tokenize_docs(list(dict.fromkeys(d for _, d in pairs)))
+    ) + index.bytes_per_token * len(index)
     assert "KiB per document" in index.describe()
 
 

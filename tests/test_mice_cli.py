@@ -1,4 +1,5 @@
-"""The export → compare command lines on tiny saved models and a tiny BEIR collection; bad input in one line."""
+"""The export → compare command lines on tiny saved models and a tiny BEIR collection; bad input in one
+line."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def run_in_process(main, args, capsys) -> Result:
 def _assert_run_scores(out, tag, rs, expected) -> None:
     """The TREC run ``ablations.evaluate`` wrote for ``tag`` holds ``expected`` (scores of ``rs.pairs()``)."""
     got = read_trec_run(next(out.glob(f"*.{tag}.trec")))
-    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(got, on=["query_id", "doc_id"])
+    cand = (
+        rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(got, on=["query_id", "doc_id"])
+    )
     assert len(cand) == len(rs.candidates) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
 
 
@@ -50,8 +53,11 @@ def tiny(tmp_path_factory, tokenizer):
 def test_export_from_preset_builds_config_and_index(tiny):
     root, model, beir = tiny
     out = root / "preset" / "mice.json"
-    res = run_cli("ablations.export", ["--from", "mice-l1+2", "--model", str(model), "--out", str(out), *SMALL,
-                                       "--index", str(beir)], root / "cache")
+    res = run_cli(
+        "ablations.export",
+        ["--from", "mice-l1+2", "--model", str(model), "--out", str(out), *SMALL, "--index", str(beir)],
+        root / "cache",
+    )
     assert res.returncode == 0, res.stderr
     cfg = MiceConfig.load(out)
     assert (cfg.merge_layer, cfg.drop_layer, cfg.plan) == (1, 3, "doc-cache")
@@ -65,55 +71,138 @@ def test_export_from_search_result_spec_and_config(tiny, capsys):
     root, model, _ = tiny
     search = root / "search"
     search.mkdir()
-    removed = {"schema_version": 1, "rules": [{"interaction": "mice-step2", "layers": "all", "heads": "all"},
-                                              {"interaction": "query2doc", "layers": "0", "heads": "all"}]}
-    (search / "search.json").write_text(json.dumps({"removed": removed, "removed_label": "x", "measure": "nDCG@10"}))
-    res = run_in_process(export_cli.main, ["--from", str(search), "--model", str(model), "--out",
-                                           str(root / "s.json"), *SMALL], capsys)
+    removed = {
+        "schema_version": 1,
+        "rules": [
+            {"interaction": "mice-step2", "layers": "all", "heads": "all"},
+            {"interaction": "query2doc", "layers": "0", "heads": "all"},
+        ],
+    }
+    (search / "search.json").write_text(
+        json.dumps({"removed": removed, "removed_label": "x", "measure": "nDCG@10"})
+    )
+    res = run_in_process(
+        export_cli.main,
+        ["--from", str(search), "--model", str(model), "--out", str(root / "s.json"), *SMALL],
+        capsys,
+    )
     assert res.returncode == 0, res.stderr
     cfg = MiceConfig.load(root / "s.json")
     assert cfg.source["from"].endswith("search.json") and cfg.plan == "doc-cache"
     assert cfg.interactions()[0]["removed"].count("query2doc") == 1
     # a mask spec file with an explicit merge layer and a chosen plan
-    (root / "spec.json").write_text(json.dumps({"schema_version": 1, "rules": [
-        {"interaction": "doc2query", "layers": "all", "heads": "all"}]}))
-    res = run_in_process(export_cli.main, ["--from", str(root / "spec.json"), "--model", str(model),
-                                           "--merge-layer", "1", "--positions", "joint", "--out",
-                                           str(root / "j.json"), *SMALL], capsys)
+    (root / "spec.json").write_text(
+        json.dumps(
+            {"schema_version": 1, "rules": [{"interaction": "doc2query", "layers": "all", "heads": "all"}]}
+        )
+    )
+    res = run_in_process(
+        export_cli.main,
+        [
+            "--from",
+            str(root / "spec.json"),
+            "--model",
+            str(model),
+            "--merge-layer",
+            "1",
+            "--positions",
+            "joint",
+            "--out",
+            str(root / "j.json"),
+            *SMALL,
+        ],
+        capsys,
+    )
     assert res.returncode == 0, res.stderr
     cfg = MiceConfig.load(root / "j.json")
     assert cfg.plan == "split" and cfg.merge_layer == 1 and "merge 1" in res.stdout
     # re-export a configuration with one field changed
-    res = run_in_process(export_cli.main, ["--from", str(root / "j.json"), "--drop-layer", "2", "--plan", "masked",
-                                           "--out", str(root / "k.json")], capsys)
+    res = run_in_process(
+        export_cli.main,
+        [
+            "--from",
+            str(root / "j.json"),
+            "--drop-layer",
+            "2",
+            "--plan",
+            "masked",
+            "--out",
+            str(root / "k.json"),
+        ],
+        capsys,
+    )
     assert res.returncode == 0, res.stderr
     again = MiceConfig.load(root / "k.json")
     assert (again.drop_layer, again.plan, again.merge_layer) == (2, "masked", 1)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--from", "mice-step9"], "unknown MICE preset 'mice-step9'"),
-    (["--from", "nowhere.json"], "is neither a file, a folder nor a preset"),
-    (["--from", "mice-step2", "--plan", "split"], "plan 'split' does not compute this configuration exactly"),
-    (["--from", "mice-step2", "--drop-layer", "9"], "drop_layer 9 must be in 1..3"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--from", "mice-step9"], "unknown MICE preset 'mice-step9'"),
+        (["--from", "nowhere.json"], "is neither a file, a folder nor a preset"),
+        (
+            ["--from", "mice-step2", "--plan", "split"],
+            "plan 'split' does not compute this configuration exactly",
+        ),
+        (["--from", "mice-step2", "--drop-layer", "9"], "drop_layer 9 must be in 1..3"),
+    ],
+)
 def test_export_bad_input_is_one_line(tiny, args, message, capsys):
     root, model, _ = tiny
-    res = run_in_process(export_cli.main, [*args, "--model", str(model), "--out", str(root / "bad.json")], capsys)
-    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = run_in_process(
+        export_cli.main, [*args, "--model", str(model), "--out", str(root / "bad.json")], capsys
+    )
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, (
+        res.stderr
+    )
 
 
 def test_other_schema_version_and_bad_cache_are_refused_by_the_clis(tiny, capsys):
     root, model, beir = tiny
-    cfg = json.loads(MiceConfig.from_dict({"schema_version": 1, "base_model": str(model), "num_layers": 3,
-                                           "num_heads": 4, "mask": {"rules": []}}).to_json())
+    cfg = json.loads(
+        MiceConfig.from_dict(
+            {
+                "schema_version": 1,
+                "base_model": str(model),
+                "num_layers": 3,
+                "num_heads": 4,
+                "mask": {"rules": []},
+            }
+        ).to_json()
+    )
     (root / "v2.json").write_text(json.dumps({**cfg, "schema_version": 2}))
-    res = run_cli("ablations.export", ["--from", str(root / "v2.json"), "--out", str(root / "x.json")], root / "cache")
-    assert res.returncode == 2 and "schema_version 2; this toolkit reads MICE config schema_version 1" in res.stderr
-    MiceConfig.from_dict({"schema_version": 1, "base_model": str(model), "num_layers": 4, "num_heads": 4,
-                          "mask": {"rules": []}, "max_length": 64}).save(root / "l4.json")
-    res = run_in_process(compare_cli.main, ["--reference", str(model), "--config", str(root / "l4.json"),
-                                            "--collections", str(beir), "--out", str(root / "cmp-bad")], capsys)
+    res = run_cli(
+        "ablations.export", ["--from", str(root / "v2.json"), "--out", str(root / "x.json")], root / "cache"
+    )
+    assert (
+        res.returncode == 2
+        and "schema_version 2; this toolkit reads MICE config schema_version 1" in res.stderr
+    )
+    MiceConfig.from_dict(
+        {
+            "schema_version": 1,
+            "base_model": str(model),
+            "num_layers": 4,
+            "num_heads": 4,
+            "mask": {"rules": []},
+            "max_length": 64,
+        }
+    ).save(root / "l4.json")
+    res = run_in_process(
+        compare_cli.main,
+        [
+            "--reference",
+            str(model),
+            "--config",
+            str(root / "l4.json"),
+            "--collections",
+            str(beir),
+            "--out",
+            str(root / "cmp-bad"),
+        ],
+        capsys,
+    )
     assert res.returncode == 2 and "MICE config is for 4 layers" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
@@ -121,17 +210,44 @@ def test_other_schema_version_and_bad_cache_are_refused_by_the_clis(tiny, capsys
 def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
     root, model, beir = tiny
     cfg = root / "cmp" / "mice.json"
-    assert run_in_process(export_cli.main, ["--from", "mice-l1+2", "--model", str(model), "--out", str(cfg),
-                                            *SMALL], capsys).returncode == 0
+    assert (
+        run_in_process(
+            export_cli.main, ["--from", "mice-l1+2", "--model", str(model), "--out", str(cfg), *SMALL], capsys
+        ).returncode
+        == 0
+    )
     MiceModel.load(cfg).save(root / "cmp" / "mice-model")  # stands in for a retrained model
-    LateInteractionScorer.from_cross_encoder(str(model), "maxsim", max_doc_length=40).save(root / "cmp" / "maxsim")
-    LateInteractionScorer.from_cross_encoder(str(model), "lite", max_doc_length=40).save(root / "cmp" / "lite")
+    LateInteractionScorer.from_cross_encoder(str(model), "maxsim", max_doc_length=40).save(
+        root / "cmp" / "maxsim"
+    )
+    LateInteractionScorer.from_cross_encoder(str(model), "lite", max_doc_length=40).save(
+        root / "cmp" / "lite"
+    )
     out = root / "cmp" / "results"
-    res = run_in_process(compare_cli.main, ["--reference", str(model), "--config", str(cfg), "--mice",
-                                            str(root / "cmp" / "mice-model"), "--maxsim", str(root / "cmp" / "maxsim"),
-                                            "--lite", str(root / "cmp" / "lite"), "--collections", str(beir),
-                                            "--latency-queries", "2", "--bootstrap", "200", "--out", str(out)],
-                         capsys)
+    res = run_in_process(
+        compare_cli.main,
+        [
+            "--reference",
+            str(model),
+            "--config",
+            str(cfg),
+            "--mice",
+            str(root / "cmp" / "mice-model"),
+            "--maxsim",
+            str(root / "cmp" / "maxsim"),
+            "--lite",
+            str(root / "cmp" / "lite"),
+            "--collections",
+            str(beir),
+            "--latency-queries",
+            "2",
+            "--bootstrap",
+            "200",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert res.returncode == 0, res.stderr
     table = pd.read_parquet(out / "comparison.parquet")
     meta = json.loads((out / "comparison.json").read_text())
@@ -157,16 +273,20 @@ def test_a_mice_model_runs_as_mice_in_evaluate_probe_and_runner(tiny, capsys):
     masked plan (the same scores), never its weights unmasked."""
     root, model, beir = tiny
     config = root / "guard" / "mice.json"
-    res = run_cli("ablations.export", ["--from", "mice-l1+2", "--model", str(model), "--out", str(config), *SMALL],
-                  root / "cache")
+    res = run_cli(
+        "ablations.export",
+        ["--from", "mice-l1+2", "--model", str(model), "--out", str(config), *SMALL],
+        root / "cache",
+    )
     assert res.returncode == 0, res.stderr
     from ablations import evaluate as evaluate_cli
     from ablations import run as run_cli_module
     from probe import run as probe_cli
 
     out = root / "guard" / "eval"
-    res = run_in_process(evaluate_cli.main, ["--model", str(config), "--collection", str(beir), "--out", str(out)],
-                         capsys)
+    res = run_in_process(
+        evaluate_cli.main, ["--model", str(config), "--collection", str(beir), "--out", str(out)], capsys
+    )
     assert res.returncode == 0, res.stderr
     table = pd.read_parquet(out / "metrics.parquet")
     assert set(table["run"]) == {"bm25", "mice"}
@@ -175,71 +295,135 @@ def test_a_mice_model_runs_as_mice_in_evaluate_probe_and_runner(tiny, capsys):
     rs = load_collection(str(beir))
     expected = MiceModel.load(config).score(rs.pairs())  # the plan's scores, pair by pair
     _assert_run_scores(out, "mice", rs, expected)
-    res = run_in_process(evaluate_cli.main, ["--model", str(config), "--collection", str(beir), "--max-length", "32",
-                                             "--out", str(out)], capsys)
+    res = run_in_process(
+        evaluate_cli.main,
+        ["--model", str(config), "--collection", str(beir), "--max-length", "32", "--out", str(out)],
+        capsys,
+    )
     assert res.returncode == 2 and "--max-length 32 does not apply to the MICE model" in res.stderr
     # the probe and the ablation runner run it as its masked plan: kept layers only, MICE scores
-    res = run_in_process(probe_cli.main, ["--model", str(config.parent), "--collection", str(beir), "--queries", "2",
-                                          "--flow-pairs", "1", "--attribution-pairs", "1", "--ig-steps", "4",
-                                          "--out", str(root / "p")], capsys)
+    res = run_in_process(
+        probe_cli.main,
+        [
+            "--model",
+            str(config.parent),
+            "--collection",
+            str(beir),
+            "--queries",
+            "2",
+            "--flow-pairs",
+            "1",
+            "--attribution-pairs",
+            "1",
+            "--ig-steps",
+            "4",
+            "--out",
+            str(root / "p"),
+        ],
+        capsys,
+    )
     assert res.returncode == 0, res.stderr
     probe_scores = pd.read_parquet(root / "p" / "scores.parquet")
-    cand = rs.candidates[["query_id", "doc_id"]].assign(expected=expected).merge(probe_scores, on=["query_id", "doc_id"])
+    cand = (
+        rs.candidates[["query_id", "doc_id"]]
+        .assign(expected=expected)
+        .merge(probe_scores, on=["query_id", "doc_id"])
+    )
     assert len(cand) and (cand["expected"] - cand["score"]).abs().max() < 1e-4
     flows = pd.read_parquet(root / "p" / "flows.parquet")
     assert sorted(flows["layer"].unique()) == [0, 1, 2]  # mice-l1+2 on 3 layers: drop_layer 3
     assert flows.query("source == 'doc' and target == 'query'")["value"].abs().max() == 0.0
     meta = json.loads((root / "p" / "scores.json").read_text())
     assert "MICE" in meta["settings"]["model_kind"]
-    res = run_in_process(run_cli_module.main, ["--model", str(config.parent), "--collection", str(beir), "--remove",
-                                               "query2doc", "--layers", "1", "--out", str(root / "r")], capsys)
+    res = run_in_process(
+        run_cli_module.main,
+        [
+            "--model",
+            str(config.parent),
+            "--collection",
+            str(beir),
+            "--remove",
+            "query2doc",
+            "--layers",
+            "1",
+            "--out",
+            str(root / "r"),
+        ],
+        capsys,
+    )
     assert res.returncode == 0, res.stderr
     summary = pd.read_parquet(root / "r" / "summary.parquet")
     assert set(summary["model"]) == {str(config.parent)} and set(summary["layers"]) == {"1"}
     assert "MICE" in json.loads((root / "r" / "summary.json").read_text())["settings"]["model_kind"]
     from reports import build as report_cli  # the report reads both folders and names the MICE model
 
-    res = run_in_process(report_cli.main, ["--results", str(root / "r"), "--out", str(root / "r" / "report.html")],
-                         capsys)
+    res = run_in_process(
+        report_cli.main, ["--results", str(root / "r"), "--out", str(root / "r" / "report.html")], capsys
+    )
     assert res.returncode == 0, res.stderr
     assert "model_kind=MICE" in (root / "r" / "report.html").read_text()
-    res = run_in_process(run_cli_module.main, ["--model", str(config.parent), "--collection", str(beir), "--remove",
-                                               "query2doc", "--layers", "3", "--out", str(root / "r")], capsys)
+    res = run_in_process(
+        run_cli_module.main,
+        [
+            "--model",
+            str(config.parent),
+            "--collection",
+            str(beir),
+            "--remove",
+            "query2doc",
+            "--layers",
+            "3",
+            "--out",
+            str(root / "r"),
+        ],
+        capsys,
+    )
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "beyond the last layer 2" in lines[0], res.stderr
 
 
 @pytest.mark.parametrize("kind", ["maxsim", "lite"])
 def test_evaluate_takes_a_late_interaction_folder(tiny, capsys, tokenizer, kind):
-    """``ablations.evaluate --model runs/mice/maxsim`` scores with the saved baseline, the same scores as loading
+    """``ablations.evaluate --model runs/mice/maxsim`` scores with the saved baseline, the same scores as
+    loading
     it in Python; --max-length is refused in one line (the folder sets the lengths)."""
     root, model, beir = tiny
-    folder = LateInteractionScorer.from_cross_encoder(str(model), kind, max_doc_length=40,
-                                                      max_query_length=16).save(root / kind)
+    folder = LateInteractionScorer.from_cross_encoder(
+        str(model), kind, max_doc_length=40, max_query_length=16
+    ).save(root / kind)
     from ablations import evaluate as evaluate_cli
     from ablations.data.collections import load_collection
 
     out = root / f"eval-{kind}"
-    res = run_in_process(evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--out", str(out)],
-                         capsys)
+    res = run_in_process(
+        evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--out", str(out)], capsys
+    )
     assert res.returncode == 0, res.stderr
     assert set(pd.read_parquet(out / "metrics.parquet")["run"]) == {"bm25", kind}
     rs = load_collection(str(beir))
     expected = LateInteractionScorer.load(folder).score(rs.pairs())
     _assert_run_scores(out, kind, rs, expected)
-    res = run_in_process(evaluate_cli.main, ["--model", str(folder), "--collection", str(beir), "--max-length", "32",
-                                             "--out", str(out)], capsys)
+    res = run_in_process(
+        evaluate_cli.main,
+        ["--model", str(folder), "--collection", str(beir), "--max-length", "32", "--out", str(out)],
+        capsys,
+    )
     assert res.returncode == 2 and "does not apply to the late-interaction model" in res.stderr
 
 
 def test_export_refuses_a_configuration_whose_score_ignores_the_document(tiny):
     root, model, _ = tiny
     out = root / "blind" / "mice.json"
-    res = run_cli("ablations.export", ["--from", "mice-l1+1", "--model", str(model), "--out", str(out), *SMALL],
-                  root / "cache")
+    res = run_cli(
+        "ablations.export",
+        ["--from", "mice-l1+1", "--model", str(model), "--out", str(out), *SMALL],
+        root / "cache",
+    )
     assert res.returncode == 2 and not out.exists()
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "cannot depend on the document" in lines[0] and "N >= 2" in lines[0], res.stderr
+    assert len(lines) == 1 and "cannot depend on the document" in lines[0] and "N >= 2" in lines[0], (
+        res.stderr
+    )
 
 
 def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypatch):
@@ -248,11 +432,29 @@ def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypa
     scored again."""
     root, model, beir = tiny
     cfg = root / "resume" / "mice.json"
-    assert run_in_process(export_cli.main, ["--from", "mice-l1+2", "--model", str(model), "--out", str(cfg),
-                                            *SMALL], capsys).returncode == 0
-    lite = LateInteractionScorer.from_cross_encoder(str(model), "lite", max_doc_length=40).save(root / "resume" / "lite")
-    args = ["--reference", str(model), "--config", str(cfg), "--lite", str(lite), "--collections", str(beir),
-            "--latency-queries", "1", "--bootstrap", "50"]
+    assert (
+        run_in_process(
+            export_cli.main, ["--from", "mice-l1+2", "--model", str(model), "--out", str(cfg), *SMALL], capsys
+        ).returncode
+        == 0
+    )
+    lite = LateInteractionScorer.from_cross_encoder(str(model), "lite", max_doc_length=40).save(
+        root / "resume" / "lite"
+    )
+    args = [
+        "--reference",
+        str(model),
+        "--config",
+        str(cfg),
+        "--lite",
+        str(lite),
+        "--collections",
+        str(beir),
+        "--latency-queries",
+        "1",
+        "--bootstrap",
+        "50",
+    ]
     whole = root / "resume" / "whole"
     assert run_in_process(compare_cli.main, [*args, "--out", str(whole)], capsys).returncode == 0
 
@@ -263,7 +465,9 @@ def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypa
         raise RuntimeError("interrupted")
 
     monkeypatch.setattr(LateInteractionScorer, "score", interrupted)
-    with pytest.raises(RuntimeError, match="interrupted"):  # what an unexpected exception or kill leaves behind
+    with pytest.raises(
+        RuntimeError, match="interrupted"
+    ):  # what an unexpected exception or kill leaves behind
         compare_cli.main([*args, "--out", str(out)])
     assert len(list((out / PARTIAL).glob(".*.key"))) == 2  # the cross-encoder and the masked MICE model
     assert not (out / "comparison.parquet").exists()

@@ -29,12 +29,23 @@ def test_presets_resolve_to_the_paper_steps():
         preset("mice-l4+3", 6, 12, "m")
 
 
-@pytest.mark.parametrize("cfg", [
-    preset("mice-l2+3", 6, 12, "reference", source={"from": "x.json"}),
-    preset("mice-step2", 6, 12, "reference", doc_positions="joint", max_length=128),
-    MiceConfig("m", 4, 4, mask=MaskSpec([Rule("cls2doc", "1-2", heads="0,3"), Rule("doc2query")]), merge_layer=1,
-               drop_layer=3, cache_dtype="float16", plan="split"),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        preset("mice-l2+3", 6, 12, "reference", source={"from": "x.json"}),
+        preset("mice-step2", 6, 12, "reference", doc_positions="joint", max_length=128),
+        MiceConfig(
+            "m",
+            4,
+            4,
+            mask=MaskSpec([Rule("cls2doc", "1-2", heads="0,3"), Rule("doc2query")]),
+            merge_layer=1,
+            drop_layer=3,
+            cache_dtype="float16",
+            plan="split",
+        ),
+    ],
+)
 def test_json_round_trip_is_lossless(cfg, tmp_path):
     again = MiceConfig.from_json(cfg.to_json())
     assert again == cfg and again.to_json() == cfg.to_json()
@@ -66,19 +77,30 @@ def test_other_schema_versions_and_bad_fields_are_refused():
 
 
 def test_a_hand_written_per_layer_table_is_accepted():
-    table = [{"layer": 0, "removed": ["doc2query", "query2doc"]},
-             {"layer": 1, "removed_by_head": [["cls2doc"], [], ["cls2doc"], []]},
-             {"layer": 2, "removed": []},
-             {"layer": 3, "dropped": True}]
-    cfg = MiceConfig.from_dict({"schema_version": 1, "base_model": "m", "num_layers": 4, "num_heads": 4,
-                                "interactions": table})
+    table = [
+        {"layer": 0, "removed": ["doc2query", "query2doc"]},
+        {"layer": 1, "removed_by_head": [["cls2doc"], [], ["cls2doc"], []]},
+        {"layer": 2, "removed": []},
+        {"layer": 3, "dropped": True},
+    ]
+    cfg = MiceConfig.from_dict(
+        {"schema_version": 1, "base_model": "m", "num_layers": 4, "num_heads": 4, "interactions": table}
+    )
     assert cfg.drop_layer == 3
     rows = cfg.interactions()
     assert rows[0]["removed"] == ["query2doc", "doc2query"] and rows[3] == {"layer": 3, "dropped": True}
     assert rows[1]["removed_by_head"][0] == ["cls2doc"] and rows[1]["removed_by_head"][1] == []
     with pytest.raises(BadInput, match="has 3 layers but num_layers is 4"):
-        MiceConfig.from_dict({"schema_version": 1, "base_model": "m", "num_layers": 4, "num_heads": 4,
-                              "mask": MaskSpec().to_dict(), "interactions": table[:3]})
+        MiceConfig.from_dict(
+            {
+                "schema_version": 1,
+                "base_model": "m",
+                "num_layers": 4,
+                "num_heads": 4,
+                "mask": MaskSpec().to_dict(),
+                "interactions": table[:3],
+            }
+        )
 
 
 ROLES = ["cls", "query", "sep1", "doc", "sep2"]
@@ -86,8 +108,11 @@ PAIRS = [f"{s}2{t}" for s in ROLES for t in ROLES]
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.sets(st.sampled_from(PAIRS), max_size=8), min_size=4, max_size=4),
-       st.integers(1, 4), st.sampled_from(["joint", "canonical"]))
+@given(
+    st.lists(st.sets(st.sampled_from(PAIRS), max_size=8), min_size=4, max_size=4),
+    st.integers(1, 4),
+    st.sampled_from(["joint", "canonical"]),
+)
 def test_any_per_layer_table_round_trips(sets, drop, positions):
     table = [{"layer": i, "removed": sorted(s)} for i, s in enumerate(sets)]
     cfg = MiceConfig("m", 4, 4, mask=spec_from_interactions(table), drop_layer=drop, doc_positions=positions)

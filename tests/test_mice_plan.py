@@ -1,4 +1,5 @@
-"""Execution plans on tiny random BERTs: every plan shape equals the masked full forward (the checks of issue #5)."""
+"""Execution plans on tiny random BERTs: every plan shape equals the masked full forward (the checks of issue
+#5)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ def test_plans_on_arbitrary_tables(tiny_ce_factory, pairs):
     ce = _scale_head(tiny_ce_factory(layers=4, num_labels=2))
     specs = [
         MaskSpec([Rule("doc2query+doc2cls+doc2sep1", "all"), Rule("cls2doc", "1-2", heads="0-1")]),
-        MaskSpec([Rule("doc2*", "0"), Rule("doc2query+doc2cls+doc2sep1", "all")]),  # doc reads only itself in 0
+        MaskSpec(
+            [Rule("doc2*", "0"), Rule("doc2query+doc2cls+doc2sep1", "all")]
+        ),  # doc reads only itself in 0
         MaskSpec([Rule("query2cls", "0-1")]),
     ]
     for spec in specs:
@@ -81,7 +84,8 @@ def test_plans_on_arbitrary_tables(tiny_ce_factory, pairs):
 
 
 def test_masked_plan_is_the_masked_cross_encoder(tiny_ce_factory, pairs):
-    """Joint positions and no dropped layer: the reference is exactly ablations.masking.masked's masked forward (also
+    """Joint positions and no dropped layer: the reference is exactly ablations.masking.masked's masked
+    forward (also
     for a document far longer than the pair budget: both cut it the same way)."""
     ce = _scale_head(tiny_ce_factory(layers=3))
     pairs = [*pairs, ("long document", " ".join(f"word{i} topic" for i in range(400)))]
@@ -104,8 +108,9 @@ def test_canonical_reference_is_the_model_with_those_position_ids(tiny_ce_factor
 
     pb = PairBatch(ids, mask, roles, types, list(range(len(pairs))))
     with torch.inference_mode(), masked.applied(pb):
-        want = ce.logits_to_scores(ce.model(input_ids=ids, attention_mask=mask, token_type_ids=types,
-                                            position_ids=pos).logits)
+        want = ce.logits_to_scores(
+            ce.model(input_ids=ids, attention_mask=mask, token_type_ids=types, position_ids=pos).logits
+        )
         got = ex.forward(batch, "masked")
     assert (got - want).abs().max() < 1e-5
     assert int(pos[0, int(batch.q_mask[0].sum())]) == 20  # the first document token sits at the offset
@@ -176,17 +181,33 @@ def test_rank_api_and_batching(tiny_ce_factory, pairs):
     assert ranked[0][1] == max(s for _, s in ranked)
 
 
-@pytest.mark.parametrize(("name", "reads"), [("mice-l1+1", False), ("mice-l3+1", False), ("mice-step3@3", False),
-                                             ("mice-l1+2", True), ("mice-l2+2", True), ("mice-step2", True)])
+@pytest.mark.parametrize(
+    ("name", "reads"),
+    [
+        ("mice-l1+1", False),
+        ("mice-l3+1", False),
+        ("mice-step3@3", False),
+        ("mice-l1+2", True),
+        ("mice-l2+2", True),
+        ("mice-step2", True),
+    ],
+)
 def test_score_reads_document_matches_the_computation(tiny_ce_factory, name, reads):
-    """``MiceConfig.score_reads_document`` (attention reachability, what ``ablations.export`` checks) agrees with
-    the model: where it says no, one query's scores are identical whatever the document; where yes, they differ."""
+    """``MiceConfig.score_reads_document`` (attention reachability, what ``ablations.export`` checks) agrees
+    with the model: where it says no, one query's scores are identical whatever the document; where yes, they
+    differ."""
     torch.manual_seed(0)
     ce = _scale_head(tiny_ce_factory(layers=4))
     cfg = _cfg(name, doc_positions="canonical")
     assert cfg.score_reads_document() is reads
-    docs = ["Paris is the capital and largest city of France.", "Berlin is the capital of Germany.",
-            "The stock market fell sharply on Monday.", "Vaccines train the immune system."]
+    docs = [
+        "Paris is the capital and largest city of France.",
+        "Berlin is the capital of Germany.",
+        "The stock market fell sharply on Monday.",
+        "Vaccines train the immune system.",
+    ]
     scores = MiceModel(ce, cfg).score([("what is the capital of france", d) for d in docs])
-    spread = float(np.ptp(scores))  # random tiny BERTs: spreads of 5e-6..3e-5 where it reads, exactly 0 where not
+    spread = float(
+        np.ptp(scores)
+    )  # random tiny BERTs: spreads of 5e-6..3e-5 where it reads, exactly 0 where not
     assert (spread > 1e-6) if reads else (spread < 1e-8), (name, scores)

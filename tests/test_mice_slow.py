@@ -38,11 +38,20 @@ def real_pairs():
     return rs.pairs()
 
 
-@pytest.mark.parametrize("name,positions", [("mice-l2+3", "canonical"), ("mice-step3@2", "joint"),
-                                            ("mice-step2", "canonical"), ("mice-l3+2", "canonical")])
+@pytest.mark.parametrize(
+    "name,positions",
+    [
+        ("mice-l2+3", "canonical"),
+        ("mice-step3@2", "joint"),
+        ("mice-step2", "canonical"),
+        ("mice-l3+2", "canonical"),
+    ],
+)
 def test_every_plan_shape_is_exact_on_the_real_model(real_model, real_pairs, name, positions):
     ce = CrossEncoder.from_pretrained(real_model)
-    cfg = preset(name, ce.num_layers, ce.num_heads, real_model, doc_positions=positions, max_length=ce.max_length)
+    cfg = preset(
+        name, ce.num_layers, ce.num_heads, real_model, doc_positions=positions, max_length=ce.max_length
+    )
     plan = compile_plan(cfg)
     ex = PlanExecutor(ce, cfg, plan)
     batch = ex.encode(real_pairs)
@@ -58,8 +67,9 @@ def test_masked_plan_is_the_masked_cross_encoder_on_the_real_model(real_model, r
     spec = MaskSpec([Rule("mice-step2"), Rule("query2doc", "0-1")])
     from ablations.mice.config import MiceConfig
 
-    cfg = MiceConfig(real_model, ce.num_layers, ce.num_heads, mask=spec, doc_positions="joint",
-                     max_length=ce.max_length)
+    cfg = MiceConfig(
+        real_model, ce.num_layers, ce.num_heads, mask=spec, doc_positions="joint", max_length=ce.max_length
+    )
     got = MiceModel(ce, cfg, plan="split").score(real_pairs)
     want = MaskedCrossEncoder(ce, spec).score(real_pairs)
     assert np.abs(got - want).max() < 1e-4
@@ -67,7 +77,9 @@ def test_masked_plan_is_the_masked_cross_encoder_on_the_real_model(real_model, r
 
 def test_document_index_on_the_real_model(real_model, real_pairs, tmp_path):
     ce = CrossEncoder.from_pretrained(real_model)
-    mice = MiceModel(ce, preset("mice-l2+3", ce.num_layers, ce.num_heads, real_model, max_length=ce.max_length))
+    mice = MiceModel(
+        ce, preset("mice-l2+3", ce.num_layers, ce.num_heads, real_model, max_length=ce.max_length)
+    )
     online = mice.score(real_pairs)
     index = mice.build_index([d for _, d in real_pairs], tmp_path / "idx.safetensors")
     assert index.bytes_per_token == 3 * 2 * ce.model.config.hidden_size * 4  # layers 2-4, K and V, float32
@@ -77,9 +89,20 @@ def test_document_index_on_the_real_model(real_model, real_pairs, tmp_path):
 def test_retraining_a_few_steps_on_real_pairs_lowers_the_loss(real_model, tmp_path):
     ce_cfg = preset("mice-l2+3", 6, 12, real_model, max_length=128)
     ce_cfg.save(tmp_path / "mice.json")
-    cfg = RetrainConfig(out=str(tmp_path / "out"), config=str(tmp_path / "mice.json"), loss="lce",
-                        train_collections=["dl20"], validation="dl20", steps=6, lr=1e-4, group_size=4,
-                        groups_per_step=2, eval_every=0, checkpoint_every=100, max_doc_length=64)
+    cfg = RetrainConfig(
+        out=str(tmp_path / "out"),
+        config=str(tmp_path / "mice.json"),
+        loss="lce",
+        train_collections=["dl20"],
+        validation="dl20",
+        steps=6,
+        lr=1e-4,
+        group_size=4,
+        groups_per_step=2,
+        eval_every=0,
+        checkpoint_every=100,
+        max_doc_length=64,
+    )
     summary = retrain(cfg, progress=False)
     fb = summary["fixed_batch_loss"]
     assert fb["after"] < fb["before"], fb

@@ -1,4 +1,5 @@
-"""Retraining loop (MICE student and late-interaction baselines) on tiny BERTs: loss goes down, resume is exact."""
+"""Retraining loop (MICE student and late-interaction baselines) on tiny BERTs: loss goes down, resume is
+exact."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def setup(tokenizer, pairs, tmp_path):
 
     def teacher(q, d):  # a lexical teacher: word overlap, so the margins to learn are real (0 to 3)
         return float(len(set(q.lower().split()) & set(d.lower().rstrip(".").split())))
+
     docs = [d for _, d in pairs] + ["An unrelated sentence about trains.", "Cooking pasta takes ten minutes."]
     groups = []
     for i, q in enumerate(dict.fromkeys(q for q, _ in pairs)):
@@ -41,9 +43,21 @@ def setup(tokenizer, pairs, tmp_path):
 
 def _cfg(tmp_path, out, **kw) -> RetrainConfig:
     # fp32: a random tiny BERT scores every pair almost alike, and its gradients are small enough for bfloat16
-    # rounding to swamp them; on the real model bf16 and fp32 gradients agree (tests/test_mice_slow.py trains in auto)
-    base = dict(bf16="off", out=str(tmp_path / out), config=str(tmp_path / "mice.json"), steps=20, lr=1e-2, head_lr=1e-2,
-                groups_per_step=2, group_size=4, eval_every=0, checkpoint_every=4, max_doc_length=40)
+    # rounding to swamp them; on the real model bf16 and fp32 gradients agree (tests/test_mice_slow.py trains
+    # in auto)
+    base = dict(
+        bf16="off",
+        out=str(tmp_path / out),
+        config=str(tmp_path / "mice.json"),
+        steps=20,
+        lr=1e-2,
+        head_lr=1e-2,
+        groups_per_step=2,
+        group_size=4,
+        eval_every=0,
+        checkpoint_every=4,
+        max_doc_length=40,
+    )
     return RetrainConfig(**{**base, **kw})
 
 
@@ -104,6 +118,8 @@ def test_late_interaction_scores_index_and_maxsim_formula(tokenizer, pairs, tmp_
                 d, dm = li.encode_docs([pairs[0][1]])
                 manual = (q[0, : int(qm.sum())] @ d[0, : int(dm.sum())].T).max(1).values.sum()
             assert abs(float(manual) - online[0]) < 1e-5
-    other = LateInteractionScorer.from_cross_encoder(ce, "lite", seed=3, max_doc_length=40, max_query_length=16)
+    other = LateInteractionScorer.from_cross_encoder(
+        ce, "lite", seed=3, max_doc_length=40, max_query_length=16
+    )
     with pytest.raises(BadInput, match="built by another model"):
         other.attach_index(tmp_path / "lite.safetensors")

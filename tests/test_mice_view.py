@@ -40,8 +40,9 @@ def _view(ce, name="mice-l1+2", **kw) -> MiceCrossEncoder:
     return MiceCrossEncoder(MiceModel(ce, preset(name, 4, 4, "tiny", **{**SMALL, **kw})))
 
 
-@pytest.mark.parametrize("name,positions", [("mice-l1+2", "canonical"), ("mice-step2", "canonical"),
-                                            ("mice-step3@2", "joint")])
+@pytest.mark.parametrize(
+    "name,positions", [("mice-l1+2", "canonical"), ("mice-step2", "canonical"), ("mice-step3@2", "joint")]
+)
 def test_view_scores_equal_the_mice_plans(ce, pairs, name, positions):
     view = _view(ce, name, doc_positions=positions)
     got = view.score(pairs, batch_size=2)  # length-sorted batches of joint sequences
@@ -80,22 +81,42 @@ def test_runner_adds_removals_to_the_mice_mask(ce, pairs, tmp_path, monkeypatch)
 
     monkeypatch.setenv("MICE_CACHE", str(tmp_path))
     with torch.no_grad():
-        ce.model.classifier.weight.mul_(100)  # one layer's removal on a random tiny BERT moves scores by ~1e-4
+        ce.model.classifier.weight.mul_(
+            100
+        )  # one layer's removal on a random tiny BERT moves scores by ~1e-4
     view = _view(ce)
     queries = list(dict.fromkeys(q for q, _ in pairs))
     qid = {q: f"q{i}" for i, q in enumerate(queries)}
-    cand = pd.DataFrame({"query_id": [qid[q] for q, _ in pairs], "doc_id": [f"d{i}" for i in range(len(pairs))],
-                         "rank": [1, 2, 1, 2, 1], "score": [5.0, 4.0, 5.0, 4.0, 5.0]})
-    rs = RerankSet("tiny", {qid[q]: q for q in queries}, {f"d{i}": d for i, (_, d) in enumerate(pairs)}, cand,
-                   pd.DataFrame({"query_id": ["q0", "q1", "q2"], "doc_id": ["d0", "d2", "d4"], "relevance": [1] * 3}))
+    cand = pd.DataFrame(
+        {
+            "query_id": [qid[q] for q, _ in pairs],
+            "doc_id": [f"d{i}" for i in range(len(pairs))],
+            "rank": [1, 2, 1, 2, 1],
+            "score": [5.0, 4.0, 5.0, 4.0, 5.0],
+        }
+    )
+    rs = RerankSet(
+        "tiny",
+        {qid[q]: q for q in queries},
+        {f"d{i}": d for i, (_, d) in enumerate(pairs)},
+        cand,
+        pd.DataFrame({"query_id": ["q0", "q1", "q2"], "doc_id": ["d0", "d2", "d4"], "relevance": [1] * 3}),
+    )
     exp = Experiment(view, rs)
     assert not exp.use_prefix and not supports_prefix(view)
     assert np.abs(exp.baseline - view.mice.score(rs.pairs())).max() < TOL
     removal = MaskSpec([Rule("query2doc", "1")])
     got = exp.scores(exp.compile(removal))
     cfg = view.config
-    joined = MiceConfig(cfg.base_model, cfg.num_layers, cfg.num_heads, MaskSpec([*cfg.mask.rules, *removal.rules]),
-                        cfg.merge_layer, cfg.drop_layer, **SMALL)
+    joined = MiceConfig(
+        cfg.base_model,
+        cfg.num_layers,
+        cfg.num_heads,
+        MaskSpec([*cfg.mask.rules, *removal.rules]),
+        cfg.merge_layer,
+        cfg.drop_layer,
+        **SMALL,
+    )
     expected = MiceModel(ce, joined).score(rs.pairs())
     assert MiceModel(ce, joined).plan.shape == "doc-cache"
     assert np.abs(got - expected).max() < TOL and np.abs(got - exp.baseline).max() > 1e-3

@@ -37,11 +37,14 @@ def test_two_label_models_score_the_logit_difference(tiny_ce_factory, pairs):
     np.testing.assert_allclose(ce.score(pairs[:2]), (logits[:, 1] - logits[:, 0]).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("pair, message", [
-    (("", "a document"), "query is empty"),
-    (("a query", "   "), "document is empty"),
-    (("word " * 80, "a document"), "tokens; at most 60 fit max_length 64"),
-])
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        (("", "a document"), "query is empty"),
+        (("a query", "   "), "document is empty"),
+        (("word " * 80, "a document"), "tokens; at most 60 fit max_length 64"),
+    ],
+)
 def test_bad_pairs_are_refused_with_one_clear_message(tiny_ce, pair, message):
     with pytest.raises(BadInput, match=message):
         tiny_ce.score([pair])

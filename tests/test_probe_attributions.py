@@ -59,7 +59,9 @@ def test_role_summary_adds_up(sharp_ce, pairs):
     summary = role_summary(tokens, info)
     assert len(summary) == 2 * len(FLOW_ROLES)
     np.testing.assert_allclose(summary.groupby("pair")["abs_share"].sum(), 1.0, atol=1e-9)
-    np.testing.assert_allclose(summary.groupby("pair")["attribution"].sum(), info["attribution_sum"], rtol=1e-5)
+    np.testing.assert_allclose(
+        summary.groupby("pair")["attribution"].sum(), info["attribution_sum"], rtol=1e-5
+    )
     counts = summary[summary.pair == 0].set_index("role")["tokens"]
     assert counts["cls"] == 1 and counts["sep1"] == 1 and counts["sep2"] == 1
     assert counts["query"] + counts["doc"] + 3 == int((tokens.pair == 0).sum())

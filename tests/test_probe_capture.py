@@ -98,9 +98,12 @@ def test_cache_rows_follow_the_pair_order(tiny_ce, pairs):
     for i, pair in enumerate(pairs):
         _, single = run_with_cache(tiny_ce, [pair], ("flows", "rollout"))
         for layer in range(tiny_ce.num_layers):
-            torch.testing.assert_close(batched[flow_name(layer)][i], single[flow_name(layer)][0], atol=1e-5, rtol=0)
-            torch.testing.assert_close(batched[rollout_name(layer)][i], single[rollout_name(layer)][0],
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                batched[flow_name(layer)][i], single[flow_name(layer)][0], atol=1e-5, rtol=0
+            )
+            torch.testing.assert_close(
+                batched[rollout_name(layer)][i], single[rollout_name(layer)][0], atol=1e-5, rtol=0
+            )
 
 
 def test_hooks_are_removed_on_exit_even_after_an_error(tiny_ce, pairs):
@@ -128,22 +131,27 @@ def test_capturing_a_pair_twice_is_refused(tiny_ce, pairs):
     assert cap.cache.index == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"layers": "2"}, r"layer 2 is out of range; this model has layers 0-1"),
-    ({"layers": "0-5"}, r"layer 2 is out of range"),
-    ({"layers": "1-0"}, r"layer range '1-0' is empty"),
-    ({"layers": "one"}, r"layer selection 'one' is malformed"),
-    ({"heads": "4"}, r"head 4 is out of range; this model has heads 0-3"),
-    ({"heads": [-1]}, r"head -1 is out of range"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"layers": "2"}, r"layer 2 is out of range; this model has layers 0-1"),
+        ({"layers": "0-5"}, r"layer 2 is out of range"),
+        ({"layers": "1-0"}, r"layer range '1-0' is empty"),
+        ({"layers": "one"}, r"layer selection 'one' is malformed"),
+        ({"heads": "4"}, r"head 4 is out of range; this model has heads 0-3"),
+        ({"heads": [-1]}, r"head -1 is out of range"),
+    ],
+)
 def test_layer_or_head_out_of_range_is_one_clear_error(tiny_ce, kwargs, message):
     with pytest.raises(BadInput, match=message), capture(tiny_ce, ("flows",), **kwargs):
         pass
 
 
 def test_unknown_capture_kind_is_refused(tiny_ce):
-    with pytest.raises(BadInput, match="cannot capture 'scores'; choose from pattern, flows, rollout"), \
-            capture(tiny_ce, ("scores",)):
+    with (
+        pytest.raises(BadInput, match="cannot capture 'scores'; choose from pattern, flows, rollout"),
+        capture(tiny_ce, ("scores",)),
+    ):
         pass
 
 
@@ -152,7 +160,9 @@ class FusedSelfAttention(BertSelfAttention):
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
         shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
-        q, k, v = (lin(hidden_states).view(shape).transpose(1, 2) for lin in (self.query, self.key, self.value))
+        q, k, v = (
+            lin(hidden_states).view(shape).transpose(1, 2) for lin in (self.query, self.key, self.value)
+        )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
         return out.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1), None
 
@@ -164,8 +174,10 @@ def test_a_model_that_exposes_no_attention_is_one_clear_error(tiny_ce, pairs):
     layer.self = fused
     with capture(tiny_ce, ("flows",), layers="0") as cap:  # layer 0 still works
         cap.forward(tiny_ce.encode(pairs[:2]))
-    with pytest.raises(BadInput, match="layer 1 of model 'tiny' returned no attention pattern"), \
-            capture(tiny_ce, ("flows",)) as cap:
+    with (
+        pytest.raises(BadInput, match="layer 1 of model 'tiny' returned no attention pattern"),
+        capture(tiny_ce, ("flows",)) as cap,
+    ):
         cap.forward(tiny_ce.encode(pairs[:2]))
     tiny_ce.model.bert.encoder = torch.nn.Identity()
     with pytest.raises(BadInput, match="has no encoder.layer stack"), capture(tiny_ce, ("flows",)):
@@ -182,7 +194,9 @@ def test_capture_spec_round_trips_through_json(tiny_ce):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(1, 24).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), min_size=1))))
+@given(
+    st.integers(1, 24).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), min_size=1)))
+)
 def test_parse_indices_reads_back_written_ranges(case):
     n, chosen = case
     values = sorted(chosen)
@@ -239,16 +253,18 @@ def test_real_encoder_capture_matches_output_attentions_and_scores():
         for i, p in enumerate(cap.cache[pattern_name(layer)]):
             n = p.shape[-1]
             assert torch.equal(p, attentions[layer][i, :, :n, :n])
-        torch.testing.assert_close(cap.cache[flow_name(layer)].sum(-1), torch.ones(len(pairs), ce.num_heads, 5),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            cap.cache[flow_name(layer)].sum(-1), torch.ones(len(pairs), ce.num_heads, 5), rtol=0, atol=1e-5
+        )
 
 
 def test_transformer_lens_backend_fills_the_same_cache(tiny_ce_factory, pairs):
     ce = tiny_ce_factory(layers=3)
     what = ("pattern", "flows", "rollout")
     hf_scores, hf = run_with_cache(ce, pairs, what, layers="0,2", heads="1-3", batch_size=2)
-    tl_scores, tl = run_with_cache(ce, pairs, what, layers="0,2", heads="1-3", batch_size=2,
-                                   backend="transformer_lens")
+    tl_scores, tl = run_with_cache(
+        ce, pairs, what, layers="0,2", heads="1-3", batch_size=2, backend="transformer_lens"
+    )
     np.testing.assert_allclose(tl_scores, hf_scores, rtol=1e-5, atol=1e-6)
     assert set(tl) == set(hf) and tl.index == hf.index and tl.heads == [1, 2, 3]
     for name in hf:
@@ -266,7 +282,7 @@ def test_flow_capture_keeps_only_the_reduced_tensors(tiny_ce_factory, pairs):
     ce = tiny_ce_factory(layers=3)
     with capture(ce, ("flows",)) as cap:
         for start in range(0, len(pairs), 2):
-            batch = ce.encode(pairs[start:start + 2])
+            batch = ce.encode(pairs[start : start + 2])
             batch.index = [start + i for i in batch.index]
             cap.forward(batch)
     kept = [t for chunks in cap._rows.values() for t in chunks]

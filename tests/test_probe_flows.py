@@ -25,12 +25,22 @@ WORDS = ["paris", "capital", "france", "vaccine", "immune", "the", "of", "a", "m
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.lists(st.sampled_from(WORDS), min_size=1, max_size=6),
-                          st.lists(st.sampled_from(WORDS), min_size=1, max_size=40)), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(WORDS), min_size=1, max_size=6),
+            st.lists(st.sampled_from(WORDS), min_size=1, max_size=40),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_role_masks_cover_every_real_token_exactly_once(tiny_ce, texts):
     batch = tiny_ce.encode([(" ".join(q), " ".join(d)) for q, d in texts])
     onehot = role_onehot(batch.roles)
-    assert torch.equal(onehot.sum(-1), batch.attention_mask.float())  # one role per real token, none on padding
+    assert torch.equal(
+        onehot.sum(-1), batch.attention_mask.float()
+    )  # one role per real token, none on padding
     assert torch.equal(onehot[:, :, int(Role.CLS)].sum(1), torch.ones(len(texts)))
     assert torch.equal(onehot[:, :, int(Role.SEP1)].sum(1), torch.ones(len(texts)))
     assert torch.equal(onehot[:, :, int(Role.SEP2)].sum(1), torch.ones(len(texts)))
@@ -61,7 +71,9 @@ def test_role_flows_match_a_per_token_loop(seed, n_query, n_pad):
     scores[..., roles == 5] = -np.inf  # padding keys are masked as in the model
     pattern = np.exp(scores - scores.max(-1, keepdims=True))
     pattern /= pattern.sum(-1, keepdims=True)
-    got = role_flows(torch.tensor(pattern).unsqueeze(0), role_onehot(torch.tensor(roles).unsqueeze(0), torch.float64))
+    got = role_flows(
+        torch.tensor(pattern).unsqueeze(0), role_onehot(torch.tensor(roles).unsqueeze(0), torch.float64)
+    )
     np.testing.assert_allclose(got[0].numpy(), naive_flows(pattern, roles), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got.sum(-1).numpy(), 1.0, rtol=1e-12)
 
@@ -94,8 +106,13 @@ def test_flow_table_is_tidy_and_complete(tiny_ce, pairs):
     np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
     wide = table.set_index(["doc_id", "layer", "head", "source", "target"])["value"].unstack("target")
     np.testing.assert_allclose(wide["sep"], wide["sep1"] + wide["sep2"], rtol=1e-12)
-    row = table[(table.doc_id == "d3") & (table.layer == 1) & (table["head"] == 2) & (table.source == "doc")
-                & (table.target == "query")]
+    row = table[
+        (table.doc_id == "d3")
+        & (table.layer == 1)
+        & (table["head"] == 2)
+        & (table.source == "doc")
+        & (table.target == "query")
+    ]
     assert row["query_id"].item() == "q1"
     assert row["value"].item() == pytest.approx(float(flows[1][3, 2, int(Role.DOC), int(Role.QUERY)]))
 
@@ -112,10 +129,17 @@ def test_aggregates_match_hand_computed_means(tiny_ce, pairs):
     assert row["query_mean"] == pytest.approx(np.mean(per_query))  # each query weighted once
     assert row["query_std"] == pytest.approx(np.std(per_query, ddof=1))
     pq = per_query_flows(table)
-    assert pq[(pq.query_id == "q2") & (pq.layer == 0) & (pq["head"] == 1) & (pq.source == "query")
-              & (pq.target == "doc")]["value"].item() == pytest.approx(values[4])
+    assert pq[
+        (pq.query_id == "q2")
+        & (pq.layer == 0)
+        & (pq["head"] == 1)
+        & (pq.source == "query")
+        & (pq.target == "doc")
+    ]["value"].item() == pytest.approx(values[4])
     over_heads = aggregate_flows(table, keys=("layer", "source", "target"))
-    r = over_heads[(over_heads.layer == 0) & (over_heads.source == "query") & (over_heads.target == "doc")].iloc[0]
+    r = over_heads[
+        (over_heads.layer == 0) & (over_heads.source == "query") & (over_heads.target == "doc")
+    ].iloc[0]
     assert r["count"] == 5 * 4
     assert r["mean"] == pytest.approx(flows[0][:, :, int(Role.QUERY), int(Role.DOC)].double().mean().item())
 

@@ -92,7 +92,9 @@ def test_shares_tables():
     table = shares_table(shares, query_ids=["q1", "q2"], doc_ids=["d1", "d2"], collection="toy")
     assert list(table.columns) == ROLLOUT_COLUMNS
     assert len(table) == (2 + 1) * 3 * 5
-    row = table[(table.query_id == "q2") & (table.layer == 2) & (table.method == "rollout") & (table.role == "doc")]
+    row = table[
+        (table.query_id == "q2") & (table.layer == 2) & (table.method == "rollout") & (table.role == "doc")
+    ]
     assert row["value"].item() == pytest.approx(0.6)
     wide = summarise_shares(table)
     assert list(wide.columns) == ["collection", "method", "layer", *FLOW_ROLES]

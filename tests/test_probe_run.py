@@ -38,7 +38,9 @@ def write_beir(root: Path) -> Path:
     with gzip.open(root / "corpus.jsonl.gz", "wt") as fh:
         for i, t in DOCS.items():
             fh.write(json.dumps({"_id": i, "title": "", "text": t}) + "\n")
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()))
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items())
+    )
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\nq3\td5\t1\n")
     return root
 
@@ -59,9 +61,35 @@ def run_cli(argv, capsys):
 
 def test_cli_writes_every_table_with_its_manifest(tiny_setup, capsys):
     model, beir, out = tiny_setup
-    code, stdout, _ = run_cli(["--model", str(model), "--collection", str(beir), "--queries", "2", "--depth", "3",
-                               "--layers", "1-2", "--heads", "0,3", "--flow-pairs", "2", "--attribution-pairs", "2",
-                               "--ig-steps", "8", "--max-length", "64", "--seed", "7", "--out", str(out)], capsys)
+    code, stdout, _ = run_cli(
+        [
+            "--model",
+            str(model),
+            "--collection",
+            str(beir),
+            "--queries",
+            "2",
+            "--depth",
+            "3",
+            "--layers",
+            "1-2",
+            "--heads",
+            "0,3",
+            "--flow-pairs",
+            "2",
+            "--attribution-pairs",
+            "2",
+            "--ig-steps",
+            "8",
+            "--max-length",
+            "64",
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0
     assert "query2doc" in stdout and "rollout_cls_from_doc" in stdout and "wrote" in stdout
     flows = read_table(out, "flows")
@@ -74,7 +102,9 @@ def test_cli_writes_every_table_with_its_manifest(tiny_setup, capsys):
     assert len(flows) == n_pairs * 2 * 2 * 5 * 6  # pairs × layers × heads × sources × targets
     assert sorted(flows["layer"].unique()) == [1, 2] and sorted(flows["head"].unique()) == [0, 3]
     assert not flows["value"].isna().any()
-    sums = flows[flows.target != "sep"].groupby(["query_id", "doc_id", "layer", "head", "source"])["value"].sum()
+    sums = (
+        flows[flows.target != "sep"].groupby(["query_id", "doc_id", "layer", "head", "source"])["value"].sum()
+    )
     np.testing.assert_allclose(sums, 1.0, atol=1e-5)
     meta = read_manifest(out, "flows")
     assert meta["model"] == str(model) and meta["seed"] == 7 and meta["git_revision"]
@@ -91,8 +121,9 @@ def test_cli_writes_every_table_with_its_manifest(tiny_setup, capsys):
     assert set(rollout["method"]) == {"rollout", "flow"}
     assert rollout[rollout.method == "rollout"].groupby(["query_id", "doc_id"]).size().eq(3 * 5).all()
     assert rollout[rollout.method == "flow"][["query_id", "doc_id"]].drop_duplicates().shape[0] == 2
-    np.testing.assert_allclose(rollout.groupby(["method", "query_id", "doc_id", "layer"])["value"].sum(), 1.0,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        rollout.groupby(["method", "query_id", "doc_id", "layer"])["value"].sum(), 1.0, atol=1e-5
+    )
     attributions = read_table(out, "attributions")
     assert set(attributions["role"]) == set(FLOW_ROLES) and len(attributions) == 2 * 5
     assert {"delta", "score", "baseline_score"} <= set(attributions.columns)
@@ -105,16 +136,49 @@ def test_cli_writes_every_table_with_its_manifest(tiny_setup, capsys):
 
 def test_slow_parts_can_be_skipped(tiny_setup, capsys):
     model, beir, out = tiny_setup
-    code, _, _ = run_cli(["--model", str(model), "--collection", str(beir), "--queries", "1", "--depth", "2",
-                          "--no-rollout", "--flow-pairs", "0", "--no-attributions", "--out", str(out)], capsys)
+    code, _, _ = run_cli(
+        [
+            "--model",
+            str(model),
+            "--collection",
+            str(beir),
+            "--queries",
+            "1",
+            "--depth",
+            "2",
+            "--no-rollout",
+            "--flow-pairs",
+            "0",
+            "--no-attributions",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0
-    assert sorted(p.stem for p in out.glob("*.parquet")) == ["flows", "flows_per_query", "flows_summary", "scores"]
+    assert sorted(p.stem for p in out.glob("*.parquet")) == [
+        "flows",
+        "flows_per_query",
+        "flows_summary",
+        "scores",
+    ]
 
 
 def test_both_backends_write_the_same_flows(tiny_setup, capsys, tmp_path):
     model, beir, _ = tiny_setup
-    common = ["--model", str(model), "--collection", str(beir), "--queries", "2", "--depth", "2", "--flow-pairs", "1",
-              "--no-attributions"]
+    common = [
+        "--model",
+        str(model),
+        "--collection",
+        str(beir),
+        "--queries",
+        "2",
+        "--depth",
+        "2",
+        "--flow-pairs",
+        "1",
+        "--no-attributions",
+    ]
     for backend in ("hf", "transformer_lens"):
         code, _, _ = run_cli([*common, "--backend", backend, "--out", str(tmp_path / backend)], capsys)
         assert code == 0
@@ -126,14 +190,17 @@ def test_both_backends_write_the_same_flows(tiny_setup, capsys, tmp_path):
     assert read_manifest(tmp_path / "transformer_lens", "flows")["settings"]["backend"] == "transformer_lens"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--layers", "3"], "error: layer 3 is out of range; this model has layers 0-2"),
-    (["--heads", "0-9"], "error: head 4 is out of range; this model has heads 0-3"),
-    (["--layers", "x"], "error: layer selection 'x' is malformed"),
-    (["--queries", "0"], "error: --queries 0 must be >= 1"),
-    (["--flow-pairs", "-1"], "error: --flow-pairs -1 must be >= 0"),
-    (["--collection", "nope"], "error: unknown collection 'nope'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--layers", "3"], "error: layer 3 is out of range; this model has layers 0-2"),
+        (["--heads", "0-9"], "error: head 4 is out of range; this model has heads 0-3"),
+        (["--layers", "x"], "error: layer selection 'x' is malformed"),
+        (["--queries", "0"], "error: --queries 0 must be >= 1"),
+        (["--flow-pairs", "-1"], "error: --flow-pairs -1 must be >= 0"),
+        (["--collection", "nope"], "error: unknown collection 'nope'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tiny_setup, capsys, extra, message):
     model, beir, out = tiny_setup
     argv = ["--model", str(model), "--collection", str(beir), "--out", str(out), *extra]
@@ -144,33 +211,74 @@ def test_bad_input_is_one_line_and_exit_2(tiny_setup, capsys, extra, message):
 
 
 def test_a_model_without_hookable_attention_fails_cleanly(tmp_path, tokenizer):
-    """A DistilBERT classifier has no encoder.layer attention stack: one line on stderr, exit 2 (real process)."""
+    """A DistilBERT classifier has no encoder.layer attention stack: one line on stderr, exit 2 (real
+    process)."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    cfg = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                           max_position_embeddings=128, num_labels=1)
+    cfg = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
     torch.manual_seed(0)
     DistilBertForSequenceClassification(cfg).save_pretrained(tmp_path / "distil")
     tokenizer.save_pretrained(tmp_path / "distil")
     beir = write_beir(tmp_path / "beir")
-    proc = subprocess.run([sys.executable, "-m", "probe.run", "--model", str(tmp_path / "distil"), "--collection",
-                           str(beir), "--max-length", "64", "--out", str(tmp_path / "out")],
-                          check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "probe.run",
+            "--model",
+            str(tmp_path / "distil"),
+            "--collection",
+            str(beir),
+            "--max-length",
+            "64",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
-    expected = ("error: model DistilBertForSequenceClassification has no encoder.layer stack; "
-                "expected a BERT-family encoder")
+    expected = (
+        "error: model DistilBertForSequenceClassification has no encoder.layer stack; "
+        "expected a BERT-family encoder"
+    )
     assert proc.stderr.strip().splitlines() == [expected]
 
 
 def test_help_documents_every_option():
-    proc = subprocess.run([sys.executable, "-m", "probe.run", "--help"], check=False, cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "probe.run", "--help"],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0
     for action in build_parser()._actions:
         for opt in action.option_strings:
             assert opt in proc.stdout
         assert action.help and len(action.help) > 8
-    for table in ("flows", "flows_per_query", "flows_summary", "rollout", "attributions", "attribution_tokens", "scores"):
+    for table in (
+        "flows",
+        "flows_per_query",
+        "flows_summary",
+        "rollout",
+        "attributions",
+        "attribution_tokens",
+        "scores",
+    ):
         assert table in proc.stdout
 
 
@@ -197,8 +305,16 @@ def real_scorer() -> tuple[CrossEncoder, str]:
 @pytest.mark.slow
 def test_real_model_flow_table_for_20_queries(tmp_path):
     scorer, name = real_scorer()
-    cfg = ProbeConfig(model=name, collection="dl19", queries=20, depth=2, flow_pairs=1, attribution_pairs=2,
-                      ig_steps=32, out=str(tmp_path))
+    cfg = ProbeConfig(
+        model=name,
+        collection="dl19",
+        queries=20,
+        depth=2,
+        flow_pairs=1,
+        attribution_pairs=2,
+        ig_steps=32,
+        out=str(tmp_path),
+    )
     tables = probe(cfg, scorer=scorer)
     flows = tables["flows"]
     assert flows["query_id"].nunique() == 20 and len(flows[["query_id", "doc_id"]].drop_duplicates()) == 40
@@ -217,8 +333,9 @@ def test_real_model_flow_table_for_20_queries(tmp_path):
     assert by_layer.xs(("query", "doc"), level=("source", "target")).max() > 0.1
     # rollout shares are distributions and CLS keeps drawing on the document
     rollout = tables["rollout"]
-    np.testing.assert_allclose(rollout.groupby(["method", "query_id", "doc_id", "layer"])["value"].sum(), 1.0,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        rollout.groupby(["method", "query_id", "doc_id", "layer"])["value"].sum(), 1.0, atol=1e-4
+    )
     assert rollout[(rollout.method == "rollout") & (rollout.role == "doc")]["value"].mean() > 0.05
     attributions = tables["attributions"]
     gap = (attributions["score"] - attributions["baseline_score"]).abs()

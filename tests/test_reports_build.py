@@ -34,8 +34,15 @@ from reports.build import build_report
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "results" / "report-artifacts"
 SECTION_IDS = ("setup", "flows", "ablations", "minimal", "mice", "notes", "sources")
-SECTION_TITLES = ("Setup", "Attention flows", "Ablations", "Minimal interaction set", "MICE comparison",
-                  "Notes on reproducing the MICE paper", "Sources")
+SECTION_TITLES = (
+    "Setup",
+    "Attention flows",
+    "Ablations",
+    "Minimal interaction set",
+    "MICE comparison",
+    "Notes on reproducing the MICE paper",
+    "Sources",
+)
 
 DOCS = {
     "p1": "Lyon is a large city in France on the Rhone river.",
@@ -49,19 +56,35 @@ DOCS = {
     "p9": "Rivers carry water from the mountains to the sea.",
     "p10": "Sugar is produced from cane or beet in many countries.",
 }
-QUERIES = {"a": "capital of france", "b": "how does photosynthesis work", "c": "volcano eruption",
-           "d": "cake recipe"}
-QRELS = [("a", "p2", 2), ("a", "p1", 1), ("b", "p3", 2), ("b", "p4", 2), ("c", "p5", 2), ("c", "p6", 1),
-         ("d", "p7", 2), ("d", "p8", 1)]
+QUERIES = {
+    "a": "capital of france",
+    "b": "how does photosynthesis work",
+    "c": "volcano eruption",
+    "d": "cake recipe",
+}
+QRELS = [
+    ("a", "p2", 2),
+    ("a", "p1", 1),
+    ("b", "p3", 2),
+    ("b", "p4", 2),
+    ("c", "p5", 2),
+    ("c", "p6", 1),
+    ("d", "p7", 2),
+    ("d", "p8", 1),
+]
 
 
 def write_beir(root: Path) -> Path:
     (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
-                                               for k, v in DOCS.items()))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in QUERIES.items()))
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{r}\n"
-                                                                                      for q, d, r in QRELS))
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in DOCS.items())
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in QUERIES.items())
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{r}\n" for q, d, r in QRELS)
+    )
     return root
 
 
@@ -73,7 +96,8 @@ def _cli(main, argv) -> None:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tokenizer):
-    """Real result tables from the CLIs (probe, one ablation run, a sweep, a search) and the report built on them."""
+    """Real result tables from the CLIs (probe, one ablation run, a sweep, a search) and the report built on
+    them."""
     root = tmp_path_factory.mktemp("report-study")
     model = root / "tiny-model"
     CrossEncoder(make_tiny_bert(tokenizer, layers=3, seed=1), tokenizer, max_length=64).save(model)
@@ -84,20 +108,65 @@ def study(tmp_path_factory, tokenizer):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MICE_CACHE", str(root / "cache"))
         mp.delenv("MICE_MODEL", raising=False)
-        _cli(probe_run.main, [*common, "--queries", "4", "--depth", "4", "--flow-pairs", "2",
-                              "--attribution-pairs", "2", "--ig-steps", "4", "--out", str(results / "probe")])
+        _cli(
+            probe_run.main,
+            [
+                *common,
+                "--queries",
+                "4",
+                "--depth",
+                "4",
+                "--flow-pairs",
+                "2",
+                "--attribution-pairs",
+                "2",
+                "--ig-steps",
+                "4",
+                "--out",
+                str(results / "probe"),
+            ],
+        )
         _cli(ablation_run.main, [*abl, "--remove", "doc2query", "--out", str(results / "ablations" / "runs")])
-        _cli(ablation_run.main, [*abl, "--remove", "cls2doc:1-2", "--out", str(results / "ablations" / "runs")])
-        _cli(ablation_sweep.main, [*abl, "--interactions", "query2doc", "doc2query", "cls2doc",
-                                   "--out", str(results / "ablations" / "sweep")])
-        _cli(ablation_search.main, [*abl, "--interactions", "doc2query", "cls2doc", "--tolerance", "0.05",
-                                    "--out", str(results / "ablations" / "search")])
+        _cli(
+            ablation_run.main, [*abl, "--remove", "cls2doc:1-2", "--out", str(results / "ablations" / "runs")]
+        )
+        _cli(
+            ablation_sweep.main,
+            [
+                *abl,
+                "--interactions",
+                "query2doc",
+                "doc2query",
+                "cls2doc",
+                "--out",
+                str(results / "ablations" / "sweep"),
+            ],
+        )
+        _cli(
+            ablation_search.main,
+            [
+                *abl,
+                "--interactions",
+                "doc2query",
+                "cls2doc",
+                "--tolerance",
+                "0.05",
+                "--out",
+                str(results / "ablations" / "search"),
+            ],
+        )
     out = root / "report"
     out.mkdir()
-    _cli(build.main, ["--results", str(results), "--out", str(out / "report.html"), "--pdf",
-                      str(out / "report.pdf")])
-    return {"root": root, "results": results, "html": (out / "report.html").read_text(),
-            "pdf": out / "report.pdf"}
+    _cli(
+        build.main,
+        ["--results", str(results), "--out", str(out / "report.html"), "--pdf", str(out / "report.pdf")],
+    )
+    return {
+        "root": root,
+        "results": results,
+        "html": (out / "report.html").read_text(),
+        "pdf": out / "report.pdf",
+    }
 
 
 def _section(html: str, sid: str) -> str:
@@ -129,7 +198,7 @@ def test_every_section_is_in_the_html(study):
 
 def test_html_is_self_contained_with_embedded_vector_plots(study):
     html = study["html"]
-    assert not re.search(r'<(link|script)\b', html)
+    assert not re.search(r"<(link|script)\b", html)
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)
     images = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
     # flows heatmaps + rollout curve + sweep heatmap + search units
@@ -159,8 +228,10 @@ def test_numbers_come_from_the_tables(study):
     nd = sweep[sweep["measure"] == "nDCG@10"]
     assert len(nd) == 3 * 3  # 3 interactions × 3 layers
     abl = _section(html, "ablations")
-    assert f"({nd['baseline_mean'].iloc[0]:.4f})" in base64.b64decode(
-        re.findall(r'base64,([A-Za-z0-9+/=]+)"', abl)[0]).decode()  # heatmap title: the baseline
+    assert (
+        f"({nd['baseline_mean'].iloc[0]:.4f})"
+        in base64.b64decode(re.findall(r'base64,([A-Za-z0-9+/=]+)"', abl)[0]).decode()
+    )  # heatmap title: the baseline
     runs = read_table(res / "ablations" / "runs", "summary")
     pooled = pd.concat([nd, runs[runs["measure"] == "nDCG@10"]])
     top = pooled.loc[pooled["delta"].abs().idxmax()]
@@ -172,7 +243,9 @@ def test_numbers_come_from_the_tables(study):
     search = json.loads((res / "ablations" / "search" / "search.json").read_text())
     assert (search["removed_label"] or "none") in _section(html, "minimal")
     flows = read_table(res / "probe", "flows")
-    q2d = flows[(flows["layer"] == 0) & (flows["source"] == "query") & (flows["target"] == "doc")]["value"].mean()
+    q2d = flows[(flows["layer"] == 0) & (flows["source"] == "query") & (flows["target"] == "doc")][
+        "value"
+    ].mean()
     assert f"<td>{q2d:.4f}</td>" in _section(html, "flows")
 
 
@@ -194,9 +267,11 @@ def test_pdf_pages_text_fonts_and_vector_plots(study):
         res = page["/Resources"]
         for ref in (res.get("/Font") or {}).values():
             font = ref.get_object()
-            desc = (font["/DescendantFonts"][0].get_object() if "/DescendantFonts" in font else font)
+            desc = font["/DescendantFonts"][0].get_object() if "/DescendantFonts" in font else font
             fd = desc["/FontDescriptor"].get_object()
-            assert any(k in fd for k in ("/FontFile", "/FontFile2", "/FontFile3")), f"{font['/BaseFont']} not embedded"
+            assert any(k in fd for k in ("/FontFile", "/FontFile2", "/FontFile3")), (
+                f"{font['/BaseFont']} not embedded"
+            )
             fonts.add(str(font["/BaseFont"]))
         for ref in (res.get("/XObject") or {}).values():
             images += ref.get_object().get("/Subtype") == "/Image"
@@ -205,7 +280,8 @@ def test_pdf_pages_text_fonts_and_vector_plots(study):
 
 
 def test_pdf_pages_render_to_png(study):
-    """The first pages as PNG (a CI artifact, looked at by a person); needs pdftoppm (Debian: poppler-utils)."""
+    """The first pages as PNG (a CI artifact, looked at by a person); needs pdftoppm (Debian:
+    poppler-utils)."""
     if shutil.which("pdftoppm") is None:
         pytest.skip("pdftoppm not installed (Debian package poppler-utils); PNG artifacts not rendered")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -213,8 +289,11 @@ def test_pdf_pages_render_to_png(study):
         old.unlink()
     shutil.copy(study["pdf"], ARTIFACTS / "report.pdf")
     (ARTIFACTS / "report.html").write_text(study["html"])
-    subprocess.run(["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "7", str(study["pdf"]),
-                    str(ARTIFACTS / "page")], check=True, timeout=120)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "7", str(study["pdf"]), str(ARTIFACTS / "page")],
+        check=True,
+        timeout=120,
+    )
     pngs = sorted(ARTIFACTS.glob("page-*.png"))
     assert len(pngs) == 7
     import matplotlib.image as mpimg
@@ -285,7 +364,8 @@ def test_unreadable_tables_are_reported_not_fatal(study, tmp_path):
 
 
 def test_partial_sweep_is_marked(study, tmp_path, tokenizer, monkeypatch):
-    """A sweep interrupted after some cells (run through the library): blank cells and a note, not a failure."""
+    """A sweep interrupted after some cells (run through the library): blank cells and a note, not a
+    failure."""
     from ablations.data.collections import load_collection
     from ablations.experiments.runner import Experiment, Settings
     from ablations.experiments.sweep import Sweep, SweepConfig
@@ -306,9 +386,11 @@ def test_partial_sweep_is_marked(study, tmp_path, tokenizer, monkeypatch):
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
-    for argv, needle in ((["--results", str(tmp_path / "nope")], "does not exist"),
-                         (["--results", str(tmp_path), "--top", "0"], "--top 0 must be >= 1"),
-                         (["--results", str(tmp_path), "--out", str(tmp_path)], "is a folder")):
+    for argv, needle in (
+        (["--results", str(tmp_path / "nope")], "does not exist"),
+        (["--results", str(tmp_path), "--top", "0"], "--top 0 must be >= 1"),
+        (["--results", str(tmp_path), "--out", str(tmp_path)], "is a folder"),
+    ):
         with pytest.raises(SystemExit) as exc:
             build.main(argv)
         err = capsys.readouterr().err.strip()
@@ -316,14 +398,24 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_an_evaluate_folder_is_listed_in_setup(study, tmp_path):
-    """``python -m ablations.evaluate`` writes ``collections`` as a list (compare writes a dict): both are read."""
+    """``python -m ablations.evaluate`` writes ``collections`` as a list (compare writes a dict): both are
+    read."""
     from ablations import evaluate as evaluate_cli
 
     res = tmp_path / "results"
     shutil.copytree(study["results"] / "probe", res / "probe")
     beir = study["root"] / "beir"
-    _cli(evaluate_cli.main, ["--model", str(study["root"] / "tiny-model"), "--collection", str(beir),
-                             "--out", str(res / "evaluate")])
+    _cli(
+        evaluate_cli.main,
+        [
+            "--model",
+            str(study["root"] / "tiny-model"),
+            "--collection",
+            str(beir),
+            "--out",
+            str(res / "evaluate"),
+        ],
+    )
     meta = json.loads((res / "evaluate" / "metrics.json").read_text())
     assert isinstance(meta["collections"], list)
     sections, html, _ = build_report(res)

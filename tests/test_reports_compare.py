@@ -28,19 +28,57 @@ def _comparison(tmp_path):
     rows, per_q = [], []
     for model, ref, lat, sto, vals, ps in MODELS:
         for (coll, domain), v, p, base in zip((("dl19", "ID"), ("scifact", "OOD")), vals, ps, MODELS[0][4]):
-            rows.append({"model": model, "collection": coll, "domain": domain, "measure": "nDCG@10", "n": 4,
-                         "mean": v, "baseline_mean": base, "delta": v - base, "t": float("nan"),
-                         "p": float("nan") if p is None else p, "ci_low": v - base - 0.05,
-                         "ci_high": v - base + 0.01, "wins": 1, "ties": 1, "losses": 2, "reference": ref,
-                         "latency_ms_per_query": lat, "storage_bytes_per_doc": sto, "parameters": 22_700_000})
-            per_q += [{"model": model, "collection": coll, "domain": domain, "query_id": q, "measure": "nDCG@10",
-                       "value": v} for q in "abcd"]
-    meta = manifest(kind="mice-compare", reference="cross-encoder", in_domain=["dl19"],
-                    models={m[0]: f"made-up/{m[0]}" for m in MODELS},
-                    collections={c: {"name": c, "queries": 4, "candidates": 40, "judged_pairs": 9, "source": "x"}
-                                 for c in ("dl19", "scifact")},
-                    latency={"collection": "dl19", "queries": ["1", "2"], "candidates_per_query": 100,
-                             "batch_size": 100, "torch_threads": 2})
+            rows.append(
+                {
+                    "model": model,
+                    "collection": coll,
+                    "domain": domain,
+                    "measure": "nDCG@10",
+                    "n": 4,
+                    "mean": v,
+                    "baseline_mean": base,
+                    "delta": v - base,
+                    "t": float("nan"),
+                    "p": float("nan") if p is None else p,
+                    "ci_low": v - base - 0.05,
+                    "ci_high": v - base + 0.01,
+                    "wins": 1,
+                    "ties": 1,
+                    "losses": 2,
+                    "reference": ref,
+                    "latency_ms_per_query": lat,
+                    "storage_bytes_per_doc": sto,
+                    "parameters": 22_700_000,
+                }
+            )
+            per_q += [
+                {
+                    "model": model,
+                    "collection": coll,
+                    "domain": domain,
+                    "query_id": q,
+                    "measure": "nDCG@10",
+                    "value": v,
+                }
+                for q in "abcd"
+            ]
+    meta = manifest(
+        kind="mice-compare",
+        reference="cross-encoder",
+        in_domain=["dl19"],
+        models={m[0]: f"made-up/{m[0]}" for m in MODELS},
+        collections={
+            c: {"name": c, "queries": 4, "candidates": 40, "judged_pairs": 9, "source": "x"}
+            for c in ("dl19", "scifact")
+        },
+        latency={
+            "collection": "dl19",
+            "queries": ["1", "2"],
+            "candidates_per_query": 100,
+            "batch_size": 100,
+            "torch_threads": 2,
+        },
+    )
     out = tmp_path / "results" / "mice"
     write_table(pd.DataFrame(per_q), out, "per_query", meta)
     write_table(pd.DataFrame(rows), out, "comparison", meta)
@@ -52,7 +90,9 @@ def _section(html, sid):
 
 
 def _rows(sec):
-    return [re.findall(r"<td>(.*?)</td>", r, re.DOTALL) for r in re.findall(r"<tr>(.*?)</tr>", sec, re.DOTALL)]
+    return [
+        re.findall(r"<td>(.*?)</td>", r, re.DOTALL) for r in re.findall(r"<tr>(.*?)</tr>", sec, re.DOTALL)
+    ]
 
 
 def test_comparison_section_and_directions(tmp_path):
@@ -77,7 +117,9 @@ def test_comparison_section_and_directions(tmp_path):
 
     assert verdict("mice-retrained", "ID: keeps most") == "yes"  # 0.68 ≥ 0.9 × 0.70
     assert verdict("mice-retrained", "OOD: generalises at least as well") == "NO"  # significantly worse
-    assert verdict("mice-retrained", "OOD: generalises better than late interaction (maxsim)") == "yes"  # .55 > .5
+    assert (
+        verdict("mice-retrained", "OOD: generalises better than late interaction (maxsim)") == "yes"
+    )  # .55 > .5
     assert verdict("mice-retrained", "faster than the cross-encoder") == "yes"
     assert verdict("mice-retrained", "latency close to late interaction") == "yes"  # 10 ≤ 2 × 8 ms
     assert verdict("mice-masked", "without retraining, the mask loses ID effectiveness") == "yes"
@@ -88,10 +130,11 @@ def test_comparison_section_and_directions(tmp_path):
     assert "Not reproduced: mice-retrained: OOD: generalises at least as well as the cross-encoder" in notes
 
 
-
 def test_comparison_without_reference_or_latency_says_so(tmp_path):
     res = _comparison(tmp_path)
-    df = pd.read_parquet(res / "mice" / "comparison.parquet").drop(columns=["reference", "latency_ms_per_query"])
+    df = pd.read_parquet(res / "mice" / "comparison.parquet").drop(
+        columns=["reference", "latency_ms_per_query"]
+    )
     write_table(df, res / "mice", "comparison", manifest(kind="mice-compare"))
     sections, html, _ = build_report(res)
     state = {s.id: s.missing for s in sections}
@@ -108,7 +151,9 @@ def test_pareto_front_keeps_the_undominated():
 def test_masked_only_comparison_says_what_was_not_checked(tmp_path):
     res = _comparison(tmp_path)
     df = pd.read_parquet(res / "mice" / "comparison.parquet")
-    write_table(df[df["model"] != "mice-retrained"], res / "mice", "comparison", manifest(kind="mice-compare"))
+    write_table(
+        df[df["model"] != "mice-retrained"], res / "mice", "comparison", manifest(kind="mice-compare")
+    )
     _, html, _ = build_report(res)
     notes = _section(html, "notes")
     assert "has no retrained MICE model (only mice-masked)" in notes

@@ -59,13 +59,21 @@ def test_trec_run_round_trips_scores_and_metrics_exactly(tmp_path):
     rng = np.random.default_rng(0)
     base = np.float32(3.0)
     scores = (base + rng.integers(0, 5, 40) * np.float32(2.5e-7)).astype(np.float32)  # near-ties
-    run = pd.DataFrame({"query_id": np.repeat(["q1", "q2"], 20), "doc_id": [f"d{i}" for i in range(40)],
-                        "score": scores})
-    qrels = pd.DataFrame({"query_id": ["q1", "q1", "q2", "q2"], "doc_id": ["d3", "d11", "d25", "d39"],
-                          "relevance": [2, 1, 3, 1]})
+    run = pd.DataFrame(
+        {"query_id": np.repeat(["q1", "q2"], 20), "doc_id": [f"d{i}" for i in range(40)], "score": scores}
+    )
+    qrels = pd.DataFrame(
+        {
+            "query_id": ["q1", "q1", "q2", "q2"],
+            "doc_id": ["d3", "d11", "d25", "d39"],
+            "relevance": [2, 1, 3, 1],
+        }
+    )
     write_trec_run(run, tmp_path / "r.trec", "t")
     back = read_trec_run(tmp_path / "r.trec")
     merged = run.merge(back, on=["query_id", "doc_id"])
     assert (merged["score_x"].astype(float).to_numpy() == merged["score_y"].to_numpy()).all()
     measures = ["nDCG@10", "RR@10", "R@20"]
-    pd.testing.assert_frame_equal(per_query(run, qrels, measures), per_query(back, qrels, measures), check_exact=True)
+    pd.testing.assert_frame_equal(
+        per_query(run, qrels, measures), per_query(back, qrels, measures), check_exact=True
+    )

@@ -40,7 +40,14 @@ def test_roles_from_ids_property(n_query, n_doc, n_pad):
     ids = [cls] + [7] * n_query + [sep] + [8] * n_doc + [sep] + [pad] * n_pad
     mask = [1] * (len(ids) - n_pad) + [0] * n_pad
     roles = token_roles(torch.tensor([ids]), torch.tensor([mask]), sep)[0].tolist()
-    expected = [Role.CLS] + [Role.QUERY] * n_query + [Role.SEP1] + [Role.DOC] * n_doc + [Role.SEP2] + [Role.PAD] * n_pad
+    expected = (
+        [Role.CLS]
+        + [Role.QUERY] * n_query
+        + [Role.SEP1]
+        + [Role.DOC] * n_doc
+        + [Role.SEP2]
+        + [Role.PAD] * n_pad
+    )
     assert roles == [int(r) for r in expected]
 
 

@@ -71,10 +71,19 @@ def test_frozen_layers_keep_their_weights_and_the_rest_learns(tiny_ce, pairs):
 
 def _tiny_config(tiny_ce, tmp_path, out):
     tiny_ce.save(tmp_path / "init")
-    return TrainConfig(out=str(out), init_model=str(tmp_path / "init"), train_collections=["dl20", "dl21"],
-                       validation="dl20", validation_depth=5, test=[], max_length=64, eval_every=3,
-                       checkpoint_every=2, patience=100,
-                       stages=[Stage("labels", "lce", "judged", steps=7, lr=1e-3, groups_per_step=2, group_size=3)])
+    return TrainConfig(
+        out=str(out),
+        init_model=str(tmp_path / "init"),
+        train_collections=["dl20", "dl21"],
+        validation="dl20",
+        validation_depth=5,
+        test=[],
+        max_length=64,
+        eval_every=3,
+        checkpoint_every=2,
+        patience=100,
+        stages=[Stage("labels", "lce", "judged", steps=7, lr=1e-3, groups_per_step=2, group_size=3)],
+    )
 
 
 @pytest.mark.slow
@@ -104,22 +113,53 @@ def test_a_short_real_distillation_run_learns(tmp_path):
     from ablations.data.teacher import BiEncoder
     from ablations.paths import resolve_model
 
-    stage = Stage("distill", "margin-mse", "distill", steps=40, lr=1e-4, dev_queries=40, groups_per_query=1,
-                  group_size=4, groups_per_step=4, depth=20)
-    cfg = TrainConfig(out=str(tmp_path / "model"), train_collections=["dl20", "dl21"], validation="dl20",
-                      validation_depth=20, test=[], eval_every=20, checkpoint_every=20, max_length=96, stages=[stage])
+    stage = Stage(
+        "distill",
+        "margin-mse",
+        "distill",
+        steps=40,
+        lr=1e-4,
+        dev_queries=40,
+        groups_per_query=1,
+        group_size=4,
+        groups_per_step=4,
+        depth=20,
+    )
+    cfg = TrainConfig(
+        out=str(tmp_path / "model"),
+        train_collections=["dl20", "dl21"],
+        validation="dl20",
+        validation_depth=20,
+        test=[],
+        eval_every=20,
+        checkpoint_every=20,
+        max_length=96,
+        stages=[stage],
+    )
     summary = train(cfg, progress=False)
     untrained = summary["history"][0]["val_ndcg10"]
     assert summary["best_validation_ndcg10"] > untrained + 0.01
 
     held = {f"dl20:{q}" for q in td.split_queries(load_collection("dl20").queries, 0.25, 0)[1]}
-    groups = td.distillation_groups(["dl20", "dl21"], exclude_queries=held, dev_queries=40, groups_per_query=1,
-                                    group_size=4, depth=20, seed=0, teacher=BiEncoder())[:32]  # cached: same groups
+    groups = td.distillation_groups(
+        ["dl20", "dl21"],
+        exclude_queries=held,
+        dev_queries=40,
+        groups_per_query=1,
+        group_size=4,
+        depth=20,
+        seed=0,
+        teacher=BiEncoder(),
+    )[:32]  # cached: same groups
 
     def loss_of(model):
         with torch.no_grad():
-            scores = model.forward(model.encode([(g.query, d) for g in groups for d in g.docs])).view(len(groups), 4)
-            return group_loss("margin-mse", scores, None, torch.tensor([g.teacher for g in groups]), 10.0).item()
+            scores = model.forward(model.encode([(g.query, d) for g in groups for d in g.docs])).view(
+                len(groups), 4
+            )
+            return group_loss(
+                "margin-mse", scores, None, torch.tensor([g.teacher for g in groups]), 10.0
+            ).item()
 
     torch.manual_seed(0)
     before = loss_of(CrossEncoder.from_pretrained(resolve_model("minilm-l6"), new_head=True, max_length=96))

@@ -58,11 +58,15 @@ class RerankSet:
         self.qrels = self.qrels[self.qrels["query_id"].isin(judged)].reset_index(drop=True)
         missing = set(self.candidates["doc_id"]) - set(self.docs)
         if missing:
-            raise BadInput(f"{self.name}: candidate document {sorted(missing)[0]!r} has no text "
-                           f"({len(missing)} such documents)")
+            raise BadInput(
+                f"{self.name}: candidate document {sorted(missing)[0]!r} has no text "
+                f"({len(missing)} such documents)"
+            )
         empty = [d for d in self.candidates["doc_id"].unique() if not str(self.docs[d]).strip()]
         if empty:
-            raise BadInput(f"{self.name}: document {empty[0]!r} is empty ({len(empty)} empty candidate documents)")
+            raise BadInput(
+                f"{self.name}: document {empty[0]!r} is empty ({len(empty)} empty candidate documents)"
+            )
 
     @property
     def query_ids(self) -> list[str]:
@@ -79,13 +83,22 @@ class RerankSet:
         if depth:
             cand = cand[cand["rank"] <= depth]
         return RerankSet(
-            self.name, {q: t for q, t in self.queries.items() if q in keep}, self.docs, cand.reset_index(drop=True),
-            self.qrels[self.qrels["query_id"].isin(keep)], self.measures, self.source, self.extra,
+            self.name,
+            {q: t for q, t in self.queries.items() if q in keep},
+            self.docs,
+            cand.reset_index(drop=True),
+            self.qrels[self.qrels["query_id"].isin(keep)],
+            self.measures,
+            self.source,
+            self.extra,
         )
 
     def pairs(self) -> list[tuple[str, str]]:
         """``(query text, document text)`` for every candidate row, in ``candidates`` order."""
-        return [(self.queries[q], self.docs[d]) for q, d in zip(self.candidates["query_id"], self.candidates["doc_id"])]
+        return [
+            (self.queries[q], self.docs[d])
+            for q, d in zip(self.candidates["query_id"], self.candidates["doc_id"])
+        ]
 
     def run_from_scores(self, scores) -> pd.DataFrame:
         run = self.candidates[["query_id", "doc_id"]].copy()
@@ -93,8 +106,13 @@ class RerankSet:
         return run
 
     def describe(self) -> dict:
-        return {"name": self.name, "queries": len(self.queries), "candidates": len(self.candidates),
-                "judged_pairs": len(self.qrels), "source": self.source}
+        return {
+            "name": self.name,
+            "queries": len(self.queries),
+            "candidates": len(self.candidates),
+            "judged_pairs": len(self.qrels),
+            "source": self.source,
+        }
 
 
 def _natural(qid: str):
@@ -123,7 +141,9 @@ def _beir(root: Path, name: str, split: str = "test", depth: int = 100) -> Reran
 
 
 COLLECTIONS = {
-    "dl19": lambda: _dl("trec-dl-2019-passage", "msmarco-test2019-queries-judged.tsv", "2019qrels-pass.txt", "dl19"),
+    "dl19": lambda: _dl(
+        "trec-dl-2019-passage", "msmarco-test2019-queries-judged.tsv", "2019qrels-pass.txt", "dl19"
+    ),
     "dl20": lambda: _dl("trec-dl-2020-passage", "msmarco-test2020-queries.tsv", "2020qrels-pass.txt", "dl20"),
     "dl21": lambda: _dl("trec-dl-2021-passage", "topics.dl21.txt", "qrels.dl21-passage.txt", "dl21"),
     "scifact": lambda: _beir(data_dir() / "beir" / "scifact", "scifact"),
@@ -147,7 +167,9 @@ def load_collection(name: str) -> RerankSet:
     if path.is_dir():
         if (path / "queries.jsonl").exists():
             return _beir(path, path.name)
-        raise BadInput(f"folder {name!r} is not a BEIR collection (corpus.jsonl[.gz], queries.jsonl, qrels/test.tsv)")
+        raise BadInput(
+            f"folder {name!r} is not a BEIR collection (corpus.jsonl[.gz], queries.jsonl, qrels/test.tsv)"
+        )
     raise BadInput(
         f"unknown collection {name!r}; expected one of {', '.join(COLLECTIONS)}, "
         f"{', '.join(ALIASES)}, a BEIR folder, or irds:<ir_datasets id>"
@@ -158,18 +180,24 @@ def _irds(dataset_id: str) -> RerankSet:  # pragma: no cover - needs the network
     try:
         import ir_datasets
     except ImportError:
-        raise BadInput(f"collection irds:{dataset_id} needs ir_datasets (`pip install ir_datasets`)") from None
+        raise BadInput(
+            f"collection irds:{dataset_id} needs ir_datasets (`pip install ir_datasets`)"
+        ) from None
     try:
         ds = ir_datasets.load(dataset_id)
         queries = {q.query_id: q.text for q in ds.queries_iter()}
-        qrels = pd.DataFrame([(q.query_id, q.doc_id, q.relevance) for q in ds.qrels_iter()],
-                             columns=["query_id", "doc_id", "relevance"])
+        qrels = pd.DataFrame(
+            [(q.query_id, q.doc_id, q.relevance) for q in ds.qrels_iter()],
+            columns=["query_id", "doc_id", "relevance"],
+        )
         docs = {d.doc_id: d.default_text() for d in ds.docs_iter()}
     except Exception as exc:
         raise BadInput(f"cannot load ir_datasets id {dataset_id!r}: {exc}") from None
     if ds.has_scoreddocs():
-        cand = pd.DataFrame([(s.query_id, s.doc_id, s.score) for s in ds.scoreddocs_iter()],
-                            columns=["query_id", "doc_id", "score"])
+        cand = pd.DataFrame(
+            [(s.query_id, s.doc_id, s.score) for s in ds.scoreddocs_iter()],
+            columns=["query_id", "doc_id", "score"],
+        )
         cand["rank"] = cand.groupby("query_id")["score"].rank(ascending=False, method="first").astype(int)
         cand = cand[cand["rank"] <= 100]
     else:
@@ -184,14 +212,18 @@ def pooled_passages(name: str) -> dict[str, str]:
     if key not in folders:
         raise BadInput(f"collection {name!r} has no passage pool; expected one of {', '.join(folders)}")
     root = data_dir() / folders[key]
-    pool = (readers.read_jsonl_passages(root / "passages.jsonl.gz") if key == "dl21"
-            else readers.read_tsv_passages(root / "passages.tsv.gz"))
+    pool = (
+        readers.read_jsonl_passages(root / "passages.jsonl.gz")
+        if key == "dl21"
+        else readers.read_tsv_passages(root / "passages.tsv.gz")
+    )
     _, _, cand_docs = readers.read_top1000_tsv(root / "bm25-top100.tsv.gz")
     return {**cand_docs, **pool}
 
 
 def judged_texts(name: str) -> tuple[dict[str, str], pd.DataFrame, dict[str, str]]:
-    """Queries, qrels restricted to pairs with text, and passage texts of a TREC DL collection (training use)."""
+    """Queries, qrels restricted to pairs with text, and passage texts of a TREC DL collection (training
+    use)."""
     rs = load_collection(name)
     docs = pooled_passages(name)
     qrels = rs.qrels[rs.qrels["doc_id"].isin(docs.keys())].reset_index(drop=True)

@@ -98,7 +98,9 @@ def read_beir_qrels(path: Path) -> pd.DataFrame:
         if n == 1 and parts[0] == "query-id":
             continue
         if len(parts) != 3:
-            raise BadInput(f"{path}:{n}: expected BEIR qrels 'query-id<TAB>corpus-id<TAB>score', got {line[:80]!r}")
+            raise BadInput(
+                f"{path}:{n}: expected BEIR qrels 'query-id<TAB>corpus-id<TAB>score', got {line[:80]!r}"
+            )
         try:
             rows.append((parts[0], parts[1], int(parts[2])))
         except ValueError:
@@ -130,7 +132,9 @@ def read_top1000_tsv(path: Path) -> tuple[pd.DataFrame, dict[str, str], dict[str
     for n, line in _lines(path):
         parts = line.split("\t")
         if len(parts) != 4:
-            raise BadInput(f"{path}:{n}: expected 'qid<TAB>pid<TAB>query<TAB>passage', got {len(parts)} fields")
+            raise BadInput(
+                f"{path}:{n}: expected 'qid<TAB>pid<TAB>query<TAB>passage', got {len(parts)} fields"
+            )
         qid, pid, query, passage = parts
         rank[qid] = rank.get(qid, 0) + 1
         rows.append((qid, pid, rank[qid], -float(rank[qid])))
@@ -163,13 +167,16 @@ def write_trec_run(run: pd.DataFrame, path: Path, tag: str) -> None:
     """Write ``query_id, doc_id, score`` as a TREC run (ranks recomputed from scores), atomically.
 
     Scores are written losslessly (``repr`` of the float: it reads back bit-identical), so a metric computed
-    from the file (trec_eval, ir_measures) breaks ties exactly as the in-memory run and equals the toolkit's."""
+    from the file (trec_eval, ir_measures) breaks ties exactly as the in-memory run and equals the
+    toolkit's."""
     from ablations.results import atomic_write_text
 
     ranked = run.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
     ranks = ranked.groupby("query_id").cumcount() + 1
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=" ", lineterminator="\n")
-    for (qid, did, score), rank in zip(ranked[["query_id", "doc_id", "score"]].itertuples(index=False), ranks):
+    for (qid, did, score), rank in zip(
+        ranked[["query_id", "doc_id", "score"]].itertuples(index=False), ranks
+    ):
         writer.writerow([qid, "Q0", did, int(rank), repr(float(score)), tag])
     atomic_write_text(path, buf.getvalue())

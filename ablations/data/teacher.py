@@ -13,7 +13,8 @@ from probe.model import Pair, Scorer
 
 
 class BiEncoder(Scorer):
-    """``cos(embed(query), embed(document))`` with a sentence-transformers model (default all-MiniLM-L6-v2)."""
+    """``cos(embed(query), embed(document))`` with a sentence-transformers model (default
+    all-MiniLM-L6-v2)."""
 
     def __init__(self, name_or_path: str = PRETRAINED_ENCODER, *, max_length: int = 256):
         from sentence_transformers import SentenceTransformer
@@ -27,12 +28,25 @@ class BiEncoder(Scorer):
         self.name = f"bi-encoder:{name_or_path}"
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Unit-normalised embeddings, one row per text (sorted by length internally by sentence-transformers)."""
-        return self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=progress)
+        """Unit-normalised embeddings, one row per text (sorted by length internally by
+        sentence-transformers)."""
+        return self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
 
-    def score_ids(self, pairs: Sequence[tuple[str, str]], queries: dict[str, str], docs: dict[str, str],
-                  *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def score_ids(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        queries: dict[str, str],
+        docs: dict[str, str],
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> np.ndarray:
         """Scores for ``(query_id, doc_id)`` pairs, embedding each distinct query and document once."""
         qids = sorted({q for q, _ in pairs})
         dids = sorted({d for _, d in pairs})

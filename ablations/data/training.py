@@ -46,7 +46,9 @@ def split_queries(qids, fraction: float, seed: int) -> tuple[list[str], list[str
 
 
 def dev_small_queries() -> dict[str, str]:
-    return readers.read_tsv_queries(data_dir() / "msmarco-passage-dev-small" / "topics.msmarco-passage.dev-subset.txt")
+    return readers.read_tsv_queries(
+        data_dir() / "msmarco-passage-dev-small" / "topics.msmarco-passage.dev-subset.txt"
+    )
 
 
 def test_passages(test_collections: list[str]) -> tuple[set[str], set[str]]:
@@ -105,16 +107,27 @@ def distillation_groups(
         docs.update(pool)
         rs = load_collection(name)
         judged = rs.qrels[rs.qrels["doc_id"].isin(pool.keys())].groupby("query_id")["doc_id"].agg(list)
-        cands = rs.candidates[rs.candidates["doc_id"].isin(pool.keys())].groupby("query_id")["doc_id"].agg(list)
+        cands = (
+            rs.candidates[rs.candidates["doc_id"].isin(pool.keys())].groupby("query_id")["doc_id"].agg(list)
+        )
         for q, text in rs.queries.items():
             if f"{name}:{q}" not in exclude_queries:
                 queries[f"{name}:{q}"] = text
                 lists[f"{name}:{q}"] = list(dict.fromkeys(cands.get(q, []) + judged.get(q, [])))
     dev = dev_small_queries()
     dev_ids = random.Random(seed).sample(sorted(dev), min(len(dev), dev_queries))
-    key = {"collections": train_collections, "in_domain": sorted(queries), "dev": sorted(dev_ids),
-           "groups_per_query": groups_per_query, "group_size": group_size, "depth": depth, "seed": seed,
-           "teacher": getattr(teacher, "name", "none"), "docs": len(docs), "excluded": len(exclude_docs[0])}
+    key = {
+        "collections": train_collections,
+        "in_domain": sorted(queries),
+        "dev": sorted(dev_ids),
+        "groups_per_query": groups_per_query,
+        "group_size": group_size,
+        "depth": depth,
+        "seed": seed,
+        "teacher": getattr(teacher, "name", "none"),
+        "docs": len(docs),
+        "excluded": len(exclude_docs[0]),
+    }
     queries.update({f"dev:{q}": dev[q] for q in dev_ids})
     cache = _teacher_cache(key)
     if cache.exists():
@@ -134,15 +147,23 @@ def distillation_groups(
         table = pd.DataFrame(rows, columns=["query_id", "group", "doc_id"])
         if teacher is None:
             raise BadInput("distillation needs a teacher")
-        table["teacher"] = teacher.score_ids(list(zip(table["query_id"], table["doc_id"])), queries, docs,
-                                             progress=progress)
+        table["teacher"] = teacher.score_ids(
+            list(zip(table["query_id"], table["doc_id"])), queries, docs, progress=progress
+        )
         atomic_write_parquet(table, cache)
-    return [Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
-            for (qid, _), g in table.groupby(["query_id", "group"], sort=True)]
+    return [
+        Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
+        for (qid, _), g in table.groupby(["query_id", "group"], sort=True)
+    ]
 
 
 def judged_groups(
-    train_collections: list[str], *, exclude_queries: set[str], group_size: int, min_positive: int, seed: int,
+    train_collections: list[str],
+    *,
+    exclude_queries: set[str],
+    group_size: int,
+    min_positive: int,
+    seed: int,
     exclude_docs: tuple[set[str], set[str]] = (set(), set()),
 ) -> list[Group]:
     """One group per positive judged pair: the positive plus ``group_size - 1`` judged-0 hard negatives."""
@@ -164,8 +185,13 @@ def judged_groups(
                 continue
             for pid, rel in zip(pos["doc_id"], pos["relevance"]):
                 negs = random.Random(f"{seed}:{name}:{qid}:{pid}").sample(pool, group_size - 1)
-                groups.append(Group(queries[qid], [docs[pid]] + [docs[d] for d in negs],
-                                    labels=[float(rel)] + [0.0] * (group_size - 1)))
+                groups.append(
+                    Group(
+                        queries[qid],
+                        [docs[pid]] + [docs[d] for d in negs],
+                        labels=[float(rel)] + [0.0] * (group_size - 1),
+                    )
+                )
     return groups
 
 
@@ -174,16 +200,26 @@ def validation_set(collection: str, held_out: list[str], depth: int) -> RerankSe
     rs = load_collection(collection)
     keep = {q.split(":", 1)[1] for q in held_out if q.startswith(f"{collection}:")}
     cand = rs.candidates[rs.candidates["query_id"].isin(keep) & (rs.candidates["rank"] <= depth)]
-    return RerankSet(f"{collection}-validation", {q: rs.queries[q] for q in keep}, rs.docs,
-                     cand.reset_index(drop=True), rs.qrels[rs.qrels["query_id"].isin(keep)], rs.measures, rs.source)
+    return RerankSet(
+        f"{collection}-validation",
+        {q: rs.queries[q] for q in keep},
+        rs.docs,
+        cand.reset_index(drop=True),
+        rs.qrels[rs.qrels["query_id"].isin(keep)],
+        rs.measures,
+        rs.source,
+    )
 
 
 def batches(groups: list[Group], groups_per_step: int, seed: int, epoch: int) -> list[list[Group]]:
-    """The step-ordered batches of one epoch (a deterministic shuffle, so a resumed run sees the same order)."""
+    """The step-ordered batches of one epoch (a deterministic shuffle, so a resumed run sees the same
+    order)."""
     order = list(range(len(groups)))
     random.Random(f"{seed}:{epoch}").shuffle(order)
-    return [[groups[i] for i in order[s : s + groups_per_step]]
-            for s in range(0, len(order) - groups_per_step + 1, groups_per_step)]
+    return [
+        [groups[i] for i in order[s : s + groups_per_step]]
+        for s in range(0, len(order) - groups_per_step + 1, groups_per_step)
+    ]
 
 
 def as_arrays(batch: list[Group], key: str) -> np.ndarray:

@@ -20,7 +20,9 @@ def parse_measures(names) -> list:
         try:
             out.append(ir_measures.parse_measure(name))
         except Exception:
-            raise BadInput(f"unknown measure {name!r}; use ir_measures names such as nDCG@10, RR@10, R@100") from None
+            raise BadInput(
+                f"unknown measure {name!r}; use ir_measures names such as nDCG@10, RR@10, R@100"
+            ) from None
     return out
 
 
@@ -43,7 +45,8 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate_runs(runs: dict[str, pd.DataFrame], rs: RerankSet) -> pd.DataFrame:
-    """Per-query metrics for several runs on one rerank set, tidy: collection, run, query_id, measure, value."""
+    """Per-query metrics for several runs on one rerank set, tidy: collection, run, query_id, measure,
+    value."""
     frames = []
     for name, run in runs.items():
         df = per_query(run, rs.qrels, rs.measures)

@@ -1,4 +1,5 @@
-"""Re-rank a collection with a scorer and evaluate the runs: the library behind ``python -m ablations.evaluate``.
+"""Re-rank a collection with a scorer and evaluate the runs: the library behind ``python -m
+ablations.evaluate``.
 
 :func:`rerank` scores every candidate of a rerank set; :func:`evaluate_model` re-ranks one or more
 collections with one scorer, writes BM25's and the scorer's TREC runs and the tidy ``metrics`` table
@@ -25,13 +26,23 @@ def rerank(scorer: Scorer, rs: RerankSet, *, batch_size: int = 32, progress: boo
     return rs.run_from_scores(scorer.score(rs.pairs(), batch_size=batch_size, progress=progress))
 
 
-def evaluate_model(scorer: Scorer, label: str, collections: Sequence[str], out: Path, *, model: str,
-                   queries: int | None = None, depth: int | None = None, batch_size: int = 32,
-                   settings: dict | None = None) -> pd.DataFrame:
+def evaluate_model(
+    scorer: Scorer,
+    label: str,
+    collections: Sequence[str],
+    out: Path,
+    *,
+    model: str,
+    queries: int | None = None,
+    depth: int | None = None,
+    batch_size: int = 32,
+    settings: dict | None = None,
+) -> pd.DataFrame:
     """Re-rank each collection's first-stage candidates with ``scorer`` (run tag ``label``) beside BM25's own
     ranking; write ``<out>/<collection>.<run>.trec`` and ``<out>/metrics.parquet`` (+ manifest).
 
-    Every collection is loaded before anything is scored or written: a bad one leaves no half-written output."""
+    Every collection is loaded before anything is scored or written: a bad one leaves no half-written
+    output."""
     sets = [load_collection(name).subset(queries, depth) for name in collections]  # every input checked first
     tables, timings, described = [], {}, []
     for rs in sets:
@@ -44,6 +55,8 @@ def evaluate_model(scorer: Scorer, label: str, collections: Sequence[str], out: 
             write_trec_run(r, out / f"{rs.name}.{tag}.trec", tag)
         tables.append(evaluate_runs(runs, rs))
     table = pd.concat(tables, ignore_index=True)
-    meta = manifest(kind="evaluate", model=model, collections=described, settings=settings or {}, timings=timings)
+    meta = manifest(
+        kind="evaluate", model=model, collections=described, settings=settings or {}, timings=timings
+    )
     write_table(table, out, "metrics", meta)
     return table

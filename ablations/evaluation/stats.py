@@ -40,8 +40,13 @@ class PairedStats:
         return self.p < alpha
 
 
-def bootstrap_ci(deltas: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    deltas: np.ndarray,
+    *,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``deltas`` (seeded, reproducible)."""
     deltas = np.asarray(deltas, dtype=float)
     if deltas.size == 0:
@@ -59,8 +64,15 @@ def bootstrap_ci(deltas: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP, confide
     return float(lo), float(hi)
 
 
-def paired_stats(values, baseline, *, tie_tol: float = DEFAULT_TIE_TOL, n_boot: int = DEFAULT_BOOTSTRAP,
-                 confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> PairedStats:
+def paired_stats(
+    values,
+    baseline,
+    *,
+    tie_tol: float = DEFAULT_TIE_TOL,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> PairedStats:
     values = np.asarray(values, dtype=float)
     baseline = np.asarray(baseline, dtype=float)
     if values.shape != baseline.shape:
@@ -72,15 +84,25 @@ def paired_stats(values, baseline, *, tie_tol: float = DEFAULT_TIE_TOL, n_boot: 
     if n < 2 or np.allclose(deltas, deltas[0], rtol=0, atol=1e-12):
         # No variance: the t statistic is undefined; zero shift means "no evidence of a difference".
         d0 = float(deltas.mean())
-        t, p = (0.0, 1.0) if abs(d0) <= 1e-12 else ((math.copysign(math.inf, d0), 0.0) if n >= 2 else (math.nan,
-                                                                                                      math.nan))
+        t, p = (
+            (0.0, 1.0)
+            if abs(d0) <= 1e-12
+            else ((math.copysign(math.inf, d0), 0.0) if n >= 2 else (math.nan, math.nan))
+        )
     else:
         res = stats.ttest_rel(values, baseline)
         t, p = float(res.statistic), float(res.pvalue)
     lo, hi = bootstrap_ci(deltas, n_boot=n_boot, confidence=confidence, seed=seed)
     return PairedStats(
-        n=n, mean=float(values.mean()), baseline_mean=float(baseline.mean()), delta=float(deltas.mean()),
-        t=t, p=p, ci_low=lo, ci_high=hi,
-        wins=int((deltas > tie_tol).sum()), ties=int((np.abs(deltas) <= tie_tol).sum()),
+        n=n,
+        mean=float(values.mean()),
+        baseline_mean=float(baseline.mean()),
+        delta=float(deltas.mean()),
+        t=t,
+        p=p,
+        ci_low=lo,
+        ci_high=hi,
+        wins=int((deltas > tie_tol).sum()),
+        ties=int((np.abs(deltas) <= tie_tol).sum()),
         losses=int((deltas < -tie_tol).sum()),
     )

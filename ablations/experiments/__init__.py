@@ -1,4 +1,5 @@
-"""Experiment drivers: a mask *evaluated* against the full model, over a grid, greedily, or model against model.
+"""Experiment drivers: a mask *evaluated* against the full model, over a grid, greedily, or model against
+model.
 
 - ``runner`` — :class:`Experiment`: a model on a rerank set with its cached baseline; one mask → per-query and
   summary tables with significance;

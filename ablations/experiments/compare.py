@@ -6,8 +6,8 @@ The library behind ``python -m ablations.compare``: :class:`CompareConfig` in, :
 Every model re-ranks the same candidates (BM25 top-``--depth``) of every collection; measures are the
 collection's (nDCG@10, MRR@10 = ``RR(rel=2)@10`` on TREC DL / ``RR@10`` on BEIR, R@100); per query and
 measure each model is compared with the cross-encoder (paired t-test, bootstrap CI, wins/ties/losses;
-:func:`ablations.evaluation.stats.paired_stats`). Collections: TREC DL 2019 is in-domain (MS MARCO; the reference
-never trained on it); every BEIR collection under ``$MICE_SHARED/data/beir`` is out-of-domain.
+:func:`ablations.evaluation.stats.paired_stats`). Collections: TREC DL 2019 is in-domain (MS MARCO; the
+reference never trained on it); every BEIR collection under ``$MICE_SHARED/data/beir`` is out-of-domain.
 
 Latency: the first ``--latency-queries`` queries of the first collection, each query's candidates scored
 in one call (``score(pairs, batch_size=100)``, what a user re-ranking 100 candidates does), after one
@@ -101,8 +101,9 @@ def query_pairs(rs: RerankSet, qid: str) -> list[tuple[str, str]]:
     return [(rs.queries[qid], rs.docs[d]) for d in cand["doc_id"]]
 
 
-def latency_ms(scorer: Scorer, rs: RerankSet, query_ids: list[str], *, batch_size: int = 100,
-               warmup: int = 1) -> list[float]:
+def latency_ms(
+    scorer: Scorer, rs: RerankSet, query_ids: list[str], *, batch_size: int = 100, warmup: int = 1
+) -> list[float]:
     """Milliseconds to score each query's candidates in one ``score`` call (after ``warmup`` queries)."""
     for qid in query_ids[:warmup]:
         scorer.score(query_pairs(rs, qid), batch_size=batch_size)
@@ -126,7 +127,9 @@ def build_models(cfg: CompareConfig) -> tuple[dict[str, Scorer], dict[str, str]]
     paths = {REFERENCE: ref_path}
     if cfg.config:
         mice_cfg = MiceConfig.load(cfg.config)
-        models["mice-masked"] = MiceModel(ce, mice_cfg, name="mice-masked")  # the reference's weights, not retrained
+        models["mice-masked"] = MiceModel(
+            ce, mice_cfg, name="mice-masked"
+        )  # the reference's weights, not retrained
         paths["mice-masked"] = f"{cfg.config} on {ref_path}"
     if cfg.mice:
         models["mice-retrained"] = MiceModel.load(cfg.mice)
@@ -143,8 +146,9 @@ def build_models(cfg: CompareConfig) -> tuple[dict[str, Scorer], dict[str, str]]
 
 
 def _indexable(scorer: Scorer) -> bool:
-    return isinstance(scorer, LateInteractionScorer) or (isinstance(scorer, MiceModel)
-                                                         and scorer.plan.shape == "doc-cache")
+    return isinstance(scorer, LateInteractionScorer) or (
+        isinstance(scorer, MiceModel) and scorer.plan.shape == "doc-cache"
+    )
 
 
 PARTIAL = ".partial"
@@ -181,11 +185,15 @@ def _load_partial(out: Path, collection: str, model: str, key: str) -> tuple[pd.
         return None
 
 
-def _save_partial(out: Path, collection: str, model: str, key: str, table: pd.DataFrame, seconds: float) -> None:
+def _save_partial(
+    out: Path, collection: str, model: str, key: str, table: pd.DataFrame, seconds: float
+) -> None:
     table_path, key_path = _partial_paths(out, collection, model)
     atomic_write_parquet(table, table_path)  # table first: a key file always names a complete table
-    atomic_write_text(key_path, json.dumps({"key": key, "collection": collection, "model": model,
-                                            "seconds": seconds}) + "\n")
+    atomic_write_text(
+        key_path,
+        json.dumps({"key": key, "collection": collection, "model": model, "seconds": seconds}) + "\n",
+    )
 
 
 def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -222,8 +230,11 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             tidy.append(table)
             facts[model].setdefault("score_seconds", {})[name] = round(seconds, 2)
             nd = table[table["measure"] == "nDCG@10"]["value"].mean()
-            print(f"  {model:16s} nDCG@10 {nd:.4f}  ({seconds:.0f} s{', resumed' if resumed is not None else ''})",
-                  flush=True)
+            print(
+                f"  {model:16s} nDCG@10 {nd:.4f}  "
+                f"({seconds:.0f} s{', resumed' if resumed is not None else ''})",
+                flush=True,
+            )
     per_q = pd.concat(tidy, ignore_index=True)
     # latency (and storage) on the first collection's first queries
     lat_rs = next(iter(sets.values()))
@@ -243,15 +254,29 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             facts[model]["latency_ms_all"] = [round(t, 1) for t in times]
             if _indexable(scorer):
                 scorer.detach_index()
-            print(f"  latency {model:16s} {facts[model]['latency_ms_per_query']:.0f} ms/query "
-                  f"(median of {len(times)}), storage {facts[model]['storage_bytes_per_doc'] / 1024:.1f} KiB/doc",
-                  flush=True)
+            print(
+                f"  latency {model:16s} {facts[model]['latency_ms_per_query']:.0f} ms/query "
+                f"(median of {len(times)}), "
+                f"storage {facts[model]['storage_bytes_per_doc'] / 1024:.1f} KiB/doc",
+                flush=True,
+            )
     summary = summarise(per_q, facts, cfg)
-    meta = {"kind": "mice-compare", "reference": REFERENCE, "in_domain": [c for c in sets if _domain(c) == "ID"],
-            "models": paths, "collections": {n: rs.describe() for n, rs in sets.items()},
-            "latency": {"collection": lat_rs.name, "queries": qids, "candidates_per_query": cfg.depth or 100,
-                        "batch_size": 100, "torch_threads": torch.get_num_threads()},
-            "facts": facts, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}}
+    meta = {
+        "kind": "mice-compare",
+        "reference": REFERENCE,
+        "in_domain": [c for c in sets if _domain(c) == "ID"],
+        "models": paths,
+        "collections": {n: rs.describe() for n, rs in sets.items()},
+        "latency": {
+            "collection": lat_rs.name,
+            "queries": qids,
+            "candidates_per_query": cfg.depth or 100,
+            "batch_size": 100,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "facts": facts,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+    }
     return per_q, summary, meta
 
 
@@ -263,15 +288,28 @@ def _params(scorer: Scorer) -> int:
 
 def summarise(per_q: pd.DataFrame, facts: dict, cfg: CompareConfig) -> pd.DataFrame:
     rows = []
-    ref = per_q[per_q["model"] == REFERENCE].set_index(["collection", "measure", "query_id"])["value"].sort_index()
+    ref = (
+        per_q[per_q["model"] == REFERENCE]
+        .set_index(["collection", "measure", "query_id"])["value"]
+        .sort_index()
+    )
     for (model, collection, measure), part in per_q.groupby(["model", "collection", "measure"], sort=False):
         base = ref.loc[collection, measure].reindex(part["query_id"]).to_numpy()
         st = paired_stats(part["value"].to_numpy(), base, n_boot=cfg.bootstrap, seed=cfg.seed)
         f = facts[model]
-        rows.append({"model": model, "collection": collection, "domain": part["domain"].iloc[0], "measure": measure,
-                     **st.as_dict(), "reference": model == REFERENCE,
-                     "latency_ms_per_query": f["latency_ms_per_query"],
-                     "storage_bytes_per_doc": f["storage_bytes_per_doc"], "parameters": f["parameters"]})
+        rows.append(
+            {
+                "model": model,
+                "collection": collection,
+                "domain": part["domain"].iloc[0],
+                "measure": measure,
+                **st.as_dict(),
+                "reference": model == REFERENCE,
+                "latency_ms_per_query": f["latency_ms_per_query"],
+                "storage_bytes_per_doc": f["storage_bytes_per_doc"],
+                "parameters": f["parameters"],
+            }
+        )
     out = pd.DataFrame(rows)
     out.loc[out["reference"], ["t", "p"]] = np.nan
     return out
@@ -281,15 +319,21 @@ def format_table(summary: pd.DataFrame) -> str:
     """One line per model: each collection's nDCG@10 / MRR@10 (with p against the cross-encoder), cost."""
     lines = []
     cols = list(dict.fromkeys(summary["collection"]))
-    head = f"{'model':16s}" + "".join(f"{c + ' nDCG@10':>22s}{c + ' MRR@10':>20s}" for c in cols) + \
-        f"{'ms/query':>10s}{'KiB/doc':>9s}{'params':>8s}"
+    head = (
+        f"{'model':16s}"
+        + "".join(f"{c + ' nDCG@10':>22s}{c + ' MRR@10':>20s}" for c in cols)
+        + f"{'ms/query':>10s}{'KiB/doc':>9s}{'params':>8s}"
+    )
     lines.append(head)
     for model, part in summary.groupby("model", sort=False):
         cells = []
         for c in cols:
             for m in ("nDCG@10", "RR"):
-                row = part[(part["collection"] == c) & part["measure"].str.startswith(m) &
-                           part["measure"].str.endswith("@10")]
+                row = part[
+                    (part["collection"] == c)
+                    & part["measure"].str.startswith(m)
+                    & part["measure"].str.endswith("@10")
+                ]
                 if row.empty:
                     cells.append("–")
                     continue
@@ -297,7 +341,10 @@ def format_table(summary: pd.DataFrame) -> str:
                 p = "" if r["reference"] or np.isnan(r["p"]) else f" (p={r['p']:.2g})"
                 cells.append(f"{r['mean']:.4f}{p}")
         first = part.iloc[0]
-        lines.append(f"{model:16s}" + "".join(f"{cells[i]:>22s}{cells[i + 1]:>20s}" for i in range(0, len(cells), 2))
-                     + f"{first['latency_ms_per_query']:10.0f}{first['storage_bytes_per_doc'] / 1024:9.1f}"
-                     + f"{first['parameters'] / 1e6:7.1f}M")
+        lines.append(
+            f"{model:16s}"
+            + "".join(f"{cells[i]:>22s}{cells[i + 1]:>20s}" for i in range(0, len(cells), 2))
+            + f"{first['latency_ms_per_query']:10.0f}{first['storage_bytes_per_doc'] / 1024:9.1f}"
+            + f"{first['parameters'] / 1e6:7.1f}M"
+        )
     return "\n".join(lines)

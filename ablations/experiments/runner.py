@@ -2,8 +2,8 @@
 
 :class:`Experiment` binds a cross-encoder, a rerank set and :class:`Settings`. It computes the unablated
 baseline once (cached on disk, keyed by model fingerprint, collection, depth, queries and max length)
-and :meth:`Experiment.run` turns a :class:`~ablations.masking.masks.MaskSpec` into a :class:`RunResult`: two tidy
-tables in the common results format (:mod:`ablations.results`):
+and :meth:`Experiment.run` turns a :class:`~ablations.masking.masks.MaskSpec` into a :class:`RunResult`: two
+tidy tables in the common results format (:mod:`ablations.results`):
 
 - ``per_query`` — one row per run × query × measure: ``value`` (ablated), ``baseline_value``, ``delta``;
 - ``summary`` — one row per run × measure: mean, baseline mean, delta, paired t and p, bootstrap CI,
@@ -46,11 +46,39 @@ from ablations.results import (
 from probe.errors import BadInput
 from probe.model import CrossEncoder, model_fingerprint
 
-ID_COLUMNS = ["run_id", "collection", "model", "model_fingerprint", "spec", "spec_label", "interaction", "layers",
-              "heads", "first_layer", "n_queries", "depth", "max_length", "seed", "git_revision"]
+ID_COLUMNS = [
+    "run_id",
+    "collection",
+    "model",
+    "model_fingerprint",
+    "spec",
+    "spec_label",
+    "interaction",
+    "layers",
+    "heads",
+    "first_layer",
+    "n_queries",
+    "depth",
+    "max_length",
+    "seed",
+    "git_revision",
+]
 PER_QUERY_COLUMNS = [*ID_COLUMNS, "query_id", "measure", "value", "baseline_value", "delta"]
-SUMMARY_COLUMNS = [*ID_COLUMNS, "measure", "n", "mean", "baseline_mean", "delta", "t", "p", "ci_low", "ci_high",
-                   "wins", "ties", "losses"]
+SUMMARY_COLUMNS = [
+    *ID_COLUMNS,
+    "measure",
+    "n",
+    "mean",
+    "baseline_mean",
+    "delta",
+    "t",
+    "p",
+    "ci_low",
+    "ci_high",
+    "wins",
+    "ties",
+    "losses",
+]
 
 
 @dataclass
@@ -94,8 +122,15 @@ def baseline_key(fingerprint: str, rs: RerankSet, max_length: int) -> str:
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
-def baseline_scores(ce: CrossEncoder, rs: RerankSet, *, fingerprint: str | None = None, batch_size: int = 32,
-                    progress: bool = False, use_cache: bool = True) -> tuple[np.ndarray, bool]:
+def baseline_scores(
+    ce: CrossEncoder,
+    rs: RerankSet,
+    *,
+    fingerprint: str | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    use_cache: bool = True,
+) -> tuple[np.ndarray, bool]:
     """Unablated scores of every candidate (candidates order) and whether they came from the disk cache."""
     fingerprint = fingerprint or model_fingerprint(ce)
     path = cache_dir() / "ablation-baselines" / f"{baseline_key(fingerprint, rs, ce.max_length)}.npy"
@@ -127,9 +162,17 @@ def _heads_label(compiled: CompiledMask) -> str:
 class Experiment:
     """A cross-encoder on a rerank set, with its baseline; runs mask specs and compares them with it."""
 
-    def __init__(self, ce: CrossEncoder, rs: RerankSet, settings: Settings | None = None, *,
-                 model_label: str | None = None, progress: bool = False, use_cache: bool = True,
-                 prefix: bool = True):
+    def __init__(
+        self,
+        ce: CrossEncoder,
+        rs: RerankSet,
+        settings: Settings | None = None,
+        *,
+        model_label: str | None = None,
+        progress: bool = False,
+        use_cache: bool = True,
+        prefix: bool = True,
+    ):
         self.ce, self.rs = ce, rs
         self.settings = settings or Settings(collection=rs.name)
         self.model_label = model_label or ce.name
@@ -140,8 +183,13 @@ class Experiment:
             raise BadInput(f"collection {rs.name!r} has no candidate pairs to re-rank")
         self.fingerprint = model_fingerprint(ce)
         self.baseline, self.baseline_cached = baseline_scores(
-            ce, rs, fingerprint=self.fingerprint, batch_size=self.settings.batch_size, progress=progress,
-            use_cache=use_cache)
+            ce,
+            rs,
+            fingerprint=self.fingerprint,
+            batch_size=self.settings.batch_size,
+            progress=progress,
+            use_cache=use_cache,
+        )
         self.baseline_table = per_query(rs.run_from_scores(self.baseline), rs.qrels, self.measures)
         self.use_prefix = prefix and supports_prefix(ce)
         self._prefix: PrefixCache | None = None
@@ -159,13 +207,27 @@ class Experiment:
     def run_id(self, spec: MaskSpec, compiled: CompiledMask | None = None) -> str:
         """A hash of everything that determines the run's numbers. The mask enters as its *compiled* table, so
         equivalent specs (``doc2query`` and ``doc2query`` over layers ``0-99`` clamped to the model's) share
-        one id and are computed and stored once; so do a per-head rule naming every head and an all-heads one."""
+        one id and are computed and stored once; so do a per-head rule naming every head and an all-heads
+        one."""
         s = self.settings
         compiled = compiled or self.compile(spec)
         table = compiled.allowed.expand(-1, compiled.num_heads, -1, -1).contiguous()  # per-head or not: same
         mask = hashlib.sha1(table.numpy().tobytes() + str(tuple(table.shape)).encode())
-        raw = json.dumps([self.fingerprint, self.rs.name, len(self.rs.queries), self.depth, self.ce.max_length,
-                          mask.hexdigest(), s.seed, s.n_boot, s.tie_tol, self.measures, _pairs_hash(self.rs)])
+        raw = json.dumps(
+            [
+                self.fingerprint,
+                self.rs.name,
+                len(self.rs.queries),
+                self.depth,
+                self.ce.max_length,
+                mask.hexdigest(),
+                s.seed,
+                s.n_boot,
+                s.tie_tol,
+                self.measures,
+                _pairs_hash(self.rs),
+            ]
+        )
         return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
     # --- scoring
@@ -181,49 +243,82 @@ class Experiment:
             self._prefix = PrefixCache(self.ce, self.pairs, batches=self.batches)
         return self._prefix
 
-    def scores(self, compiled: CompiledMask, *, prefix: bool | None = None, cls_only_last: bool = True,
-               rows_shortcut: bool = True) -> np.ndarray:
+    def scores(
+        self,
+        compiled: CompiledMask,
+        *,
+        prefix: bool | None = None,
+        cls_only_last: bool = True,
+        rows_shortcut: bool = True,
+    ) -> np.ndarray:
         """Scores of every candidate under ``compiled``: from the prefix-state cache, or (``prefix=False``)
         the full masked forward of every batch."""
         if compiled.is_empty:
             return self.baseline.copy()
         use_prefix = self.use_prefix if prefix is None else (prefix and supports_prefix(self.ce))
         if use_prefix:
-            return self.prefix_cache().score(compiled, cls_only_last=cls_only_last, rows_shortcut=rows_shortcut)
-        return with_mask(self.ce, compiled).score_batches(self.batches, len(self.pairs), progress=self.progress)
+            return self.prefix_cache().score(
+                compiled, cls_only_last=cls_only_last, rows_shortcut=rows_shortcut
+            )
+        return with_mask(self.ce, compiled).score_batches(
+            self.batches, len(self.pairs), progress=self.progress
+        )
 
     # --- one run
-    def run(self, spec: MaskSpec, *, prefix: bool | None = None, compiled: CompiledMask | None = None) -> RunResult:
+    def run(
+        self, spec: MaskSpec, *, prefix: bool | None = None, compiled: CompiledMask | None = None
+    ) -> RunResult:
         compiled = compiled or self.compile(spec)
         start = time.perf_counter()
         scores = self.scores(compiled, prefix=prefix)
         seconds = time.perf_counter() - start
         return self.compare(spec, compiled, scores, seconds)
 
-    def compare(self, spec: MaskSpec, compiled: CompiledMask, scores: np.ndarray, seconds: float = 0.0) -> RunResult:
+    def compare(
+        self, spec: MaskSpec, compiled: CompiledMask, scores: np.ndarray, seconds: float = 0.0
+    ) -> RunResult:
         s = self.settings
         ablated = per_query(self.rs.run_from_scores(scores), self.rs.qrels, self.measures)
-        merged = ablated.merge(self.baseline_table.rename(columns={"value": "baseline_value"}),
-                               on=["query_id", "measure"], how="inner", validate="one_to_one")
+        merged = ablated.merge(
+            self.baseline_table.rename(columns={"value": "baseline_value"}),
+            on=["query_id", "measure"],
+            how="inner",
+            validate="one_to_one",
+        )
         merged["delta"] = merged["value"] - merged["baseline_value"]
         run_id = self.run_id(spec, compiled)
         ident = {
-            "run_id": run_id, "collection": self.rs.name, "model": self.model_label,
-            "model_fingerprint": self.fingerprint, "spec": spec.to_json(), "spec_label": spec.label,
-            "interaction": " + ".join(r.interaction for r in spec.rules), "layers": _layers_label(compiled),
-            "heads": _heads_label(compiled), "first_layer": -1 if compiled.first_layer is None else compiled.first_layer,
-            "n_queries": len(self.rs.queries), "depth": self.depth, "max_length": self.ce.max_length,
-            "seed": s.seed, "git_revision": self._revision,
+            "run_id": run_id,
+            "collection": self.rs.name,
+            "model": self.model_label,
+            "model_fingerprint": self.fingerprint,
+            "spec": spec.to_json(),
+            "spec_label": spec.label,
+            "interaction": " + ".join(r.interaction for r in spec.rules),
+            "layers": _layers_label(compiled),
+            "heads": _heads_label(compiled),
+            "first_layer": -1 if compiled.first_layer is None else compiled.first_layer,
+            "n_queries": len(self.rs.queries),
+            "depth": self.depth,
+            "max_length": self.ce.max_length,
+            "seed": s.seed,
+            "git_revision": self._revision,
         }
         order = {m: i for i, m in enumerate(self.measures)}
-        merged = merged.sort_values(["measure", "query_id"], key=lambda c: c.map(order) if c.name == "measure"
-                                    else c).reset_index(drop=True)
+        merged = merged.sort_values(
+            ["measure", "query_id"], key=lambda c: c.map(order) if c.name == "measure" else c
+        ).reset_index(drop=True)
         per_q = pd.concat([pd.DataFrame([ident] * len(merged)), merged], axis=1)[PER_QUERY_COLUMNS]
         rows = []
         for measure in self.measures:
             part = merged[merged["measure"] == measure]
-            st = paired_stats(part["value"].to_numpy(), part["baseline_value"].to_numpy(), tie_tol=s.tie_tol,
-                              n_boot=s.n_boot, seed=s.seed)
+            st = paired_stats(
+                part["value"].to_numpy(),
+                part["baseline_value"].to_numpy(),
+                tie_tol=s.tie_tol,
+                n_boot=s.n_boot,
+                seed=s.seed,
+            )
             rows.append({**ident, "measure": measure, **st.as_dict()})
         summary = pd.DataFrame(rows)[SUMMARY_COLUMNS]
         return RunResult(run_id, spec, compiled, per_q, summary, seconds, scores)
@@ -239,9 +334,20 @@ def write_results(results: list[RunResult], out_dir: Path, meta: dict) -> Path:
     """Append runs to ``<out>/per_query`` and ``<out>/summary`` (rows of a rerun ``run_id`` are replaced)."""
     out_dir = Path(out_dir)
     ids = {r.run_id for r in results}
-    runs_meta = [{"run_id": r.run_id, "spec": r.spec.to_dict(), "label": r.spec.label, "notices": r.notices,
-                  "seconds": round(r.seconds, 3)} for r in results]
-    for table, frames in (("per_query", [r.per_query for r in results]), ("summary", [r.summary for r in results])):
+    runs_meta = [
+        {
+            "run_id": r.run_id,
+            "spec": r.spec.to_dict(),
+            "label": r.spec.label,
+            "notices": r.notices,
+            "seconds": round(r.seconds, 3),
+        }
+        for r in results
+    ]
+    for table, frames in (
+        ("per_query", [r.per_query for r in results]),
+        ("summary", [r.summary for r in results]),
+    ):
         new = pd.concat(frames, ignore_index=True)
         path = out_dir / f"{table}.parquet"
         if path.exists():
@@ -265,8 +371,17 @@ def stored_summary(out_dir: Path, run_id: str) -> pd.DataFrame | None:
 # -------------------------------------------------------------------------------------- printing
 def format_summary(summary: pd.DataFrame, *, title: str | None = None) -> str:
     """A one-screen text table: one row per run × measure."""
-    cols = {"spec_label": "mask", "layers": "layers", "measure": "measure", "baseline_mean": "full",
-            "mean": "ablated", "delta": "Δ", "ci": "95% CI", "p": "p (t-test)", "wtl": "W/T/L"}
+    cols = {
+        "spec_label": "mask",
+        "layers": "layers",
+        "measure": "measure",
+        "baseline_mean": "full",
+        "mean": "ablated",
+        "delta": "Δ",
+        "ci": "95% CI",
+        "p": "p (t-test)",
+        "wtl": "W/T/L",
+    }
     df = summary.copy()
     df["ci"] = [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(df["ci_low"], df["ci_high"])]
     df["wtl"] = [f"{w}/{t}/{lo}" for w, t, lo in zip(df["wins"], df["ties"], df["losses"])]
@@ -284,8 +399,14 @@ def format_summary(summary: pd.DataFrame, *, title: str | None = None) -> str:
 
 def run_meta(exp: Experiment, kind: str, **extra) -> dict:
     settings = asdict(exp.settings) | ({"model_kind": exp.ce.describe()} if exp.ce.signature else {})
-    return {"kind": kind, "model": exp.model_label, "model_fingerprint": exp.fingerprint,
-            "collection": exp.rs.describe(), "settings": settings, **extra}
+    return {
+        "kind": kind,
+        "model": exp.model_label,
+        "model_fingerprint": exp.fingerprint,
+        "collection": exp.rs.describe(),
+        "settings": settings,
+        **extra,
+    }
 
 
 def pbar(total: int, desc: str, enabled: bool):

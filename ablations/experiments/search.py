@@ -1,6 +1,8 @@
-"""Greedy search for the minimal interaction set: remove as much as possible while nDCG stays within tolerance.
+"""Greedy search for the minimal interaction set: remove as much as possible while nDCG stays within
+tolerance.
 
-Library behind ``python -m ablations.search`` [--interactions query2doc doc2query cls2query cls2doc] [--layer-units each]
+Library behind ``python -m ablations.search`` [--interactions query2doc doc2query cls2query cls2doc]
+[--layer-units each]
                                [--tolerance 0.01] [--alpha 0.05] [--strategy ordered|best] [--out DIR]
 
 Candidates are *units* ``(interaction, layers)``: every interaction × layer unit (as in the sweep). A set
@@ -65,7 +67,9 @@ class SearchConfig:
         if self.alpha is not None and not 0 < self.alpha < 1:
             raise BadInput(f"--alpha {self.alpha} must be in (0, 1)")
         self.measure = str(parse_measures([self.measure])[0])
-        SweepConfig(self.interactions, self.layer_units, "single", [], self.base)  # validates names and ranges
+        SweepConfig(
+            self.interactions, self.layer_units, "single", [], self.base
+        )  # validates names and ranges
 
 
 def merge_units(units: list[Unit]) -> MaskSpec:
@@ -88,15 +92,20 @@ class Search:
         self.evaluations = 0
         self._cache: dict[str, pd.Series] = {}
         # Evaluations are cells of an (open-ended) sweep in the search folder: resumable, common format.
-        self._sweep = Sweep(exp, SweepConfig(config.interactions, config.layer_units, "single", [], config.base),
-                            self.out, progress=False)
+        self._sweep = Sweep(
+            exp,
+            SweepConfig(config.interactions, config.layer_units, "single", [], config.base),
+            self.out,
+            progress=False,
+        )
         self._sweep.cells, self._sweep.compiled, self._sweep.run_ids = [], {}, {}
 
     def spec_for(self, units: list[Unit]) -> MaskSpec:
         return self.config.base + merge_units(units)
 
     def evaluate(self, units: list[Unit]) -> pd.Series:
-        """Summary row of ``--measure`` for the base + ``units`` (computed once; reused from disk on rerun)."""
+        """Summary row of ``--measure`` for the base + ``units`` (computed once; reused from disk on
+        rerun)."""
         spec = self.spec_for(units)
         key = spec.to_json()
         if key in self._cache:
@@ -122,12 +131,24 @@ class Search:
         return bool(ok)
 
     def _record(self, phase: str, removed: list[Unit], unit: Unit, row: pd.Series, added: bool) -> None:
-        self.steps.append({"step": len(self.steps), "phase": phase, "unit": unit.label,
-                           "interaction": unit.interaction, "layers": unit.layers,
-                           "removed_before": len(removed), "spec": self.spec_for([*removed, unit]).to_json(),
-                           "measure": self.config.measure, "mean": row["mean"], "baseline_mean": row["baseline_mean"],
-                           "delta": row["delta"], "p": row["p"], "acceptable": self.acceptable(row),
-                           "added": added})
+        self.steps.append(
+            {
+                "step": len(self.steps),
+                "phase": phase,
+                "unit": unit.label,
+                "interaction": unit.interaction,
+                "layers": unit.layers,
+                "removed_before": len(removed),
+                "spec": self.spec_for([*removed, unit]).to_json(),
+                "measure": self.config.measure,
+                "mean": row["mean"],
+                "baseline_mean": row["baseline_mean"],
+                "delta": row["delta"],
+                "p": row["p"],
+                "acceptable": self.acceptable(row),
+                "added": added,
+            }
+        )
 
     def run(self) -> tuple[list[Unit], list[Unit]]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -136,8 +157,9 @@ class Search:
         if self.config.strategy == "ordered":
             alone = {}
             # Singletons by first layer, so the prefix cache moves forward only.
-            for unit in sorted(self.units, key=lambda u: (parse_ranges(u.layers, "layers")[0][0],
-                                                           self.units.index(u))):
+            for unit in sorted(
+                self.units, key=lambda u: (parse_ranges(u.layers, "layers")[0][0], self.units.index(u))
+            ):
                 alone[unit] = self.evaluate([unit])
             for unit in self.units:
                 self._record("alone", [], unit, alone[unit], False)
@@ -174,13 +196,19 @@ class Search:
     def write(self, removed: list[Unit], surviving: list[Unit]) -> None:
         spec = self.spec_for(removed)
         final = self.evaluate(removed) if removed else None
-        doc = {"removed": spec.to_dict(), "removed_label": spec.label,
-               "surviving": [{"interaction": u.interaction, "layers": u.layers} for u in surviving],
-               "surviving_spec": merge_units(surviving).to_dict(),
-               "measure": self.config.measure, "tolerance": self.config.tolerance, "alpha": self.config.alpha,
-               "strategy": self.config.strategy,
-               "final": None if final is None else {k: float(final[k]) for k in ("mean", "baseline_mean", "delta",
-                                                                                   "p", "ci_low", "ci_high")}}
+        doc = {
+            "removed": spec.to_dict(),
+            "removed_label": spec.label,
+            "surviving": [{"interaction": u.interaction, "layers": u.layers} for u in surviving],
+            "surviving_spec": merge_units(surviving).to_dict(),
+            "measure": self.config.measure,
+            "tolerance": self.config.tolerance,
+            "alpha": self.config.alpha,
+            "strategy": self.config.strategy,
+            "final": None
+            if final is None
+            else {k: float(final[k]) for k in ("mean", "baseline_mean", "delta", "p", "ci_low", "ci_high")},
+        }
         atomic_write_text(self.out / "search.json", json.dumps(doc, indent=2) + "\n")
         meta = manifest(**run_meta(self.exp, "ablation-search", search={**doc}))
         write_table(pd.DataFrame(self.steps), self.out, "steps", meta)

@@ -1,6 +1,7 @@
 """Sweep the grid interaction × layer (× head group): one ablation run per cell, resumable.
 
-Library behind ``python -m ablations.sweep`` [--interactions query2doc doc2query cls2query cls2doc] [--mode single|from|upto]
+Library behind ``python -m ablations.sweep`` [--interactions query2doc doc2query cls2query cls2doc] [--mode
+single|from|upto]
                               [--layer-units each | 0-1 2-3 ...] [--head-groups 0-5 6-11] [--base mice-step0]
                               [--model ...] [--collection ...] [--out results/ablations/sweep]
 
@@ -97,8 +98,13 @@ class SweepConfig:
                     units.extend(picked)
                     continue
             for layer in picked:
-                units.append({"single": str(layer), "from": format_ranges(range(layer, num_layers)),
-                              "upto": format_ranges(range(layer + 1))}[self.mode])
+                units.append(
+                    {
+                        "single": str(layer),
+                        "from": format_ranges(range(layer, num_layers)),
+                        "upto": format_ranges(range(layer + 1)),
+                    }[self.mode]
+                )
         units = list(dict.fromkeys(units))
         groups = self.head_groups or ["all"]
         for g in groups:
@@ -122,8 +128,15 @@ def _clean_tmp(folder: Path) -> None:
 class Sweep:
     """Runs the cells of a :class:`SweepConfig` on an :class:`Experiment` into ``out_dir`` (resumable)."""
 
-    def __init__(self, exp: Experiment, config: SweepConfig, out_dir: Path, *, prefix: bool = True,
-                 progress: bool = False):
+    def __init__(
+        self,
+        exp: Experiment,
+        config: SweepConfig,
+        out_dir: Path,
+        *,
+        prefix: bool = True,
+        progress: bool = False,
+    ):
         self.exp, self.config, self.out = exp, config, Path(out_dir)
         self.cells_dir = self.out / "cells"
         self.prefix = prefix
@@ -139,10 +152,18 @@ class Sweep:
     # --- bookkeeping
     def identity(self) -> dict:
         s = self.exp.settings
-        return {"config": self.config.to_dict(), "model_fingerprint": self.exp.fingerprint,
-                "collection": self.exp.rs.name, "n_queries": len(self.exp.rs.queries), "depth": self.exp.depth,
-                "max_length": self.exp.ce.max_length, "seed": s.seed, "n_boot": s.n_boot, "tie_tol": s.tie_tol,
-                "measures": self.exp.measures}
+        return {
+            "config": self.config.to_dict(),
+            "model_fingerprint": self.exp.fingerprint,
+            "collection": self.exp.rs.name,
+            "n_queries": len(self.exp.rs.queries),
+            "depth": self.exp.depth,
+            "max_length": self.exp.ce.max_length,
+            "seed": s.seed,
+            "n_boot": s.n_boot,
+            "tie_tol": s.tie_tol,
+            "measures": self.exp.measures,
+        }
 
     def _claim_folder(self) -> None:
         ident = self.identity()
@@ -153,9 +174,13 @@ class Sweep:
             except ValueError:
                 old = None
             if old is not None and old.get("identity") != ident:
-                raise BadInput(f"{str(self.out)!r} holds a different sweep (other grid, model, collection or "
-                               "settings); use another --out")
-        atomic_write_text(path, json.dumps({"identity": ident, "model": self.exp.model_label}, indent=2) + "\n")
+                raise BadInput(
+                    f"{str(self.out)!r} holds a different sweep (other grid, model, collection or "
+                    "settings); use another --out"
+                )
+        atomic_write_text(
+            path, json.dumps({"identity": ident, "model": self.exp.model_label}, indent=2) + "\n"
+        )
 
     def _paths(self, cell: Cell) -> tuple[Path, Path]:
         rid = self.run_ids[cell.index]
@@ -167,8 +192,12 @@ class Sweep:
 
     def pending(self) -> list[Cell]:
         todo = [c for c in self.cells if not self.done(c)]
-        first = lambda c: self.compiled[c.index].first_layer
-        return sorted(todo, key=lambda c: (-1 if first(c) is None else first(c), c.index))
+
+        def order(c: Cell) -> tuple[int, int]:
+            first = self.compiled[c.index].first_layer
+            return (-1 if first is None else first, c.index)
+
+        return sorted(todo, key=order)
 
     # --- running
     def _decorate(self, cell: Cell, df: pd.DataFrame) -> pd.DataFrame:
@@ -196,8 +225,15 @@ class Sweep:
                 pq, sm = self._paths(cell)
                 frames["per_query"].append(pd.read_parquet(pq))
                 frames["summary"].append(pd.read_parquet(sm))
-        meta = manifest(**run_meta(self.exp, "ablation-sweep", sweep=self.config.to_dict(),
-                                   cells=len(self.cells), finished=len(frames["summary"])))
+        meta = manifest(
+            **run_meta(
+                self.exp,
+                "ablation-sweep",
+                sweep=self.config.to_dict(),
+                cells=len(self.cells),
+                finished=len(frames["summary"]),
+            )
+        )
         out = {}
         for table, parts in frames.items():
             df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -232,8 +268,9 @@ def pivot(summary: pd.DataFrame, measure: str = "nDCG@10") -> pd.DataFrame:
         return part
     grid = part.pivot_table(index="cell_interaction", columns="cell_layers", values="delta", sort=False)
     if "cell_heads" in part and part["cell_heads"].nunique() > 1:
-        grid = part.pivot_table(index=["cell_interaction", "cell_heads"], columns="cell_layers", values="delta",
-                                sort=False)
+        grid = part.pivot_table(
+            index=["cell_interaction", "cell_heads"], columns="cell_layers", values="delta", sort=False
+        )
     return grid
 
 

@@ -49,11 +49,24 @@ ROLE_ALIASES: dict[str, tuple[int, ...]] = {
     "*": tuple(int(r) for r in TOKEN_ROLES),
 }
 #: The named interactions the issue asks for (all are instances of the grammar above).
-NAMED = ("query2doc", "doc2query", "query2query", "doc2doc", "cls2query", "cls2doc", "query2cls", "doc2cls",
-         "*2sep", "sep2*", "*2cls", "cls2*")
+NAMED = (
+    "query2doc",
+    "doc2query",
+    "query2query",
+    "doc2doc",
+    "cls2query",
+    "cls2doc",
+    "query2cls",
+    "doc2cls",
+    "*2sep",
+    "sep2*",
+    "*2cls",
+    "cls2*",
+)
 #: Default query-document interaction start of ``mice-step3`` (see the module docstring).
 DEFAULT_MICE_K = 2
-#: The mask presets (the MICE paper's steps); training presets are ``ablations.training.train.TRAINING_PRESETS``.
+#: The mask presets (the MICE paper's steps); training presets are
+#: ``ablations.training.train.TRAINING_PRESETS``.
 MASK_PRESETS = ("mice-step0", "mice-step1", "mice-step2", "mice-step3")
 
 _ROLE = r"(sep1|sep2|sep|cls|query|doc|\*)"
@@ -65,9 +78,11 @@ Pair = tuple[int, int]
 
 def valid_names() -> str:
     """One line listing what an interaction may be (used in error messages and --help)."""
-    return (f"{', '.join(NAMED)}, any <source>2<target> with roles {', '.join(ROLE_ALIASES)} "
-            f"(source = the attending token), terms joined with '+', or a preset "
-            f"{', '.join(MASK_PRESETS[:-1])}, mice-step3[@K]")
+    return (
+        f"{', '.join(NAMED)}, any <source>2<target> with roles {', '.join(ROLE_ALIASES)} "
+        f"(source = the attending token), terms joined with '+', or a preset "
+        f"{', '.join(MASK_PRESETS[:-1])}, mice-step3[@K]"
+    )
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,9 @@ def parse_interaction(name: str) -> Interaction:
     terms = [t.strip().lower() for t in name.split("+")]
     for term in terms:
         if is_preset(term):
-            raise BadInput(f"preset {term!r} cannot be combined with '+' in {name!r}; give it as its own rule")
+            raise BadInput(
+                f"preset {term!r} cannot be combined with '+' in {name!r}; give it as its own rule"
+            )
         m = _TERM.fullmatch(term)
         if not m:
             raise BadInput(f"unknown interaction {term!r}; valid: {valid_names()}")

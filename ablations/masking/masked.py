@@ -2,8 +2,8 @@
 
 ``MaskedCrossEncoder(ce, spec)`` compiles the spec once for the model and, for every batch, routes
 attention through :func:`probe.attention.attention_context` with the per-layer bias of
-:meth:`ablations.masking.masks.CompiledMask.bias_fn`. No transformers source is edited; without hooks the fused
-SDPA kernel runs with the bias folded into its mask.
+:meth:`ablations.masking.masks.CompiledMask.bias_fn`. No transformers source is edited; without hooks the
+fused SDPA kernel runs with the bias folded into its mask.
 """
 
 from __future__ import annotations
@@ -28,12 +28,16 @@ class MaskedCrossEncoder(Scorer):
         self.ce = ce
         self.mask = mask if isinstance(mask, CompiledMask) else compile_for(ce, mask)
         if (self.mask.num_layers, self.mask.num_heads) != (ce.num_layers, ce.num_heads):
-            raise ValueError(f"mask compiled for {self.mask.num_layers} layers × {self.mask.num_heads} heads, "
-                             f"model has {ce.num_layers} × {ce.num_heads}")
+            raise ValueError(
+                f"mask compiled for {self.mask.num_layers} layers × {self.mask.num_heads} heads, "
+                f"model has {ce.num_layers} × {ce.num_heads}"
+            )
         self.name = f"{ce.name} − {self.mask.spec.label}"
 
     @contextlib.contextmanager
-    def applied(self, batch: PairBatch, ctx: AttentionContext | None = None) -> Iterator[AttentionContext | None]:
+    def applied(
+        self, batch: PairBatch, ctx: AttentionContext | None = None
+    ) -> Iterator[AttentionContext | None]:
         """Within the block, the model runs with this batch's mask (plus ``ctx``'s hooks, if given)."""
         if self.mask.is_empty and ctx is None:
             yield None
@@ -54,7 +58,8 @@ class MaskedCrossEncoder(Scorer):
             return self.ce.forward(batch)
 
     def hidden_states(self, batch: PairBatch) -> tuple[torch.Tensor, ...]:
-        """``(embeddings, layer 0 output, ..., layer L-1 output)`` under the mask, each ``(b, seq, hidden)``."""
+        """``(embeddings, layer 0 output, ..., layer L-1 output)`` under the mask, each ``(b, seq,
+        hidden)``."""
         batch = batch.to(self.ce.device)
         with torch.inference_mode(), self.applied(batch):
             out = self.ce.model(**batch.model_inputs(), output_hidden_states=True)
@@ -63,8 +68,12 @@ class MaskedCrossEncoder(Scorer):
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         scores = np.zeros(len(pairs), dtype=np.float32)
         with torch.inference_mode():
-            bar = tqdm(total=len(pairs), disable=not progress, unit="pair",
-                       desc=f"scoring {Path(self.ce.name).name} − {self.mask.spec.label}"[:60])
+            bar = tqdm(
+                total=len(pairs),
+                disable=not progress,
+                unit="pair",
+                desc=f"scoring {Path(self.ce.name).name} − {self.mask.spec.label}"[:60],
+            )
             for batch in self.ce.batches(pairs, batch_size):
                 scores[batch.index] = self.forward(batch).float().cpu().numpy()
                 bar.update(len(batch))

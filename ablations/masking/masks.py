@@ -40,8 +40,8 @@ SCHEMA_VERSION = 1
 # --------------------------------------------------------------------------------------------- spec
 @dataclass
 class Rule:
-    """Remove ``interaction`` (a name or a preset, see :mod:`ablations.masking.interactions`) in ``layers`` and
-    ``heads`` (range strings, ``"all"`` by default)."""
+    """Remove ``interaction`` (a name or a preset, see :mod:`ablations.masking.interactions`) in ``layers``
+    and ``heads`` (range strings, ``"all"`` by default)."""
 
     interaction: str
     layers: str = "all"
@@ -74,13 +74,19 @@ class MaskSpec:
 
     def __post_init__(self):
         if self.schema_version != SCHEMA_VERSION:
-            raise BadInput(f"mask spec schema_version {self.schema_version!r}; this toolkit reads {SCHEMA_VERSION}")
+            raise BadInput(
+                f"mask spec schema_version {self.schema_version!r}; this toolkit reads {SCHEMA_VERSION}"
+            )
         self.rules = [r if isinstance(r, Rule) else Rule(**_rule_fields(r)) for r in self.rules]
 
     # --- serialisation
     def to_dict(self) -> dict:
-        return {"schema_version": self.schema_version,
-                "rules": [{"interaction": r.interaction, "layers": r.layers, "heads": r.heads} for r in self.rules]}
+        return {
+            "schema_version": self.schema_version,
+            "rules": [
+                {"interaction": r.interaction, "layers": r.layers, "heads": r.heads} for r in self.rules
+            ],
+        }
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): equal specs give equal strings."""
@@ -89,7 +95,9 @@ class MaskSpec:
     @classmethod
     def from_dict(cls, data: dict) -> MaskSpec:
         if not isinstance(data, dict) or "rules" not in data:
-            raise BadInput(f"a mask spec is a JSON object with 'rules' and 'schema_version', got {str(data)[:80]!r}")
+            raise BadInput(
+                f"a mask spec is a JSON object with 'rules' and 'schema_version', got {str(data)[:80]!r}"
+            )
         return cls(rules=list(data["rules"]), schema_version=data.get("schema_version", SCHEMA_VERSION))
 
     @classmethod
@@ -114,20 +122,25 @@ class MaskSpec:
 
     def require_rules(self) -> MaskSpec:
         if not self.rules:
-            raise BadInput("empty mask: nothing to remove; give at least one --remove INTERACTION "
-                           "(e.g. --remove doc2query)")
+            raise BadInput(
+                "empty mask: nothing to remove; give at least one --remove INTERACTION "
+                "(e.g. --remove doc2query)"
+            )
         return self
 
 
-def parse_rules(items: Sequence[str], layers: str = "all", heads: str = "all", *, what: str = "--remove"
-                ) -> list[Rule]:
+def parse_rules(
+    items: Sequence[str], layers: str = "all", heads: str = "all", *, what: str = "--remove"
+) -> list[Rule]:
     """Rules from ``INTERACTION[:LAYERS[:HEADS]]`` items (the CLIs' ``--remove``, the explorer's toggles);
     an item without its own layers / heads takes ``layers`` / ``heads``. Only the syntax is checked."""
     rules = []
     for item in items:
         parts = item.split(":")
         if len(parts) > 3 or not parts[0].strip():
-            raise BadInput(f"{what} {item!r}: expected INTERACTION[:LAYERS[:HEADS]]; interactions: {valid_names()}")
+            raise BadInput(
+                f"{what} {item!r}: expected INTERACTION[:LAYERS[:HEADS]]; interactions: {valid_names()}"
+            )
         own_layers = parts[1] if len(parts) > 1 and parts[1].strip() else layers
         own_heads = parts[2] if len(parts) > 2 and parts[2].strip() else heads
         rules.append(Rule(parts[0], own_layers, own_heads))
@@ -157,9 +170,11 @@ def spec_from_document(data: dict, source: str = "the file") -> MaskSpec:
                 continue
         if isinstance(inner, dict) and "rules" in inner:
             return MaskSpec.from_dict(inner)
-    raise BadInput(f"{source} holds no mask spec: expected a MICE configuration (ablations.mice.config), an "
-                   "object with 'rules' (a MaskSpec), or one under 'mask', 'mask_spec', 'spec' or 'removed' "
-                   "(search.json)")
+    raise BadInput(
+        f"{source} holds no mask spec: expected a MICE configuration (ablations.mice.config), an "
+        "object with 'rules' (a MaskSpec), or one under 'mask', 'mask_spec', 'spec' or 'removed' "
+        "(search.json)"
+    )
 
 
 def _rule_fields(r) -> dict:
@@ -211,7 +226,8 @@ class CompiledMask:
 
     @property
     def first_layer(self) -> int | None:
-        """First layer with a removal (``None`` if nothing is removed): earlier layers equal the full model's."""
+        """First layer with a removal (``None`` if nothing is removed): earlier layers equal the full
+        model's."""
         layers = self.masked_layers
         return layers[0] if layers else None
 
@@ -245,7 +261,9 @@ class CompiledMask:
         return f"{self.spec.label} → layers {format_ranges(self.masked_layers)}{heads}"
 
     # --- expansion to tokens
-    def bias_fn(self, roles: torch.Tensor, dtype: torch.dtype = torch.float32) -> Callable[[int], torch.Tensor | None]:
+    def bias_fn(
+        self, roles: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> Callable[[int], torch.Tensor | None]:
         """``layer -> additive bias (batch, heads|1, q, k) | None`` for one batch of token ``roles``.
 
         Each distinct layer table is expanded once per batch, on first use.
@@ -267,12 +285,17 @@ class CompiledMask:
 
 
 def role_pair_code(roles: torch.Tensor) -> torch.Tensor:
-    """``code[b, i, j] = roles[b, i] * 6 + roles[b, j]``: the (attending, attended) role pair of every entry."""
+    """``code[b, i, j] = roles[b, i] * 6 + roles[b, j]``: the (attending, attended) role pair of every
+    entry."""
     return roles[:, :, None] * N_ROLES + roles[:, None, :]
 
 
-def expand_table(table: torch.Tensor, roles: torch.Tensor, dtype: torch.dtype = torch.float32,
-                 code: torch.Tensor | None = None) -> torch.Tensor:
+def expand_table(
+    table: torch.Tensor,
+    roles: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+    code: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Gather a ``(heads|1, 6, 6)`` allowed-table into an additive ``(batch, heads|1, q, k)`` bias.
 
     Rows whose every real key is removed get their diagonal back (self-attention fallback).

@@ -54,8 +54,9 @@ def embed(ce: CrossEncoder, batch: PairBatch) -> torch.Tensor:
 
 def _padding_mask(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor):
     """The mask the model itself passes to its layers (for its current attention implementation)."""
-    return create_bidirectional_mask(config=ce.model.config, inputs_embeds=h,
-                                     attention_mask=batch.attention_mask.to(h.device))
+    return create_bidirectional_mask(
+        config=ce.model.config, inputs_embeds=h, attention_mask=batch.attention_mask.to(h.device)
+    )
 
 
 def advance(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, layer: int) -> torch.Tensor:
@@ -76,7 +77,9 @@ def _rows_layer(layer_module, h: torch.Tensor, idx: torch.Tensor, mask: torch.Te
     return layer_rows(layer_module, rows, h, mask)
 
 
-def _rows_mask(batch: PairBatch, idx: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None) -> torch.Tensor:
+def _rows_mask(
+    batch: PairBatch, idx: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None
+) -> torch.Tensor:
     """Additive mask of the rows ``idx``: padded keys -inf, plus those rows of the ablation ``bias``."""
     pad = padding_bias(batch.attention_mask, dtype)
     if bias is None:
@@ -98,8 +101,16 @@ def _affected_rows(roles: torch.Tensor, sources: set[int]) -> tuple[torch.Tensor
 ROWS_SHORTCUT_MAX_SHARE = 0.5
 
 
-def run_from(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, start: int, mask: CompiledMask | None,
-             *, h_next: torch.Tensor | None = None, cls_only_last: bool = True) -> torch.Tensor:
+def run_from(
+    ce: CrossEncoder,
+    batch: PairBatch,
+    h: torch.Tensor,
+    start: int,
+    mask: CompiledMask | None,
+    *,
+    h_next: torch.Tensor | None = None,
+    cls_only_last: bool = True,
+) -> torch.Tensor:
     """Scores of ``batch`` given ``h``, the states entering layer ``start``, with ``mask`` applied from there.
 
     Layers before ``start`` must be unaffected by the mask (``start <= mask.first_layer``). Two exact
@@ -109,8 +120,10 @@ def run_from(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, start: int, ma
     recomputed there — every other row equals the unmasked output.
     """
     if mask is not None and mask.first_layer is not None and start > mask.first_layer:
-        raise ValueError(f"prefix states enter layer {start} but the mask already removes interactions "
-                         f"in layer {mask.first_layer}")
+        raise ValueError(
+            f"prefix states enter layer {start} but the mask already removes interactions "
+            f"in layer {mask.first_layer}"
+        )
     batch = batch.to(ce.device)
     layers = _base(ce).encoder.layer
     n = len(layers)
@@ -122,8 +135,9 @@ def run_from(ce: CrossEncoder, batch: PairBatch, h: torch.Tensor, start: int, ma
         if start == n - 1 and cls_only_last:  # only CLS counts; it changes only if CLS itself lost keys
             if int(Role.CLS) not in sources:
                 return _head(ce, h_next)
-            return _head(ce, _rows_layer(layers[start], h, cls_idx,
-                                         _rows_mask(batch, cls_idx, h.dtype, bias(start))))
+            return _head(
+                ce, _rows_layer(layers[start], h, cls_idx, _rows_mask(batch, cls_idx, h.dtype, bias(start)))
+            )
         idx, valid = _affected_rows(batch.roles, sources)
         if idx.shape[1] <= ROWS_SHORTCUT_MAX_SHARE * h.shape[1]:
             out = h_next.clone()
@@ -154,12 +168,21 @@ def _drop(states: list | None) -> None:
 class PrefixCache:
     """Tokenized batches of one rerank set and the unmasked states entering one layer, for every batch."""
 
-    def __init__(self, ce: CrossEncoder, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32,
-                 batches: Sequence[PairBatch] | None = None, max_bytes: int = 3 << 30,
-                 spill_dir: str | Path | None = None):
+    def __init__(
+        self,
+        ce: CrossEncoder,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        batch_size: int = 32,
+        batches: Sequence[PairBatch] | None = None,
+        max_bytes: int = 3 << 30,
+        spill_dir: str | Path | None = None,
+    ):
         self.ce = ce
         self.n = len(pairs)
-        self.batches: list[PairBatch] = list(batches) if batches is not None else list(ce.batches(pairs, batch_size))
+        self.batches: list[PairBatch] = (
+            list(batches) if batches is not None else list(ce.batches(pairs, batch_size))
+        )
         self.max_bytes = int(max_bytes)
         self._spill_root = Path(spill_dir) if spill_dir else None
         self._tmp: Path | None = None
@@ -189,8 +212,10 @@ class PrefixCache:
         return sum(int(b.input_ids.numel()) * hidden * 4 for b in self.batches)
 
     def _advance_all(self, states: list, layer: int, spill: bool) -> list:
-        out = [self._store(i, advance(self.ce, b, self._load(states, i), layer), spill)
-               for i, b in enumerate(self.batches)]
+        out = [
+            self._store(i, advance(self.ce, b, self._load(states, i), layer), spill)
+            for i, b in enumerate(self.batches)
+        ]
         self.layers_computed += len(self.batches)
         return out
 
@@ -204,20 +229,28 @@ class PrefixCache:
                 self._states = [self._store(i, embed(self.ce, b), spill) for i, b in enumerate(self.batches)]
                 self.layer, self._next = 0, None
             while self.layer < layer:
-                nxt = self._next if self._next is not None else self._advance_all(self._states, self.layer, spill)
+                nxt = (
+                    self._next
+                    if self._next is not None
+                    else self._advance_all(self._states, self.layer, spill)
+                )
                 _drop(self._states)
                 self._states, self._next = nxt, None
                 self.layer += 1
             if with_next and self._next is None:
                 self._next = self._advance_all(self._states, self.layer, spill)
 
-    def states(self, layer: int, with_next: bool = False) -> Iterator[tuple[PairBatch, torch.Tensor, torch.Tensor | None]]:
+    def states(
+        self, layer: int, with_next: bool = False
+    ) -> Iterator[tuple[PairBatch, torch.Tensor, torch.Tensor | None]]:
         """``(batch, states entering layer, unmasked output of layer | None)`` for every batch."""
         self._ensure(layer, with_next)
         for i, b in enumerate(self.batches):
             yield b, self._load(self._states, i), (self._load(self._next, i) if with_next else None)
 
-    def score(self, mask: CompiledMask | None, *, cls_only_last: bool = True, rows_shortcut: bool = True) -> np.ndarray:
+    def score(
+        self, mask: CompiledMask | None, *, cls_only_last: bool = True, rows_shortcut: bool = True
+    ) -> np.ndarray:
         """Scores of every pair under ``mask``, starting from the cached states of its first masked layer.
 
         ``rows_shortcut`` also keeps the unmasked output of that layer (a second layer of states) and
@@ -228,8 +261,12 @@ class PrefixCache:
         scores = np.zeros(self.n, dtype=np.float32)
         with torch.inference_mode():
             for batch, h, h_next in self.states(start, with_next=rows_shortcut):
-                scores[batch.index] = run_from(self.ce, batch, h, start, mask, h_next=h_next,
-                                               cls_only_last=cls_only_last).float().cpu().numpy()
+                scores[batch.index] = (
+                    run_from(self.ce, batch, h, start, mask, h_next=h_next, cls_only_last=cls_only_last)
+                    .float()
+                    .cpu()
+                    .numpy()
+                )
         return scores
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """MICE configurations as data: which interactions survive in which layer, where interaction starts and ends.
 
-A :class:`MiceConfig` names a base cross-encoder and a mask (a :class:`~ablations.masking.masks.MaskSpec`), plus
+A :class:`MiceConfig` names a base cross-encoder and a mask (a :class:`~ablations.masking.masks.MaskSpec`),
+plus
 
 - ``merge_layer`` — layers ``[0, merge_layer)`` see no query-side ↔ document-side interaction (the
   query side is ``cls, query, sep1``, the document side ``doc, sep2``): every such pair is removed there
@@ -64,6 +65,7 @@ def doc_budget(max_length: int) -> int:
     after a typical query (``DEFAULT_DOC_OFFSET - 2`` word pieces) and the three special tokens."""
     return max(1, max_length - 3 - (DEFAULT_DOC_OFFSET - 2))
 
+
 _FINAL = re.compile(r"mice-l(\d+)\+(\d+)")
 
 
@@ -73,7 +75,8 @@ def preset_names() -> str:
 
 @dataclass
 class MiceConfig:
-    """A MICE model: a base cross-encoder under a mask, with merge and drop layers. JSON round-trips exactly."""
+    """A MICE model: a base cross-encoder under a mask, with merge and drop layers. JSON round-trips
+    exactly."""
 
     base_model: str
     num_layers: int
@@ -94,30 +97,46 @@ class MiceConfig:
 
     def __post_init__(self):
         if self.schema_version != SCHEMA_VERSION:
-            raise BadInput(f"MICE config schema_version {self.schema_version!r} is not supported; this toolkit "
-                           f"reads schema_version {SCHEMA_VERSION} (re-export it with `python -m ablations.export`)")
+            raise BadInput(
+                f"MICE config schema_version {self.schema_version!r} is not supported; this toolkit "
+                f"reads schema_version {SCHEMA_VERSION} (re-export it with `python -m ablations.export`)"
+            )
         if not isinstance(self.mask, MaskSpec):
             self.mask = MaskSpec.from_dict(self.mask)
-        for name in ("num_layers", "num_heads", "doc_position_offset", "max_length", "max_query_length",
-                     "max_doc_length"):
+        for name in (
+            "num_layers",
+            "num_heads",
+            "doc_position_offset",
+            "max_length",
+            "max_query_length",
+            "max_doc_length",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise BadInput(f"MICE config {name} {value!r} must be a positive integer")
         if self.drop_layer is None:
             self.drop_layer = self.num_layers
         if not isinstance(self.drop_layer, int) or not 1 <= self.drop_layer <= self.num_layers:
-            raise BadInput(f"MICE config drop_layer {self.drop_layer!r} must be in 1..{self.num_layers} "
-                           f"(the model has {self.num_layers} layers; layers >= drop_layer are not run)")
-        if self.merge_layer is not None and (not isinstance(self.merge_layer, int)
-                                             or not 0 <= self.merge_layer <= self.drop_layer):
-            raise BadInput(f"MICE config merge_layer {self.merge_layer!r} must be in 0..drop_layer "
-                           f"({self.drop_layer})")
+            raise BadInput(
+                f"MICE config drop_layer {self.drop_layer!r} must be in 1..{self.num_layers} "
+                f"(the model has {self.num_layers} layers; layers >= drop_layer are not run)"
+            )
+        if self.merge_layer is not None and (
+            not isinstance(self.merge_layer, int) or not 0 <= self.merge_layer <= self.drop_layer
+        ):
+            raise BadInput(
+                f"MICE config merge_layer {self.merge_layer!r} must be in 0..drop_layer ({self.drop_layer})"
+            )
         if self.doc_positions not in POSITIONS:
-            raise BadInput(f"MICE config doc_positions {self.doc_positions!r}; expected one of {', '.join(POSITIONS)}")
+            raise BadInput(
+                f"MICE config doc_positions {self.doc_positions!r}; expected one of {', '.join(POSITIONS)}"
+            )
         if self.plan is not None and self.plan not in PLAN_SHAPES:
             raise BadInput(f"MICE config plan {self.plan!r}; expected one of {', '.join(PLAN_SHAPES)}")
         if self.cache_dtype not in CACHE_DTYPES:
-            raise BadInput(f"MICE config cache_dtype {self.cache_dtype!r}; expected one of {', '.join(CACHE_DTYPES)}")
+            raise BadInput(
+                f"MICE config cache_dtype {self.cache_dtype!r}; expected one of {', '.join(CACHE_DTYPES)}"
+            )
         compile_mask(self.mask, self.num_layers, self.num_heads)  # bad ranges surface now
 
     # ------------------------------------------------------------------------------ derived tables
@@ -142,7 +161,9 @@ class MiceConfig:
         Information moves one hop per layer, so e.g. ``mice-lK+1`` cannot: in layer K the query first reads
         the document, and no later layer lets CLS read the query."""
         real = list(TOKEN_ROLES)  # padding is masked out by the attention mask whatever the table says
-        table = self.kept_allowed().any(dim=1)[:, real][:, :, real]  # (layer, source, target): source reads target
+        table = self.kept_allowed().any(dim=1)[:, real][
+            :, :, real
+        ]  # (layer, source, target): source reads target
         n = len(real)
         reach = torch.eye(n, dtype=torch.bool)  # reach[r, r']: role r's states carry role r''s information
         for tab in table:
@@ -167,8 +188,10 @@ class MiceConfig:
     @property
     def label(self) -> str:
         name = self.source.get("preset") or self.mask.label
-        return f"{name} (merge {self.merge_layer if self.merge_layer is not None else 'auto'}, " \
-               f"drop {self.drop_layer}/{self.num_layers}, {self.doc_positions} positions)"
+        return (
+            f"{name} (merge {self.merge_layer if self.merge_layer is not None else 'auto'}, "
+            f"drop {self.drop_layer}/{self.num_layers}, {self.doc_positions} positions)"
+        )
 
     # ------------------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
@@ -197,8 +220,10 @@ class MiceConfig:
             raise BadInput(f"{where} must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise BadInput(f"{where} has schema_version {version!r}; this toolkit reads MICE config schema_version "
-                           f"{SCHEMA_VERSION} (re-export it with `python -m ablations.export`)")
+            raise BadInput(
+                f"{where} has schema_version {version!r}; this toolkit reads MICE config schema_version "
+                f"{SCHEMA_VERSION} (re-export it with `python -m ablations.export`)"
+            )
         if data.get("kind", KIND) != KIND:
             raise BadInput(f"{where} has kind {data.get('kind')!r}, expected {KIND!r}")
         known = {f.name for f in fields(cls)} | {"kind", "interactions"}
@@ -223,10 +248,15 @@ class MiceConfig:
                 n = len(table) if isinstance(table, list) else "?"
                 raise BadInput(f"{where}: 'interactions' has {n} layers but num_layers is {cfg.num_layers}")
             if _normalise(table) != _normalise(cfg.interactions()):
-                bad = next(i for i, (a, b) in enumerate(zip(_normalise(table), _normalise(cfg.interactions())))
-                           if a != b)
-                raise BadInput(f"{where}: the 'interactions' table of layer {bad} disagrees with the mask, "
-                               f"merge_layer and drop_layer; fix one of them (or drop 'interactions' to derive it)")
+                bad = next(
+                    i
+                    for i, (a, b) in enumerate(zip(_normalise(table), _normalise(cfg.interactions())))
+                    if a != b
+                )
+                raise BadInput(
+                    f"{where}: the 'interactions' table of layer {bad} disagrees with the mask, "
+                    f"merge_layer and drop_layer; fix one of them (or drop 'interactions' to derive it)"
+                )
         return cfg
 
     @classmethod
@@ -258,7 +288,9 @@ class MiceConfig:
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the scores besides the weights (16 hex digits)."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("base_model", "weights", "source", "plan")}
+        keep = {
+            k: v for k, v in self.to_dict().items() if k not in ("base_model", "weights", "source", "plan")
+        }
         return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     def __eq__(self, other) -> bool:
@@ -267,7 +299,9 @@ class MiceConfig:
 
 def _removed_names(tab: torch.Tensor) -> list[str]:
     """Removed (source, target) pairs of real roles of a ``(6, 6)`` table, as sorted ``s2t`` names."""
-    return [f"{ROLE_NAMES[s]}2{ROLE_NAMES[t]}" for s in TOKEN_ROLES for t in TOKEN_ROLES if not bool(tab[s, t])]
+    return [
+        f"{ROLE_NAMES[s]}2{ROLE_NAMES[t]}" for s in TOKEN_ROLES for t in TOKEN_ROLES if not bool(tab[s, t])
+    ]
 
 
 def _normalise(table: list) -> list:
@@ -312,8 +346,10 @@ def preset(name: str, num_layers: int, num_heads: int, base_model: str, **overri
     if m:
         k, n = int(m.group(1)), int(m.group(2))
         if k + n > num_layers or n < 1:
-            raise BadInput(f"preset {name!r}: merge layer {k} + {n} interaction layers exceeds the model's "
-                           f"{num_layers} layers")
+            raise BadInput(
+                f"preset {name!r}: merge layer {k} + {n} interaction layers exceeds the model's "
+                f"{num_layers} layers"
+            )
         fields_ = {"mask": MaskSpec([Rule(f"mice-step3@{k}")]), "merge_layer": k, "drop_layer": k + n}
     elif key.startswith("mice-step"):
         try:
@@ -326,7 +362,9 @@ def preset(name: str, num_layers: int, num_heads: int, base_model: str, **overri
     if "max_length" in fields_ and "max_doc_length" not in fields_:
         fields_["max_doc_length"] = doc_budget(fields_["max_length"])
     source = {"preset": key, **fields_.pop("source", {})}
-    return MiceConfig(base_model=base_model, num_layers=num_layers, num_heads=num_heads, source=source, **fields_)
+    return MiceConfig(
+        base_model=base_model, num_layers=num_layers, num_heads=num_heads, source=source, **fields_
+    )
 
 
 def is_mice_config(data: dict) -> bool:

@@ -47,9 +47,13 @@ def tokenizer_hash(tokenizer) -> str:
 def expected_fingerprint(model) -> dict:
     """What an index built for ``model`` (a :class:`ablations.mice.MiceModel`) must carry."""
     plan = model.plan
-    return {"model": model.fingerprint(), "config": model.config.fingerprint(),
-            "tokenizer": tokenizer_hash(model.ce.tokenizer), "layers": [plan.merge, plan.drop],
-            "dtype": model.config.cache_dtype}
+    return {
+        "model": model.fingerprint(),
+        "config": model.config.fingerprint(),
+        "tokenizer": tokenizer_hash(model.ce.tokenizer),
+        "layers": [plan.merge, plan.drop],
+        "dtype": model.config.cache_dtype,
+    }
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -90,16 +94,24 @@ class DocStateIndex:
         return int(self.kv[0].numel() * self.kv.element_size()) if len(self.kv) else 0
 
     def describe(self) -> str:
-        return (f"{len(self)} documents, {len(self.kv)} tokens, {self.file_bytes / 2**20:.1f} MiB on disk "
-                f"({self.bytes_per_doc / 1024:.1f} KiB per document, {self.bytes_per_token} B per token; "
-                f"{self.fingerprint.get('dtype')})")
+        return (
+            f"{len(self)} documents, {len(self.kv)} tokens, {self.file_bytes / 2**20:.1f} MiB on disk "
+            f"({self.bytes_per_doc / 1024:.1f} KiB per document, {self.bytes_per_token} B per token; "
+            f"{self.fingerprint.get('dtype')})"
+        )
 
     def __contains__(self, text: str) -> bool:
         return doc_key(text) in self.rows
 
     # ------------------------------------------------------------------------------ lookup
-    def gather(self, texts: list[str], device: torch.device | str = "cpu", dtype=torch.float32, *,
-               zero_padding: bool = True) -> DocStates:
+    def gather(
+        self,
+        texts: list[str],
+        device: torch.device | str = "cpu",
+        dtype=torch.float32,
+        *,
+        zero_padding: bool = True,
+    ) -> DocStates:
         """Padded document states of ``texts`` (in order). A text missing from the index is an error.
 
         ``zero_padding`` writes zeros at padding positions (what an encoder's masked output holds); a MICE
@@ -109,8 +121,10 @@ class DocStateIndex:
             rows = [self.rows[doc_key(t)] for t in texts]
         except KeyError:
             missing = [t for t in texts if doc_key(t) not in self.rows]
-            raise BadInput(f"{len(missing)} document(s) are not in the document-state index {str(self.path)!r} "
-                           f"(e.g. {missing[0][:50]!r}); rebuild it over these documents") from None
+            raise BadInput(
+                f"{len(missing)} document(s) are not in the document-state index {str(self.path)!r} "
+                f"(e.g. {missing[0][:50]!r}); rebuild it over these documents"
+            ) from None
         rows_t = torch.as_tensor(rows, dtype=torch.long)
         start, stop = self.offsets[rows_t], self.offsets[rows_t + 1]
         lengths = stop - start
@@ -131,12 +145,15 @@ class DocStateIndex:
 
     # ------------------------------------------------------------------------------ build / open
     @classmethod
-    def build(cls, model, docs: Iterable[str], path: str | Path, *, batch_size: int = 16,
-              progress: bool = False) -> DocStateIndex:
+    def build(
+        cls, model, docs: Iterable[str], path: str | Path, *, batch_size: int = 16, progress: bool = False
+    ) -> DocStateIndex:
         """Compute and write the states of every distinct text of ``docs`` for ``model`` (a MiceModel)."""
         if model.plan.shape != "doc-cache":
-            raise BadInput(f"this MICE model runs plan {model.plan.shape!r}; a document-state index needs the "
-                           f"'doc-cache' plan (valid here: {', '.join(model.plan.valid)})")
+            raise BadInput(
+                f"this MICE model runs plan {model.plan.shape!r}; a document-state index needs the "
+                f"'doc-cache' plan (valid here: {', '.join(model.plan.valid)})"
+            )
         texts = list(dict.fromkeys(docs))
         if not texts:
             raise BadInput("no documents to index")
@@ -160,17 +177,25 @@ class DocStateIndex:
         return cls.write(path, texts, pieces, expected_fingerprint(model))
 
     @classmethod
-    def write(cls, path: str | Path, texts: list[str], pieces: list[torch.Tensor], fingerprint: dict
-              ) -> DocStateIndex:
+    def write(
+        cls, path: str | Path, texts: list[str], pieces: list[torch.Tensor], fingerprint: dict
+    ) -> DocStateIndex:
         """Write per-document token states ``pieces[i] (tokens_i, ...)`` of ``texts[i]`` (any per-token shape:
         MICE keys/values, or the token embeddings of a late-interaction model)."""
         lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
         offsets = torch.zeros(len(texts) + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(lengths, 0)
-        keys = torch.tensor(np.frombuffer(b"".join(doc_key(t) for t in texts), dtype=np.uint8).reshape(-1, 16))
+        keys = torch.tensor(
+            np.frombuffer(b"".join(doc_key(t) for t in texts), dtype=np.uint8).reshape(-1, 16)
+        )
         tensors = {"kv": torch.cat(pieces, 0).contiguous(), "offsets": offsets, "keys": keys}
-        meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "fingerprint": json.dumps(fingerprint),
-                "checksum": _checksum(tensors), "documents": str(len(texts))}
+        meta = {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "fingerprint": json.dumps(fingerprint),
+            "checksum": _checksum(tensors),
+            "documents": str(len(texts)),
+        }
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -187,36 +212,46 @@ class DocStateIndex:
 
         path = Path(path)
         if not path.is_file():
-            raise BadInput(f"document-state index {str(path)!r} does not exist; build it with "
-                           "`python -m ablations.export --index` or MiceModel.build_index")
+            raise BadInput(
+                f"document-state index {str(path)!r} does not exist; build it with "
+                "`python -m ablations.export --index` or MiceModel.build_index"
+            )
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
                 if meta.get("format") != FORMAT:
-                    raise BadInput(f"{str(path)!r} is not a MICE document-state index (format "
-                                   f"{meta.get('format')!r}, expected {FORMAT!r})")
+                    raise BadInput(
+                        f"{str(path)!r} is not a MICE document-state index (format "
+                        f"{meta.get('format')!r}, expected {FORMAT!r})"
+                    )
                 if meta.get("format_version") != str(FORMAT_VERSION):
-                    raise BadInput(f"document-state index {str(path)!r} has format version "
-                                   f"{meta.get('format_version')!r}; this toolkit reads {FORMAT_VERSION}: rebuild it")
+                    raise BadInput(
+                        f"document-state index {str(path)!r} has format version "
+                        f"{meta.get('format_version')!r}; this toolkit reads {FORMAT_VERSION}: rebuild it"
+                    )
                 fingerprint = json.loads(meta["fingerprint"])
                 if expected is not None and fingerprint != expected:
                     diff = [k for k in expected if fingerprint.get(k) != expected[k]]
-                    raise BadInput(f"document-state index {str(path)!r} was built by another model or configuration "
-                                   f"({', '.join(diff)} differ: index {[fingerprint.get(k) for k in diff]}, "
-                                   f"this model {[expected[k] for k in diff]}); rebuild it for this model")
+                    raise BadInput(
+                        f"document-state index {str(path)!r} was built by another model or configuration "
+                        f"({', '.join(diff)} differ: index {[fingerprint.get(k) for k in diff]}, "
+                        f"this model {[expected[k] for k in diff]}); rebuild it for this model"
+                    )
                 tensors = {k: fh.get_tensor(k) for k in ("kv", "offsets", "keys")}
         except BadInput:
             raise
         except Exception as exc:  # safetensors / json raise several types for a damaged file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise BadInput(f"document-state index {str(path)!r} is corrupt or unreadable ({first}); rebuild it") \
-                from None
+            raise BadInput(
+                f"document-state index {str(path)!r} is corrupt or unreadable ({first}); rebuild it"
+            ) from None
         if verify and _checksum(tensors) != meta.get("checksum"):
             raise BadInput(f"document-state index {str(path)!r} is corrupt (checksum mismatch); rebuild it")
         keys = tensors["keys"].numpy()
         offsets = tensors["offsets"]
         if len(offsets) != len(keys) + 1 or int(offsets[-1]) != len(tensors["kv"]):
-            raise BadInput(f"document-state index {str(path)!r} is corrupt (offsets do not match the states); "
-                           "rebuild it")
+            raise BadInput(
+                f"document-state index {str(path)!r} is corrupt (offsets do not match the states); rebuild it"
+            )
         rows = {bytes(k): i for i, k in enumerate(keys)}
         return cls(path, fingerprint, tensors["kv"], offsets, rows)

@@ -3,7 +3,6 @@ mask spec or another configuration (:func:`load_source`, :func:`export`), and it
 (:func:`build_collection_index`).
 """
 
-
 from __future__ import annotations
 
 import json
@@ -25,13 +24,15 @@ def model_shape(model: str) -> tuple[int, int]:
     try:
         conf = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot read the configuration of model {model!r} ({path}): {str(exc).splitlines()[0]}") \
-            from None
+        raise BadInput(
+            f"cannot read the configuration of model {model!r} ({path}): {str(exc).splitlines()[0]}"
+        ) from None
     return int(conf.num_hidden_layers), int(conf.num_attention_heads)
 
 
 def model_max_length(model: str) -> int:
-    """The pair budget the cross-encoder scores with by default (its saved ``max_seq_length``, at most 256)."""
+    """The pair budget the cross-encoder scores with by default (its saved ``max_seq_length``, at most
+    256)."""
     conf = Path(resolve_model(model)) / "sentence_bert_config.json"
     try:
         return min(DEFAULT_MAX_LENGTH, int(json.loads(conf.read_text())["max_seq_length"]))
@@ -63,7 +64,9 @@ def load_source(source: str, model: str, overrides: dict) -> MiceConfig:
                 path = path / name
                 break
         else:
-            raise BadInput(f"folder {source!r} holds neither search.json (python -m ablations.search) nor mice.json")
+            raise BadInput(
+                f"folder {source!r} holds neither search.json (python -m ablations.search) nor mice.json"
+            )
     if not path.is_file():
         if source.strip().lower().startswith("mice-"):
             layers, heads = model_shape(model)
@@ -78,36 +81,53 @@ def load_source(source: str, model: str, overrides: dict) -> MiceConfig:
         return MiceConfig.from_dict({**fields, **overrides, "plan": overrides.get("plan")})
     if isinstance(data, dict) and "removed" in data:  # ablations.search output
         spec = MaskSpec.from_dict(data["removed"])
-        src = {"from": str(path), "search": {k: data.get(k) for k in ("measure", "tolerance", "alpha", "strategy",
-                                                                      "final", "removed_label")}}
+        src = {
+            "from": str(path),
+            "search": {
+                k: data.get(k)
+                for k in ("measure", "tolerance", "alpha", "strategy", "final", "removed_label")
+            },
+        }
     elif isinstance(data, dict) and "rules" in data:
         spec = MaskSpec.from_dict(data)
         src = {"from": str(path)}
     else:
-        raise BadInput(f"{str(path)!r} is not a search result (search.json), a mask spec ({{\"rules\": ...}}) or a "
-                       "MICE configuration")
+        raise BadInput(
+            f'{str(path)!r} is not a search result (search.json), a mask spec ({{"rules": ...}}) or a '
+            "MICE configuration"
+        )
     layers, heads = model_shape(model)
     return MiceConfig(base_model=model, num_layers=layers, num_heads=heads, mask=spec, source=src, **fresh())
 
 
 def export(source: str, model: str, overrides: dict) -> tuple[MiceConfig, Plan]:
-    """The MICE configuration ``source`` names, resolved against ``model`` (``overrides``: fields to set, ``None``
-    = keep), with its execution plan chosen (``overrides["plan"]``, else the cheapest exact one). A configuration
+    """The MICE configuration ``source`` names, resolved against ``model`` (``overrides``: fields to set,
+    ``None`` = keep), with its execution plan chosen (``overrides["plan"]``, else the cheapest exact one). A
+    configuration
     whose score cannot read the document is refused in one line."""
     cfg = load_source(source, model, overrides)
     if not cfg.score_reads_document():
-        raise BadInput(f"MICE configuration {cfg.label}: the score cannot depend on the document (no document "
-                       f"information reaches CLS within the kept layers 0-{cfg.drop_layer - 1}); keep at least two "
-                       "layers from the first query-document interaction (mice-lK+N needs N >= 2), or a later "
-                       "--drop-layer")
+        raise BadInput(
+            f"MICE configuration {cfg.label}: the score cannot depend on the document (no document "
+            f"information reaches CLS within the kept layers 0-{cfg.drop_layer - 1}); keep at least two "
+            "layers from the first query-document interaction (mice-lK+N needs N >= 2), or a later "
+            "--drop-layer"
+        )
     plan = compile_plan(cfg, overrides.get("plan"))
     cfg.plan = plan.shape
     return cfg, plan
 
 
-def build_collection_index(config: MiceConfig | str | Path, collection: str, target: Path | None = None, *,
-                           folder: Path | None = None, queries: int | None = None, depth: int | None = None,
-                           progress: bool = True):
+def build_collection_index(
+    config: MiceConfig | str | Path,
+    collection: str,
+    target: Path | None = None,
+    *,
+    folder: Path | None = None,
+    queries: int | None = None,
+    depth: int | None = None,
+    progress: bool = True,
+):
     """The document-state index of ``collection``'s candidates under ``config`` (doc-cache plans), written to
     ``target`` (default ``<folder>/doc-states-<collection>.safetensors``); returns ``(path, index)``."""
     from ablations.data.collections import load_collection

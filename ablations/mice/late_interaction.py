@@ -57,14 +57,27 @@ from probe.model import CrossEncoder, Pair, Scorer, quiet_transformers
 
 KINDS = ("maxsim", "lite")
 NORMS = ("affine", "layer", "none")  # LITE head scaling / normalisation (see the module docstring)
-SIM_SCALE, SIM_SHIFT = 4.0, -0.5  # "affine": a·S + b standardises a fresh projection's cosines (mean 0.13, sd 0.24)
+SIM_SCALE, SIM_SHIFT = (
+    4.0,
+    -0.5,
+)  # "affine": a·S + b standardises a fresh projection's cosines (mean 0.13, sd 0.24)
 OUT_GAIN = 10.0  # "affine": the final layer starts 10x PyTorch's default, so scores spread from the start
 CONFIG_FILE = "late_interaction.json"
 
 
 class LateInteractionModule(nn.Module):
-    def __init__(self, encoder: BertModel, kind: str, *, dim: int = 128, max_query_length: int = 32,
-                 max_doc_length: int = 180, row_hidden: int = 32, col_hidden: int = 16, norm: str = "affine"):
+    def __init__(
+        self,
+        encoder: BertModel,
+        kind: str,
+        *,
+        dim: int = 128,
+        max_query_length: int = 32,
+        max_doc_length: int = 180,
+        row_hidden: int = 32,
+        col_hidden: int = 16,
+        norm: str = "affine",
+    ):
         super().__init__()
         if kind not in KINDS:
             raise BadInput(f"late-interaction kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -107,7 +120,8 @@ class LateInteractionModule(nn.Module):
 
 
 class LateInteractionScorer(Scorer):
-    """A :class:`LateInteractionModule` with its tokenizer: ``score`` / ``rank``, training, a document index."""
+    """A :class:`LateInteractionModule` with its tokenizer: ``score`` / ``rank``, training, a document
+    index."""
 
     def __init__(self, module: LateInteractionModule, tokenizer, *, name: str | None = None, init: str = ""):
         self.module, self.tokenizer = module, tokenizer
@@ -117,10 +131,15 @@ class LateInteractionScorer(Scorer):
 
     # ------------------------------------------------------------------------------ building / saving
     @classmethod
-    def from_cross_encoder(cls, source: str | CrossEncoder, kind: str, *, seed: int = 0, **kw) -> LateInteractionScorer:
+    def from_cross_encoder(
+        cls, source: str | CrossEncoder, kind: str, *, seed: int = 0, **kw
+    ) -> LateInteractionScorer:
         """A fresh baseline whose encoder is the cross-encoder's BERT (weights copied)."""
-        ce = source if isinstance(source, CrossEncoder) else CrossEncoder.from_pretrained(resolve_model(source),
-                                                                                           new_head=True)
+        ce = (
+            source
+            if isinstance(source, CrossEncoder)
+            else CrossEncoder.from_pretrained(resolve_model(source), new_head=True)
+        )
         base = getattr(ce.model, ce.model.base_model_prefix)
         encoder = BertModel(BertConfig.from_dict(ce.model.config.to_dict()), add_pooling_layer=False)
         missing, unexpected = encoder.load_state_dict(base.state_dict(), strict=False)
@@ -132,9 +151,15 @@ class LateInteractionScorer(Scorer):
 
     def settings(self) -> dict:
         m = self.module
-        out = {"kind": m.kind, "dim": m.dim, "max_query_length": m.lq - 2, "max_doc_length": m.ld - 2,
-               "row_hidden": m.rows[0].out_features if m.kind == "lite" else 32,
-               "col_hidden": m.cols[0].out_features if m.kind == "lite" else 16, "init": self.init}
+        out = {
+            "kind": m.kind,
+            "dim": m.dim,
+            "max_query_length": m.lq - 2,
+            "max_doc_length": m.ld - 2,
+            "row_hidden": m.rows[0].out_features if m.kind == "lite" else 32,
+            "col_hidden": m.cols[0].out_features if m.kind == "lite" else 16,
+            "init": self.init,
+        }
         if m.kind == "lite" and m.norm != "none":  # only then: older settings and fingerprints stay unchanged
             out["norm"] = m.norm
         return out
@@ -147,8 +172,11 @@ class LateInteractionScorer(Scorer):
         with quiet_transformers():
             self.module.encoder.save_pretrained(path / "encoder")
         self.tokenizer.save_pretrained(path / "encoder")
-        head = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()
-                if not k.startswith("encoder.")}
+        head = {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.module.state_dict().items()
+            if not k.startswith("encoder.")
+        }
         save_file(head, str(path / "head.safetensors"))
         (path / CONFIG_FILE).write_text(json.dumps({"schema_version": 1, **self.settings()}, indent=2) + "\n")
         return path
@@ -161,8 +189,9 @@ class LateInteractionScorer(Scorer):
         try:
             settings = json.loads((path / CONFIG_FILE).read_text())
         except (OSError, ValueError):
-            raise BadInput(f"{str(path)!r} is not a late-interaction model folder (no readable {CONFIG_FILE})") \
-                from None
+            raise BadInput(
+                f"{str(path)!r} is not a late-interaction model folder (no readable {CONFIG_FILE})"
+            ) from None
         if settings.pop("schema_version", None) != 1:
             raise BadInput(f"{str(path / CONFIG_FILE)!r}: unsupported schema_version; this toolkit reads 1")
         init = settings.pop("init", "")
@@ -172,8 +201,12 @@ class LateInteractionScorer(Scorer):
             encoder = BertModel.from_pretrained(path / "encoder", add_pooling_layer=False)
             tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
         module = LateInteractionModule(encoder, kind, **settings)
-        module.load_state_dict({**{f"encoder.{k}": v for k, v in encoder.state_dict().items()},
-                                **load_file(str(path / "head.safetensors"))})
+        module.load_state_dict(
+            {
+                **{f"encoder.{k}": v for k, v in encoder.state_dict().items()},
+                **load_file(str(path / "head.safetensors")),
+            }
+        )
         module.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(module, tokenizer, name=f"{kind}:{path}", init=init)
 
@@ -197,15 +230,22 @@ class LateInteractionScorer(Scorer):
         return h.hexdigest()[:16]
 
     def expected_fingerprint(self) -> dict:
-        return {"model": self.fingerprint(), "config": self.module.kind, "tokenizer": tokenizer_hash(self.tokenizer),
-                "layers": ["token-embeddings", self.module.dim], "dtype": "float32"}
+        return {
+            "model": self.fingerprint(),
+            "config": self.module.kind,
+            "tokenizer": tokenizer_hash(self.tokenizer),
+            "layers": ["token-embeddings", self.module.dim],
+            "dtype": "float32",
+        }
 
     # ------------------------------------------------------------------------------ encoding
     def _tok(self, texts: Sequence[str], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise BadInput(f"text {i} is empty; queries and documents need at least one token")
-        enc = self.tokenizer(list(texts), truncation=True, max_length=width, padding=True, return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=width, padding=True, return_tensors="pt"
+        )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def encode_queries(self, texts: Sequence[str]):
@@ -227,8 +267,9 @@ class LateInteractionScorer(Scorer):
         return self.module.interact(q[where], qm[where], d, dm)
 
     # ------------------------------------------------------------------------------ index
-    def build_index(self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 16,
-                    progress: bool = False) -> DocStateIndex:
+    def build_index(
+        self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 16, progress: bool = False
+    ) -> DocStateIndex:
         texts = list(dict.fromkeys(docs))
         if not texts:
             raise BadInput("no documents to index")
@@ -265,7 +306,9 @@ class LateInteractionScorer(Scorer):
         self.module.eval()
         try:
             with torch.inference_mode():
-                bar = tqdm(total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair")
+                bar = tqdm(
+                    total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair"
+                )
                 for query, rows in by_query.items():
                     q, qm = self.encode_queries([query])
                     for s in range(0, len(rows), batch_size):

@@ -35,8 +35,9 @@ from probe.model import CrossEncoder, Pair, Scorer, model_fingerprint
 class MiceModel(Scorer):
     """A cross-encoder's weights run as a MICE configuration (mask, merge and drop layers, plan)."""
 
-    def __init__(self, ce: CrossEncoder, config: MiceConfig, *, plan: str | Plan | None = None,
-                 name: str | None = None):
+    def __init__(
+        self, ce: CrossEncoder, config: MiceConfig, *, plan: str | Plan | None = None, name: str | None = None
+    ):
         self.ce, self.config = ce, config
         self.plan = plan if isinstance(plan, Plan) else compile_plan(config, plan)
         self.executor = PlanExecutor(ce, config, self.plan)
@@ -46,10 +47,16 @@ class MiceModel(Scorer):
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, config: str | os.PathLike | MiceConfig, weights: str | None = None, *, plan: str | None = None,
-             device: str | None = None) -> MiceModel:
-        """``config``: a MiceConfig, a ``mice.json`` file or a folder holding one. Weights come from ``weights``,
-        else the config's ``weights`` folder (relative to the file), else its ``base_model``."""
+    def load(
+        cls,
+        config: str | os.PathLike | MiceConfig,
+        weights: str | None = None,
+        *,
+        plan: str | None = None,
+        device: str | None = None,
+    ) -> MiceModel:
+        """``config``: a MiceConfig, a ``mice.json`` file or a folder holding one. Weights come from
+        ``weights``, else the config's ``weights`` folder (relative to the file), else its ``base_model``."""
         folder = None
         if not isinstance(config, MiceConfig):
             path = Path(config)
@@ -82,7 +89,12 @@ class MiceModel(Scorer):
     def num_parameters(self) -> int:
         """Parameters that the plan uses: embeddings, layers ``[0, drop_layer)``, pooler and classifier."""
         base = self.executor.base
-        mods = [base.embeddings, *list(base.encoder.layer)[: self.plan.drop], base.pooler, self.ce.model.classifier]
+        mods = [
+            base.embeddings,
+            *list(base.encoder.layer)[: self.plan.drop],
+            base.pooler,
+            self.ce.model.classifier,
+        ]
         return sum(p.numel() for m in mods for p in m.parameters())
 
     def describe(self) -> str:
@@ -90,18 +102,29 @@ class MiceModel(Scorer):
         return f"{self.config.label}; plan {self.plan.describe()}{idx}"
 
     # ------------------------------------------------------------------------------ index
-    def build_index(self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 16,
-                    progress: bool = False, attach: bool = True) -> DocStateIndex:
+    def build_index(
+        self,
+        docs: Iterable[str],
+        path: str | os.PathLike,
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+        attach: bool = True,
+    ) -> DocStateIndex:
         index = DocStateIndex.build(self, docs, path, batch_size=batch_size, progress=progress)
         if attach:
             self.index = index
         return index
 
-    def attach_index(self, path: str | os.PathLike, *, strict: bool = True, verify: bool = True) -> DocStateIndex:
+    def attach_index(
+        self, path: str | os.PathLike, *, strict: bool = True, verify: bool = True
+    ) -> DocStateIndex:
         """Use precomputed document states. ``strict``: a document missing from the index is an error
         (otherwise that batch's documents are computed on the fly)."""
         if self.plan.shape != "doc-cache":
-            raise BadInput(f"this MICE model runs plan {self.plan.shape!r}; document-state indexes need 'doc-cache'")
+            raise BadInput(
+                f"this MICE model runs plan {self.plan.shape!r}; document-state indexes need 'doc-cache'"
+            )
         self.index = DocStateIndex.open(path, expected_fingerprint(self), verify=verify)
         self.strict_index = strict
         return self.index
@@ -110,7 +133,9 @@ class MiceModel(Scorer):
         self.index = None
 
     # ------------------------------------------------------------------------------ scoring
-    def encode(self, pairs: Sequence[Pair], index: Sequence[int] | None = None, with_docs: bool = True) -> MiceBatch:
+    def encode(
+        self, pairs: Sequence[Pair], index: Sequence[int] | None = None, with_docs: bool = True
+    ) -> MiceBatch:
         return self.executor.encode(pairs, index, with_docs=with_docs)
 
     def forward(self, batch: MiceBatch, shape: str | None = None) -> torch.Tensor:
@@ -120,8 +145,10 @@ class MiceModel(Scorer):
         docs = None
         if batch.d_ids is None:
             if shape != "doc-cache" or self.index is None:
-                raise BadInput("this batch was encoded without documents; it needs the doc-cache plan and an "
-                               "attached document-state index")
+                raise BadInput(
+                    "this batch was encoded without documents; it needs the doc-cache plan and an "
+                    "attached document-state index"
+                )
             docs = self.index.gather(batch.doc_texts, self.device, zero_padding=False)
         return self.executor.forward(batch, shape, docs)
 
@@ -137,7 +164,9 @@ class MiceModel(Scorer):
             for s in range(0, len(rows), batch_size):
                 chunk = rows[s : s + batch_size]
                 sub = [pairs[i] for i in chunk]
-                need_docs = not from_index or (not self.strict_index and not all(d in self.index for _, d in sub))
+                need_docs = not from_index or (
+                    not self.strict_index and not all(d in self.index for _, d in sub)
+                )
                 yield self.encode(sub, chunk, with_docs=need_docs)
 
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
@@ -146,7 +175,9 @@ class MiceModel(Scorer):
         self.ce.model.eval()
         try:
             with torch.inference_mode():
-                bar = tqdm(total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair")
+                bar = tqdm(
+                    total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair"
+                )
                 for batch in self.batches(pairs, batch_size):
                     scores[batch.index] = self.forward(batch).float().cpu().numpy()
                     bar.update(len(batch))
@@ -170,4 +201,3 @@ class MiceModel(Scorer):
         finally:
             self.plan = old
             self.executor.plan = old
-

@@ -62,19 +62,28 @@ class Plan:
         return tuple(range(self.merge, self.drop))
 
     def describe(self) -> str:
-        parts = {"masked": f"masked full forward, layers 0-{self.drop - 1}",
-                 "split": f"query and document apart in layers 0-{self.merge - 1}, joined in "
-                          f"{self.merge}-{self.drop - 1}" if self.merge < self.drop else
-                          f"query and document apart in layers 0-{self.drop - 1}",
-                 "doc-cache": f"document states precomputed (keys/values of layers {self.merge}-{self.drop - 1}); "
-                              f"query side alone in 0-{self.merge - 1}, against cached documents from "
-                              f"{self.merge}"}
+        parts = {
+            "masked": f"masked full forward, layers 0-{self.drop - 1}",
+            "split": f"query and document apart in layers 0-{self.merge - 1}, joined in "
+            f"{self.merge}-{self.drop - 1}"
+            if self.merge < self.drop
+            else f"query and document apart in layers 0-{self.drop - 1}",
+            "doc-cache": f"document states precomputed (keys/values of layers {self.merge}-{self.drop - 1}); "
+            f"query side alone in 0-{self.merge - 1}, against cached documents from "
+            f"{self.merge}",
+        }
         return f"{self.shape}: {parts[self.shape]}"
 
     def to_dict(self) -> dict:
-        return {"shape": self.shape, "merge_layer": self.merge, "drop_layer": self.drop,
-                "doc_independent": self.doc_independent, "valid": list(self.valid), "notes": self.notes,
-                "description": self.describe()}
+        return {
+            "shape": self.shape,
+            "merge_layer": self.merge,
+            "drop_layer": self.drop,
+            "doc_independent": self.doc_independent,
+            "valid": list(self.valid),
+            "notes": self.notes,
+            "description": self.describe(),
+        }
 
 
 def analyse(cfg: MiceConfig) -> tuple[int, bool]:
@@ -97,22 +106,30 @@ def compile_plan(cfg: MiceConfig, shape: str | None = None) -> Plan:
     if independent and cfg.doc_positions == "canonical":
         valid.append("doc-cache")
     elif independent:
-        notes.append("document states are query-independent but positions are joint (they depend on the query "
-                     "length): use doc_positions 'canonical' to cache them")
+        notes.append(
+            "document states are query-independent but positions are joint (they depend on the query "
+            "length): use doc_positions 'canonical' to cache them"
+        )
     if merge >= cfg.drop_layer:
-        notes.append("no query-document interaction in any kept layer: every document of a query gets the same "
-                     "score")
+        notes.append(
+            "no query-document interaction in any kept layer: every document of a query gets the same score"
+        )
     want = shape or cfg.plan
     if want is None:
         want = valid[-1]
     if want not in PLAN_SHAPES:
         raise BadInput(f"plan {want!r}; expected one of {', '.join(PLAN_SHAPES)}")
     if want not in valid:
-        why = {"split": f"query and document interact already in layer {merge}",
-               "doc-cache": "documents attend to query-side tokens in some kept layer" if not independent
-               else "positions are joint (document positions depend on the query length)"}[want]
-        raise BadInput(f"plan {want!r} does not compute this configuration exactly: {why}; valid plans: "
-                       f"{', '.join(valid)}")
+        why = {
+            "split": f"query and document interact already in layer {merge}",
+            "doc-cache": "documents attend to query-side tokens in some kept layer"
+            if not independent
+            else "positions are joint (document positions depend on the query length)",
+        }[want]
+        raise BadInput(
+            f"plan {want!r} does not compute this configuration exactly: {why}; valid plans: "
+            f"{', '.join(valid)}"
+        )
     return Plan(want, merge, cfg.drop_layer, independent, cfg.doc_positions, tuple(valid), notes)
 
 
@@ -137,8 +154,18 @@ class MiceBatch:
 
     def to(self, device) -> MiceBatch:
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return MiceBatch(mv(self.q_ids), mv(self.q_mask), mv(self.q_roles), mv(self.pair_query), mv(self.d_ids),
-                         mv(self.d_mask), mv(self.d_roles), mv(self.d_pos), self.doc_texts, self.index)
+        return MiceBatch(
+            mv(self.q_ids),
+            mv(self.q_mask),
+            mv(self.q_roles),
+            mv(self.pair_query),
+            mv(self.d_ids),
+            mv(self.d_mask),
+            mv(self.d_roles),
+            mv(self.d_pos),
+            self.doc_texts,
+            self.index,
+        )
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
@@ -155,14 +182,15 @@ def doc_key(text: str) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------ bias
-def table_bias(table: torch.Tensor, row_roles: torch.Tensor, col_roles: torch.Tensor,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def table_bias(
+    table: torch.Tensor, row_roles: torch.Tensor, col_roles: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Additive bias ``(b, h|1, m, k)`` for rows ``row_roles (b, m)`` attending to ``col_roles (b, k)``.
 
     The rows must be the first ``m`` columns (a row's own column has its index). Padding columns are
     removed here (no separate padding mask needed); a role that the table leaves without any real key
-    keeps its own column — the fallback of :func:`ablations.masking.masks.expand_table` for pairs, where all five
-    roles are present.
+    keeps its own column — the fallback of :func:`ablations.masking.masks.expand_table` for pairs, where all
+    five roles are present.
     """
     t = table.to(row_roles.device).clone()
     h = t.shape[0]
@@ -200,8 +228,10 @@ class _Biases:
 def _check_bert(ce: CrossEncoder) -> None:
     base = bert_base(ce.model)
     if base is None or not all(is_bert_layer(layer) for layer in base.encoder.layer):
-        raise BadInput(f"model {ce.name!r} ({type(ce.model).__name__}) is not a BERT-family sequence classifier "
-                       "with embeddings / encoder.layer / pooler / classifier; MICE plans need one")
+        raise BadInput(
+            f"model {ce.name!r} ({type(ce.model).__name__}) is not a BERT-family sequence classifier "
+            "with embeddings / encoder.layer / pooler / classifier; MICE plans need one"
+        )
 
 
 @dataclass
@@ -223,14 +253,21 @@ class PlanExecutor:
     def __init__(self, ce: CrossEncoder, cfg: MiceConfig, plan: Plan | None = None):
         _check_bert(ce)
         if (cfg.num_layers, cfg.num_heads) != (ce.num_layers, ce.num_heads):
-            raise BadInput(f"MICE config is for {cfg.num_layers} layers × {cfg.num_heads} heads but model "
-                           f"{ce.name!r} has {ce.num_layers} × {ce.num_heads}; export a config for this model")
+            raise BadInput(
+                f"MICE config is for {cfg.num_layers} layers × {cfg.num_heads} heads but model "
+                f"{ce.name!r} has {ce.num_layers} × {ce.num_heads}; export a config for this model"
+            )
         limit = int(getattr(ce.model.config, "max_position_embeddings", 512))
-        longest = (cfg.doc_position_offset + cfg.max_doc_length + 1 if cfg.doc_positions == "canonical"
-                   else cfg.max_length)
+        longest = (
+            cfg.doc_position_offset + cfg.max_doc_length + 1
+            if cfg.doc_positions == "canonical"
+            else cfg.max_length
+        )
         if longest > limit:
-            raise BadInput(f"MICE config positions reach {longest} but model {ce.name!r} has {limit} position "
-                           "embeddings; lower max_doc_length / doc_position_offset / max_length")
+            raise BadInput(
+                f"MICE config positions reach {longest} but model {ce.name!r} has {limit} position "
+                "embeddings; lower max_doc_length / doc_position_offset / max_length"
+            )
         self.ce, self.cfg = ce, cfg
         self.plan = plan or compile_plan(cfg)
         self.table = cfg.kept_allowed()
@@ -259,8 +296,10 @@ class PlanExecutor:
         budget = self.cfg.max_length - 4
         for q, x in zip(queries, ids):
             if len(x) > budget:
-                raise BadInput(f"query {q[:60]!r}... has {len(x)} tokens; at most {budget} fit max_length "
-                               f"{self.cfg.max_length}")
+                raise BadInput(
+                    f"query {q[:60]!r}... has {len(x)} tokens; at most {budget} fit max_length "
+                    f"{self.cfg.max_length}"
+                )
         return ids
 
     def tokenize_docs(self, docs: Sequence[str]) -> list[list[int]]:
@@ -270,12 +309,19 @@ class PlanExecutor:
         # Cut while tokenizing (no "longer than the model's maximum" warning on long abstracts): canonical
         # documents keep max_doc_length pieces; joint ones are cut later to the pair budget, below max_length.
         width = self.cfg.max_doc_length if self.cfg.doc_positions == "canonical" else self.cfg.max_length
-        return self.ce.tokenizer(list(docs), add_special_tokens=False, truncation=True, max_length=width)["input_ids"] \
-            if docs else []
+        return (
+            self.ce.tokenizer(list(docs), add_special_tokens=False, truncation=True, max_length=width)[
+                "input_ids"
+            ]
+            if docs
+            else []
+        )
 
-    def encode(self, pairs: Sequence[Pair], index: Sequence[int] | None = None, *, with_docs: bool = True
-               ) -> MiceBatch:
-        """Tokenize ``pairs``: each distinct query once, each pair's document (unless ``with_docs`` is off)."""
+    def encode(
+        self, pairs: Sequence[Pair], index: Sequence[int] | None = None, *, with_docs: bool = True
+    ) -> MiceBatch:
+        """Tokenize ``pairs``: each distinct query once, each pair's document (unless ``with_docs`` is
+        off)."""
         queries = list(dict.fromkeys(q for q, _ in pairs))
         where = {q: i for i, q in enumerate(queries)}
         q_tok = self.tokenize_queries(queries)
@@ -289,7 +335,9 @@ class PlanExecutor:
         if with_docs:
             d_tok = self.tokenize_docs(docs)
             if self.cfg.doc_positions == "joint":
-                d_tok = [x[: self.cfg.max_length - 3 - len(q_tok[where[q]])] for x, (q, _) in zip(d_tok, pairs)]
+                d_tok = [
+                    x[: self.cfg.max_length - 3 - len(q_tok[where[q]])] for x, (q, _) in zip(d_tok, pairs)
+                ]
                 offsets = [len(q_tok[where[q]]) + 2 for q, _ in pairs]
             else:
                 offsets = [self.cfg.doc_position_offset] * len(pairs)
@@ -298,17 +346,30 @@ class PlanExecutor:
             d_mask = _pad([[1] * len(r) for r in d_rows], 0)
             d_roles = _pad([[int(Role.DOC)] * len(x) + [int(Role.SEP2)] for x in d_tok], PAD)
             d_pos = _pad([list(range(o, o + len(r))) for o, r in zip(offsets, d_rows)], 0)
-        return MiceBatch(q_ids, q_mask, q_roles, pair_query, d_ids, d_mask, d_roles, d_pos, docs,
-                         list(index) if index is not None else list(range(len(pairs))))
+        return MiceBatch(
+            q_ids,
+            q_mask,
+            q_roles,
+            pair_query,
+            d_ids,
+            d_mask,
+            d_roles,
+            d_pos,
+            docs,
+            list(index) if index is not None else list(range(len(pairs))),
+        )
 
     # --------------------------------------------------------------------------- pieces
     def _embed_query(self, b: MiceBatch) -> torch.Tensor:
         pos = torch.arange(b.q_ids.shape[1], device=b.q_ids.device)[None].expand_as(b.q_ids)
-        return self.base.embeddings(input_ids=b.q_ids, token_type_ids=torch.zeros_like(b.q_ids), position_ids=pos)
+        return self.base.embeddings(
+            input_ids=b.q_ids, token_type_ids=torch.zeros_like(b.q_ids), position_ids=pos
+        )
 
     def _embed_docs(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return self.base.embeddings(input_ids=ids, token_type_ids=torch.full_like(ids, self.doc_type),
-                                    position_ids=pos)
+        return self.base.embeddings(
+            input_ids=ids, token_type_ids=torch.full_like(ids, self.doc_type), position_ids=pos
+        )
 
     def _head(self, cls: torch.Tensor) -> torch.Tensor:
         return self.ce.logits_to_scores(classifier_logits(self.ce.model, cls))
@@ -324,8 +385,9 @@ class PlanExecutor:
         """Query-side states entering layer ``merge`` (each distinct query once)."""
         return self._run(self._embed_query(b), b.q_roles, 0, self.plan.merge)
 
-    def doc_states(self, ids: torch.Tensor, mask: torch.Tensor, roles: torch.Tensor, pos: torch.Tensor
-                   ) -> DocStates:
+    def doc_states(
+        self, ids: torch.Tensor, mask: torch.Tensor, roles: torch.Tensor, pos: torch.Tensor
+    ) -> DocStates:
         """Document-side keys/values of layers ``[merge, drop)`` (document side alone, exact when
         documents never read the query side)."""
         h = self._embed_docs(ids, pos)
@@ -345,7 +407,9 @@ class PlanExecutor:
         """Scores of the batch (autograd-friendly) with the plan's shape, or ``shape`` if given."""
         shape = shape or self.plan.shape
         if shape not in self.plan.valid:
-            raise BadInput(f"plan {shape!r} is not exact for this configuration; valid: {', '.join(self.plan.valid)}")
+            raise BadInput(
+                f"plan {shape!r} is not exact for this configuration; valid: {', '.join(self.plan.valid)}"
+            )
         b = b.to(self.device)
         if shape == "masked":
             return self._masked(b)
@@ -367,10 +431,10 @@ class PlanExecutor:
         mask = torch.zeros_like(ids)
         for i in range(n):
             lq, ld, qi = int(q_len[i]), int(d_len[i]), int(b.pair_query[i])
-            ids[i, :lq], ids[i, lq:lq + ld] = b.q_ids[qi, :lq], b.d_ids[i, :ld]
-            pos[i, :lq], pos[i, lq:lq + ld] = torch.arange(lq), b.d_pos[i, :ld]
-            types[i, lq:lq + ld] = self.doc_type
-            roles[i, :lq], roles[i, lq:lq + ld] = b.q_roles[qi, :lq], b.d_roles[i, :ld]
+            ids[i, :lq], ids[i, lq : lq + ld] = b.q_ids[qi, :lq], b.d_ids[i, :ld]
+            pos[i, :lq], pos[i, lq : lq + ld] = torch.arange(lq), b.d_pos[i, :ld]
+            types[i, lq : lq + ld] = self.doc_type
+            roles[i, :lq], roles[i, lq : lq + ld] = b.q_roles[qi, :lq], b.d_roles[i, :ld]
             mask[i, : lq + ld] = 1
         return ids, pos, types, roles, mask
 
@@ -379,10 +443,17 @@ class PlanExecutor:
         ids, pos, types, roles, mask = self._joint_inputs(b)
         return self.joint_forward(ids, pos, types, roles, mask)
 
-    def joint_forward(self, ids: torch.Tensor, pos: torch.Tensor, types: torch.Tensor, roles: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
-        """Scores of joint pair sequences (the ``_joint_inputs`` layout): the kept layers, each with the table's
-        bias (``expand_table``, as the masked cross-encoder) plus the padding mask, then the head on CLS.
+    def joint_forward(
+        self,
+        ids: torch.Tensor,
+        pos: torch.Tensor,
+        types: torch.Tensor,
+        roles: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores of joint pair sequences (the ``_joint_inputs`` layout): the kept layers, each with the
+        table's bias (``expand_table``, as the masked cross-encoder) plus the padding mask, then the head on
+        CLS.
 
         The layers are the model's own modules, so :func:`probe.attention.attention_context` hooks and biases
         apply inside (this is how the probe and the ablation runner see a MICE model)."""

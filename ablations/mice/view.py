@@ -65,7 +65,9 @@ class MiceCrossEncoder(CrossEncoder):
         (the same weights), so a role left without keys falls back to itself as in any mask."""
         if not spec.rules:
             return self
-        cfg = dataclasses.replace(self.config, mask=MaskSpec([*self.config.mask.rules, *spec.rules]), plan=None)
+        cfg = dataclasses.replace(
+            self.config, mask=MaskSpec([*self.config.mask.rules, *spec.rules]), plan=None
+        )
         return MiceCrossEncoder(MiceModel(self.mice.ce, cfg, name=f"{self.name} − {spec.label}"))
 
     # ------------------------------------------------------------ tokenizing
@@ -99,7 +101,10 @@ class MiceCrossEncoder(CrossEncoder):
     # --------------------------------------------------------------- scoring
     def forward(self, batch: PairBatch) -> torch.Tensor:
         if batch.position_ids is None:
-            raise BadInput("this batch was not encoded by the MICE model (no position_ids); use its batches()")
+            raise BadInput(
+                "this batch was not encoded by the MICE model (no position_ids); use its batches()"
+            )
         b = batch.to(self.device)
-        return self.executor.joint_forward(b.input_ids, b.position_ids, b.token_type_ids, b.roles,
-                                           b.attention_mask)
+        return self.executor.joint_forward(
+            b.input_ids, b.position_ids, b.token_type_ids, b.roles, b.attention_mask
+        )

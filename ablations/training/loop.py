@@ -57,8 +57,12 @@ def group_loss(loss: str, scores: torch.Tensor, labels: torch.Tensor, teacher: t
     if loss == "margin-mse":  # margins against document 0, student vs scaled teacher
         return F.mse_loss(scores[:, :1] - scores[:, 1:], scale * (teacher[:, :1] - teacher[:, 1:]))
     if loss == "kl":
-        return F.kl_div(F.log_softmax(scores, -1), F.log_softmax(scale * teacher, -1), log_target=True,
-                        reduction="batchmean")
+        return F.kl_div(
+            F.log_softmax(scores, -1),
+            F.log_softmax(scale * teacher, -1),
+            log_target=True,
+            reduction="batchmean",
+        )
     raise BadInput(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
 
 
@@ -154,8 +158,17 @@ class Run:
 
 
 # ----------------------------------------------------------------------------- the loop
-def fit(setup: Callable[[], Run], *, out: Path, record: str, verb: str, config: dict, seed: int,
-        progress: bool = True, stop_after: int | None = None) -> dict:
+def fit(
+    setup: Callable[[], Run],
+    *,
+    out: Path,
+    record: str,
+    verb: str,
+    config: dict,
+    seed: int,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Run (or resume, or skip if finished) a training run; returns the summary written to ``out / record``.
 
     ``config`` (the settings as a dict) is stored with every checkpoint: a checkpoint written with other
@@ -177,8 +190,9 @@ def fit(setup: Callable[[], Run], *, out: Path, record: str, verb: str, config: 
     saved = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
     if saved is not None:
         if saved.get("config") != config:
-            raise BadInput(f"checkpoint {ckpt} was written with different settings; "
-                           f"delete {out} or choose another --out")
+            raise BadInput(
+                f"checkpoint {ckpt} was written with different settings; delete {out} or choose another --out"
+            )
         module.load_state_dict(saved["model"])
         state = saved["state"]
         where = f"stage {state['stage']} " if staged else ""
@@ -188,9 +202,15 @@ def fit(setup: Callable[[], Run], *, out: Path, record: str, verb: str, config: 
         run.first(state)
 
     def checkpoint(optimizer=None, schedule=None) -> None:
-        extra = {} if optimizer is None else {"optimizer": optimizer.state_dict(),
-                                               "schedule": schedule.state_dict(),
-                                               "torch_rng": torch.get_rng_state()}
+        extra = (
+            {}
+            if optimizer is None
+            else {
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            }
+        )
         save_checkpoint(ckpt, {"config": config, "model": module.state_dict(), **extra, "state": state})
 
     steps_this_call = 0
@@ -203,7 +223,8 @@ def fit(setup: Callable[[], Run], *, out: Path, record: str, verb: str, config: 
         optimizer = torch.optim.AdamW(phase.params, lr=phase.lr, weight_decay=0.01)
         warmup, steps = max(1, int(phase.warmup * phase.steps)), phase.steps
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+        )
         if saved is not None and state["step"] > 0 and "optimizer" in saved:  # resuming inside this phase
             optimizer.load_state_dict(saved["optimizer"])
             schedule.load_state_dict(saved["schedule"])
@@ -214,10 +235,15 @@ def fit(setup: Callable[[], Run], *, out: Path, record: str, verb: str, config: 
                 state["history"].append({**tag, "step": 0, "val_ndcg10": state["best"], "loss": None})
             save_model(run.scorer, best_dir)
 
-        losses = [r["loss"] for r in state["losses"][len(state["losses"]) - state["step"]:]]  # this phase's
+        losses = [r["loss"] for r in state["losses"][len(state["losses"]) - state["step"] :]]  # this phase's
         stale, tick = 0, time.time()
-        bar = tqdm(range(state["step"], steps), desc=phase.label, disable=not progress, initial=state["step"],
-                   total=steps)
+        bar = tqdm(
+            range(state["step"], steps),
+            desc=phase.label,
+            disable=not progress,
+            initial=state["step"],
+            total=steps,
+        )
         for step in bar:
             batch = td.batches(groups, phase.groups_per_step, seed, step // per_epoch)[step % per_epoch]
             losses.append(phase.step(batch, optimizer))
@@ -231,8 +257,14 @@ def fit(setup: Callable[[], Run], *, out: Path, record: str, verb: str, config: 
             interrupt = stop_after is not None and steps_this_call >= stop_after
             if validating and (state["step"] % run.eval_every == 0 or last):
                 val = validation_ndcg10(run.scorer, module, run.val_set)
-                state["history"].append({**tag, "step": state["step"], "val_ndcg10": val,
-                                         "loss": float(np.mean(losses[-run.eval_every:]))})
+                state["history"].append(
+                    {
+                        **tag,
+                        "step": state["step"],
+                        "val_ndcg10": val,
+                        "loss": float(np.mean(losses[-run.eval_every :])),
+                    }
+                )
                 if val > state["best"]:
                     state["best"], stale = val, 0
                     save_model(run.scorer, best_dir)
@@ -249,8 +281,10 @@ def fit(setup: Callable[[], Run], *, out: Path, record: str, verb: str, config: 
                 bar.close()
                 return {"interrupted": True, **tag, "step": state["step"]}
             if stopping:
-                print(f"{phase.name}: no validation gain in {run.patience} evaluations, "
-                      f"stopping at step {step + 1}")
+                print(
+                    f"{phase.name}: no validation gain in {run.patience} evaluations, "
+                    f"stopping at step {step + 1}"
+                )
                 break
         bar.close()
         state["elapsed"] += time.time() - tick

@@ -89,8 +89,9 @@ class RetrainConfig:
         if self.bf16 not in ("auto", "on", "off"):
             raise BadInput(f"--bf16 {self.bf16!r}; expected auto, on or off")
         if self.validation not in self.train_collections:
-            raise BadInput(f"validation collection {self.validation!r} must be one of the training "
-                           "collections")
+            raise BadInput(
+                f"validation collection {self.validation!r} must be one of the training collections"
+            )
         overlap = set(self.train_collections) & set(self.test)
         if overlap:
             raise BadInput(f"collection {sorted(overlap)[0]!r} is both trained on and tested on")
@@ -104,8 +105,9 @@ class CrossEncoderTeacher:
         self.name = f"cross-encoder:{model_fingerprint(ce)}"
 
     def score_ids(self, pairs, queries: dict, docs: dict, *, batch_size: int = 64, progress: bool = False):
-        return self.ce.score([(queries[q], docs[d]) for q, d in pairs], batch_size=batch_size,
-                             progress=progress)
+        return self.ce.score(
+            [(queries[q], docs[d]) for q, d in pairs], batch_size=batch_size, progress=progress
+        )
 
 
 # ------------------------------------------------------------------------------------------ students
@@ -116,16 +118,21 @@ class Student:
         self.kind = cfg.student
         if cfg.student == "mice":
             self.scorer = MiceModel.load(config_path or mice_cfg, weights=cfg.init)
-            view = dataclasses.replace(self.scorer.config, max_doc_length=min(cfg.max_doc_length,
-                                                                             self.scorer.config.max_doc_length))
+            view = dataclasses.replace(
+                self.scorer.config, max_doc_length=min(cfg.max_doc_length, self.scorer.config.max_doc_length)
+            )
             self.train_view = MiceModel(self.scorer.ce, view, plan=self.scorer.plan.shape)
             self.module = self.scorer.ce.model
             self.shape = "split" if "split" in self.scorer.plan.valid else "masked"
         else:
-            weights = cfg.init or (str(Path(config_path).parent / mice_cfg.weights)
-                                   if mice_cfg.weights and config_path else mice_cfg.base_model)
-            self.scorer = LateInteractionScorer.from_cross_encoder(weights, cfg.student, seed=cfg.seed,
-                                                                   max_doc_length=mice_cfg.max_doc_length)
+            weights = cfg.init or (
+                str(Path(config_path).parent / mice_cfg.weights)
+                if mice_cfg.weights and config_path
+                else mice_cfg.base_model
+            )
+            self.scorer = LateInteractionScorer.from_cross_encoder(
+                weights, cfg.student, seed=cfg.seed, max_doc_length=mice_cfg.max_doc_length
+            )
             self.module = self.scorer.module
         self.max_doc_length = cfg.max_doc_length
 
@@ -139,32 +146,50 @@ class Student:
             return [{"params": [p for p in self.module.parameters() if p.requires_grad], "lr": cfg.lr}]
         enc = list(self.module.encoder.parameters())
         ids = {id(p) for p in enc}
-        return [{"params": enc, "lr": cfg.lr},
-                {"params": [p for p in self.module.parameters() if id(p) not in ids], "lr": cfg.head_lr}]
+        return [
+            {"params": enc, "lr": cfg.lr},
+            {"params": [p for p in self.module.parameters() if id(p) not in ids], "lr": cfg.head_lr},
+        ]
 
 
 # ------------------------------------------------------------------------------------------ retrain
-def retrain(cfg: RetrainConfig, *, progress: bool = True, stop_after: int | None = None,
-            groups: list[td.Group] | None = None, val_set: RerankSet | None = None) -> dict:
+def retrain(
+    cfg: RetrainConfig,
+    *,
+    progress: bool = True,
+    stop_after: int | None = None,
+    groups: list[td.Group] | None = None,
+    val_set: RerankSet | None = None,
+) -> dict:
     """Run (or resume, or skip if finished) a retraining; returns the summary written to ``retrain.json``.
 
     ``groups`` / ``val_set`` replace the collections (tests); ``stop_after=N`` checkpoints and returns after
     N optimizer steps of this call (what a killed run leaves behind).
     """
-    return loop.fit(lambda: _run(cfg, progress, groups, val_set), out=Path(cfg.out), record="retrain.json",
-                    verb="retrained", config=dataclasses.asdict(cfg), seed=cfg.seed, progress=progress,
-                    stop_after=stop_after)
+    return loop.fit(
+        lambda: _run(cfg, progress, groups, val_set),
+        out=Path(cfg.out),
+        record="retrain.json",
+        verb="retrained",
+        config=dataclasses.asdict(cfg),
+        seed=cfg.seed,
+        progress=progress,
+        stop_after=stop_after,
+    )
 
 
-def _run(cfg: RetrainConfig, progress: bool, groups: list[td.Group] | None,
-         val_set: RerankSet | None) -> loop.Run:
+def _run(
+    cfg: RetrainConfig, progress: bool, groups: list[td.Group] | None, val_set: RerankSet | None
+) -> loop.Run:
     """The student, its training groups (teacher-scored or judged), one phase, the fixed-batch loss."""
     config_path = Path(cfg.config)
     mice_cfg = MiceConfig.load(config_path)
     if cfg.student == "mice" and not mice_cfg.score_reads_document():
-        raise BadInput(f"MICE configuration {str(config_path)!r} ({mice_cfg.label}): its score cannot "
-                       "depend on the document, so there is nothing to retrain; re-export it with a later "
-                       "drop layer")
+        raise BadInput(
+            f"MICE configuration {str(config_path)!r} ({mice_cfg.label}): its score cannot "
+            "depend on the document, so there is nothing to retrain; re-export it with a later "
+            "drop layer"
+        )
     student = Student(cfg, mice_cfg, config_path)
 
     if groups is None:
@@ -178,14 +203,27 @@ def _run(cfg: RetrainConfig, progress: bool, groups: list[td.Group] | None,
         excluded = td.test_passages(cfg.test)
         if cfg.data == "distill":
             teacher = CrossEncoderTeacher(CrossEncoder.from_pretrained(resolve_model(cfg.teacher)))
-            groups = td.distillation_groups(cfg.train_collections, exclude_queries=held_out,
-                                            exclude_docs=excluded, dev_queries=cfg.dev_queries,
-                                            groups_per_query=cfg.groups_per_query, group_size=cfg.group_size,
-                                            depth=cfg.depth, seed=cfg.seed, teacher=teacher,
-                                            progress=progress)
+            groups = td.distillation_groups(
+                cfg.train_collections,
+                exclude_queries=held_out,
+                exclude_docs=excluded,
+                dev_queries=cfg.dev_queries,
+                groups_per_query=cfg.groups_per_query,
+                group_size=cfg.group_size,
+                depth=cfg.depth,
+                seed=cfg.seed,
+                teacher=teacher,
+                progress=progress,
+            )
         else:
-            groups = td.judged_groups(cfg.train_collections, exclude_queries=held_out, exclude_docs=excluded,
-                                      group_size=cfg.group_size, min_positive=cfg.min_positive, seed=cfg.seed)
+            groups = td.judged_groups(
+                cfg.train_collections,
+                exclude_queries=held_out,
+                exclude_docs=excluded,
+                group_size=cfg.group_size,
+                min_positive=cfg.min_positive,
+                seed=cfg.seed,
+            )
     if len(groups) < cfg.groups_per_step:
         raise BadInput(f"{len(groups)} training groups, fewer than --groups-per-step {cfg.groups_per_step}")
 
@@ -210,14 +248,33 @@ def _run(cfg: RetrainConfig, progress: bool, groups: list[td.Group] | None,
         state["fixed_before"] = fixed_loss()
 
     def finish(state: dict, best_dir: Path) -> dict:
-        return {"student": cfg.student, "groups": len(groups),
-                "fixed_batch_loss": {"before": state["fixed_before"], "after": fixed_loss()},
-                "parameters": student.scorer.num_parameters()}
+        return {
+            "student": cfg.student,
+            "groups": len(groups),
+            "fixed_batch_loss": {"before": state["fixed_before"], "after": fixed_loss()},
+            "parameters": student.scorer.num_parameters(),
+        }
 
-    phase = loop.Phase(name=None, label=f"retrain {cfg.student} ({cfg.loss})", steps=cfg.steps, lr=cfg.lr,
-                       warmup=cfg.warmup, groups_per_step=cfg.groups_per_step,
-                       params=student.param_groups(cfg), groups=lambda: groups, step=step)
-    return loop.Run(scorer=student.scorer, module=module, phases=[phase],
-                    val_set=val_set if cfg.eval_every else None, eval_every=cfg.eval_every,
-                    checkpoint_every=cfg.checkpoint_every, patience=None, bf16=use_bf16, finish=finish,
-                    first=before)
+    phase = loop.Phase(
+        name=None,
+        label=f"retrain {cfg.student} ({cfg.loss})",
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        groups_per_step=cfg.groups_per_step,
+        params=student.param_groups(cfg),
+        groups=lambda: groups,
+        step=step,
+    )
+    return loop.Run(
+        scorer=student.scorer,
+        module=module,
+        phases=[phase],
+        val_set=val_set if cfg.eval_every else None,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        patience=None,
+        bf16=use_bf16,
+        finish=finish,
+        first=before,
+    )

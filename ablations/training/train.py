@@ -88,8 +88,9 @@ class TrainConfig:
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
         for s in self.stages:
             if s.loss not in LOSSES:
-                raise BadInput(f"stage {s.name!r}: unknown loss {s.loss!r}; expected one of "
-                               f"{', '.join(LOSSES)}")
+                raise BadInput(
+                    f"stage {s.name!r}: unknown loss {s.loss!r}; expected one of {', '.join(LOSSES)}"
+                )
             if s.data not in ("distill", "judged"):
                 raise BadInput(f"stage {s.name!r}: data {s.data!r} must be 'distill' or 'judged'")
         overlap = set(self.train_collections) & set(self.test)
@@ -102,16 +103,21 @@ class TrainConfig:
         if self.micro_batches < 1:
             raise BadInput(f"micro_batches {self.micro_batches} must be >= 1")
         if self.validation not in self.train_collections:
-            raise BadInput(f"validation collection {self.validation!r} must be one of the training "
-                           "collections")
+            raise BadInput(
+                f"validation collection {self.validation!r} must be one of the training collections"
+            )
 
 
 def _reference(test: str, train: list[str]) -> TrainConfig:
     return TrainConfig(
         out=str(trained_model_dir(REFERENCE_MODELS[f"reference-{test}"])),
-        train_collections=train, validation=train[0], test=[test],
-        stages=[Stage("distill", "margin-mse", "distill", steps=900, lr=1e-4, dev_queries=2000),
-                Stage("finetune", "lce", "judged", steps=100, lr=2e-5)],
+        train_collections=train,
+        validation=train[0],
+        test=[test],
+        stages=[
+            Stage("distill", "margin-mse", "distill", steps=900, lr=1e-4, dev_queries=2000),
+            Stage("finetune", "lce", "judged", steps=100, lr=2e-5),
+        ],
     )
 
 
@@ -120,10 +126,24 @@ TRAINING_PRESETS = {
     "dl19": lambda: _reference("dl19", ["dl20", "dl21"]),
     "dl20": lambda: _reference("dl20", ["dl19", "dl21"]),
     "smoke": lambda: TrainConfig(
-        out="runs/smoke-model", test=["dl19"], validation_depth=20, eval_every=15, checkpoint_every=10,
-        stages=[Stage("distill", "margin-mse", "distill", steps=30, lr=1e-4, dev_queries=20,
-                      groups_per_query=1, group_size=4),
-                Stage("finetune", "lce", "judged", steps=10, lr=1e-5, group_size=4)],
+        out="runs/smoke-model",
+        test=["dl19"],
+        validation_depth=20,
+        eval_every=15,
+        checkpoint_every=10,
+        stages=[
+            Stage(
+                "distill",
+                "margin-mse",
+                "distill",
+                steps=30,
+                lr=1e-4,
+                dev_queries=20,
+                groups_per_query=1,
+                group_size=4,
+            ),
+            Stage("finetune", "lce", "judged", steps=10, lr=1e-5, group_size=4),
+        ],
     ),
 }
 
@@ -134,13 +154,24 @@ def score_pairs(scorer: CrossEncoder, pairs: list, micro_batches: int, bf16: boo
     chunks (less padding; the same scores and gradients as one batch)."""
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     with torch.autocast(scorer.device.type, dtype=torch.bfloat16, enabled=bf16):
-        scores = torch.cat([scorer.forward(scorer.encode([pairs[i] for i in chunk])).float()
-                            for chunk in np.array_split(np.array(order), min(micro_batches, len(pairs)))])
+        scores = torch.cat(
+            [
+                scorer.forward(scorer.encode([pairs[i] for i in chunk])).float()
+                for chunk in np.array_split(np.array(order), min(micro_batches, len(pairs)))
+            ]
+        )
     return scores[torch.argsort(torch.as_tensor(order, device=scores.device))]  # back to the pairs' order
 
 
-def train_step(scorer: CrossEncoder, batch: list, stage: Stage, trainable: list, optimizer,
-               micro_batches: int, bf16: bool) -> float:
+def train_step(
+    scorer: CrossEncoder,
+    batch: list,
+    stage: Stage,
+    trainable: list,
+    optimizer,
+    micro_batches: int,
+    bf16: bool,
+) -> float:
     """One optimizer step on a batch of groups (the stage's loss, gradients clipped to norm 1); returns
     the loss."""
     scores = score_pairs(scorer, pairs_of(batch), micro_batches, bf16)
@@ -171,14 +202,23 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     ``stop_after=N`` checkpoints and returns ``{"interrupted": True}`` after N optimizer steps of this call
     (what a killed run leaves behind); calling again resumes from that checkpoint.
     """
-    return loop.fit(lambda: _run(cfg, progress), out=Path(cfg.out), record="train.json", verb="trained",
-                    config=dataclasses.asdict(cfg), seed=cfg.seed, progress=progress, stop_after=stop_after)
+    return loop.fit(
+        lambda: _run(cfg, progress),
+        out=Path(cfg.out),
+        record="train.json",
+        verb="trained",
+        config=dataclasses.asdict(cfg),
+        seed=cfg.seed,
+        progress=progress,
+        stop_after=stop_after,
+    )
 
 
 def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
     """The model (fresh head, frozen parts), the validation set, one phase per stage, the test evaluation."""
-    scorer = CrossEncoder.from_pretrained(resolve_model(cfg.init_model), new_head=True,
-                                          max_length=cfg.max_length)
+    scorer = CrossEncoder.from_pretrained(
+        resolve_model(cfg.init_model), new_head=True, max_length=cfg.max_length
+    )
     freeze(scorer.model, cfg.frozen_layers, cfg.freeze_word_embeddings)
     use_bf16 = bf16_enabled(cfg.bf16, scorer.device)
     _, held_q = td.split_queries(load_collection(cfg.validation).queries, cfg.validation_fraction, cfg.seed)
@@ -191,42 +231,75 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
         if stage.data == "distill":
             from ablations.data.teacher import BiEncoder
 
-            found = td.distillation_groups(cfg.train_collections, exclude_queries=held_out,
-                                           exclude_docs=excluded, dev_queries=stage.dev_queries,
-                                           groups_per_query=stage.groups_per_query,
-                                           group_size=stage.group_size, depth=stage.depth, seed=cfg.seed,
-                                           teacher=BiEncoder(cfg.teacher), progress=progress)
+            found = td.distillation_groups(
+                cfg.train_collections,
+                exclude_queries=held_out,
+                exclude_docs=excluded,
+                dev_queries=stage.dev_queries,
+                groups_per_query=stage.groups_per_query,
+                group_size=stage.group_size,
+                depth=stage.depth,
+                seed=cfg.seed,
+                teacher=BiEncoder(cfg.teacher),
+                progress=progress,
+            )
         else:
-            found = td.judged_groups(cfg.train_collections, exclude_queries=held_out, exclude_docs=excluded,
-                                     group_size=stage.group_size, min_positive=stage.min_positive,
-                                     seed=cfg.seed)
+            found = td.judged_groups(
+                cfg.train_collections,
+                exclude_queries=held_out,
+                exclude_docs=excluded,
+                group_size=stage.group_size,
+                min_positive=stage.min_positive,
+                seed=cfg.seed,
+            )
         if len(found) < stage.groups_per_step:
             raise BadInput(f"stage {stage.name!r} has {len(found)} groups, fewer than groups_per_step")
         return found
 
     def phase(stage: Stage) -> loop.Phase:
         return loop.Phase(
-            name=stage.name, label=f"{stage.name} ({stage.loss})", steps=stage.steps, lr=stage.lr,
-            warmup=stage.warmup, groups_per_step=stage.groups_per_step, params=trainable,
+            name=stage.name,
+            label=f"{stage.name} ({stage.loss})",
+            steps=stage.steps,
+            lr=stage.lr,
+            warmup=stage.warmup,
+            groups_per_step=stage.groups_per_step,
+            params=trainable,
             groups=lambda: groups(stage),
-            step=lambda batch, opt: train_step(scorer, batch, stage, trainable, opt, cfg.micro_batches,
-                                               use_bf16))
+            step=lambda batch, opt: train_step(
+                scorer, batch, stage, trainable, opt, cfg.micro_batches, use_bf16
+            ),
+        )
 
     def test(state: dict, best_dir: Path) -> dict:  # the selected model on the test collections, once
         best = CrossEncoder.from_pretrained(best_dir)
         rows = []
         for name in cfg.test:
             rs = load_collection(name)
-            runs = {"bm25": rs.candidates[["query_id", "doc_id", "score"]],
-                    "cross-encoder": rerank(best, rs, progress=progress)}
+            runs = {
+                "bm25": rs.candidates[["query_id", "doc_id", "score"]],
+                "cross-encoder": rerank(best, rs, progress=progress),
+            }
             rows.append(evaluate_runs(runs, rs))
-        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-            columns=["collection", "run", "query_id", "measure", "value"])
+        table = (
+            pd.concat(rows, ignore_index=True)
+            if rows
+            else pd.DataFrame(columns=["collection", "run", "query_id", "measure", "value"])
+        )
         out = Path(cfg.out)
-        write_table(table, out, "test_metrics",
-                    {"schema_version": 1, "kind": "train-test", "model": str(out)})
+        write_table(
+            table, out, "test_metrics", {"schema_version": 1, "kind": "train-test", "model": str(out)}
+        )
         return {"test": aggregate(table).to_dict(orient="records") if len(table) else []}
 
-    return loop.Run(scorer=scorer, module=scorer.model, phases=[phase(s) for s in cfg.stages],
-                    val_set=val_set, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-                    patience=cfg.patience, bf16=use_bf16, finish=test)
+    return loop.Run(
+        scorer=scorer,
+        module=scorer.model,
+        phases=[phase(s) for s in cfg.stages],
+        val_set=val_set,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        patience=cfg.patience,
+        bf16=use_bf16,
+        finish=test,
+    )

@@ -24,8 +24,10 @@ NO_PRESET = "none"
 
 def render(ctx: Context) -> None:
     st.header("Ablation: remove interactions")
-    st.caption("What does removing an interaction in some layers do to this pair's score; which interaction × "
-               "layer cells cost nDCG over a query set; which interactions must survive?")
+    st.caption(
+        "What does removing an interaction in some layers do to this pair's score; which interaction × "
+        "layer cells cost nDCG over a query set; which interactions must survive?"
+    )
     live, results = st.tabs(["Live on the current pair", "Sweep / search results"])
     with live, guard("Live ablation"):
         render_live(ctx)
@@ -56,16 +58,33 @@ def render_live(ctx: Context) -> None:
     if loaded is None:
         return
     ce, path, key = loaded
-    st.markdown("Tick an interaction in a layer to remove it there (**source = the attending token**: "
-                "`doc2query` = document tokens may not read query tokens).")
+    st.markdown(
+        "Tick an interaction in a layer to remove it there (**source = the attending token**: "
+        "`doc2query` = document tokens may not read query tokens)."
+    )
     c1, c2, c3 = st.columns([1, 1, 2])
     preset = c1.selectbox("Preset (all layers)", [NO_PRESET, *MASK_PRESETS], key="abl_preset")
-    heads = c2.text_input("Heads", "all", key="abl_heads", help="heads for the ticked interactions: all, 0-5, …")
-    extra = c3.text_input("More --remove items", "", key="abl_extra", placeholder="query2doc+doc2query:0-2 cls2sep",
-                          help=f"INTERACTION[:LAYERS[:HEADS]], space-separated; {valid_names()}")
-    edited = st.data_editor(toggle_table(ce.num_layers), key=f"abl_toggles_{ce.num_layers}", hide_index=True,
-                            disabled=["interaction"], num_rows="fixed", height=35 * (len(NAMED) + 1) + 3)
-    items = ([] if preset == NO_PRESET else [preset]) + removals(edited, heads.strip() or "all") + extra.split()
+    heads = c2.text_input(
+        "Heads", "all", key="abl_heads", help="heads for the ticked interactions: all, 0-5, …"
+    )
+    extra = c3.text_input(
+        "More --remove items",
+        "",
+        key="abl_extra",
+        placeholder="query2doc+doc2query:0-2 cls2sep",
+        help=f"INTERACTION[:LAYERS[:HEADS]], space-separated; {valid_names()}",
+    )
+    edited = st.data_editor(
+        toggle_table(ce.num_layers),
+        key=f"abl_toggles_{ce.num_layers}",
+        hide_index=True,
+        disabled=["interaction"],
+        num_rows="fixed",
+        height=35 * (len(NAMED) + 1) + 3,
+    )
+    items = (
+        ([] if preset == NO_PRESET else [preset]) + removals(edited, heads.strip() or "all") + extra.split()
+    )
     if not items:
         st.info("Nothing removed yet: tick a cell, choose a preset or type an interaction.")
     if not check_pair(query, doc):
@@ -86,8 +105,13 @@ def render_live(ctx: Context) -> None:
     cmd = "python -m ablations.run " + " ".join(f"--remove {shlex.quote(i)}" for i in items)
     st.code(f"{cmd} --model {shlex.quote(path)}", language="bash")
     c1, c2 = st.columns(2)
-    c1.download_button("Download mask spec (JSON)", json.dumps(spec.to_dict(), indent=2) + "\n",
-                       file_name="mask-spec.json", mime="application/json", key="abl_download")
+    c1.download_button(
+        "Download mask spec (JSON)",
+        json.dumps(spec.to_dict(), indent=2) + "\n",
+        file_name="mask-spec.json",
+        mime="application/json",
+        key="abl_download",
+    )
     with c2.expander("Mask spec"):
         st.json(spec.to_dict())
 
@@ -101,7 +125,9 @@ def _first_layer(units: str) -> tuple:
         return (1, 0, str(units))
 
 
-def grid(rows: pd.DataFrame, index: list[str], column: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def grid(
+    rows: pd.DataFrame, index: list[str], column: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Δ, p and significance marks as interaction × layer grids (layers in order of their first layer)."""
     delta = rows.pivot_table(index=index, columns=column, values="delta", sort=False, aggfunc="first")
     p = rows.pivot_table(index=index, columns=column, values="p", sort=False, aggfunc="first")
@@ -117,9 +143,12 @@ def grid(rows: pd.DataFrame, index: list[str], column: str) -> tuple[pd.DataFram
 def render_results(ctx: Context) -> None:
     folders = data.ablation_folders(data.scan_results(ctx.results))
     if not folders:
-        st.info(f"No ablation results under `{ctx.results}`. Run for example `python -m ablations.sweep --out "
-                f"{ctx.results / 'ablations' / 'sweep'}` or `python -m ablations.search --out "
-                f"{ctx.results / 'ablations' / 'search'}`.", icon="ℹ️")
+        st.info(
+            f"No ablation results under `{ctx.results}`. Run for example `python -m ablations.sweep --out "
+            f"{ctx.results / 'ablations' / 'sweep'}` or `python -m ablations.search --out "
+            f"{ctx.results / 'ablations' / 'search'}`.",
+            icon="ℹ️",
+        )
         return
     labels = {f.label(ctx.results): f for f in folders}
     chosen = st.selectbox("Results folder", list(labels), key="abl_folder")
@@ -127,9 +156,11 @@ def render_results(ctx: Context) -> None:
     summary = data.table(folder.path, "summary")
     meta = data.manifest(folder.path, "steps" if "steps" in folder.tables else "summary")
     coll = meta.get("collection") or {}
-    st.caption(f"{meta.get('kind', '?')} · model `{meta.get('model', '?')}` · collection {coll.get('name', '?')} "
-               f"({coll.get('queries', '?')} queries, {coll.get('candidates', '?')} pairs) · "
-               f"{meta.get('created', '')} · git {meta.get('git_revision', '?')}")
+    st.caption(
+        f"{meta.get('kind', '?')} · model `{meta.get('model', '?')}` · collection {coll.get('name', '?')} "
+        f"({coll.get('queries', '?')} queries, {coll.get('candidates', '?')} pairs) · "
+        f"{meta.get('created', '')} · git {meta.get('git_revision', '?')}"
+    )
     if summary.empty:
         st.info("The summary table is empty (no finished cell yet).")
         return
@@ -147,12 +178,18 @@ def _measure(options: list[str], key: str) -> str:
     return st.selectbox("Measure", options, index=default, key=key)
 
 
-def _heatmap(delta: pd.DataFrame, p: pd.DataFrame, marks: pd.DataFrame, measure: str, baseline: float,
-             table_key: str) -> None:
-    st.pyplot(charts.delta_heatmap(delta, marks, f"Δ {measure} vs the full model ({baseline:.4f})"),
-              clear_figure=True, width=min(1200, 260 + 95 * delta.shape[1]))
-    st.caption("Significance (paired t-test over queries): * p < 0.05, ** p < 0.01, *** p < 0.001. "
-               "Blue = better than the full model, red = worse.")
+def _heatmap(
+    delta: pd.DataFrame, p: pd.DataFrame, marks: pd.DataFrame, measure: str, baseline: float, table_key: str
+) -> None:
+    st.pyplot(
+        charts.delta_heatmap(delta, marks, f"Δ {measure} vs the full model ({baseline:.4f})"),
+        clear_figure=True,
+        width=min(1200, 260 + 95 * delta.shape[1]),
+    )
+    st.caption(
+        "Significance (paired t-test over queries): * p < 0.05, ** p < 0.01, *** p < 0.001. "
+        "Blue = better than the full model, red = worse."
+    )
     long = delta.stack().rename("delta").to_frame().join(p.stack().rename("p")).reset_index()
     long.columns = ["interaction", "layers", "delta", "p"]
     long["significance"] = [charts.stars(float(v)) for v in long["p"]]
@@ -166,8 +203,10 @@ def show_sweep(summary: pd.DataFrame) -> None:
     index = ["cell_interaction", "cell_heads"] if rows["cell_heads"].nunique() > 1 else ["cell_interaction"]
     delta, p, marks = grid(rows, index, "cell_layers")
     _heatmap(delta, p, marks, measure, float(rows["baseline_mean"].iloc[0]), "abl_grid")
-    st.info("A sweep removes one cell at a time. The minimal surviving set comes from a search: "
-            "`python -m ablations.search --out DIR` (same options), then choose DIR here.")
+    st.info(
+        "A sweep removes one cell at a time. The minimal surviving set comes from a search: "
+        "`python -m ablations.search --out DIR` (same options), then choose DIR here."
+    )
 
 
 def show_search(folder: data.ResultFolder, summary: pd.DataFrame) -> None:
@@ -185,8 +224,11 @@ def show_search(folder: data.ResultFolder, summary: pd.DataFrame) -> None:
     st.subheader("Minimal surviving set")
     tol = doc.get("tolerance")
     alpha = doc.get("alpha")
-    st.caption(f"Greedy {doc.get('strategy', '?')} search: removed while the {measure} drop stays ≤ {tol}"
-               + ("" if alpha is None else f" and p ≥ {alpha}") + ".")
+    st.caption(
+        f"Greedy {doc.get('strategy', '?')} search: removed while the {measure} drop stays ≤ {tol}"
+        + ("" if alpha is None else f" and p ≥ {alpha}")
+        + "."
+    )
     final = doc.get("final")
     status = survival_grid(doc)
     c1, c2, c3 = st.columns(3)
@@ -200,15 +242,27 @@ def show_search(folder: data.ResultFolder, summary: pd.DataFrame) -> None:
         c3.metric(f"{measure} (removed set)", f"{final['mean']:.4f}", delta=f"{final['delta']:+.4f}")
     st.markdown(f"**Removed:** `{doc.get('removed_label') or 'nothing'}`")
     surviving = doc.get("surviving", [])
-    st.markdown("**Surviving:** " + (", ".join(f"`{u['interaction']}[{u['layers']}]`" for u in surviving)
-                                     or "nothing: every unit could be removed"))
+    st.markdown(
+        "**Surviving:** "
+        + (
+            ", ".join(f"`{u['interaction']}[{u['layers']}]`" for u in surviving)
+            or "nothing: every unit could be removed"
+        )
+    )
     if not status.empty:
         st.dataframe(status, hide_index=True, key="abl_survival")
     if final:
-        st.caption(f"Removed set: {measure} {final['baseline_mean']:.4f} → {final['mean']:.4f} "
-                   f"(95% CI of Δ [{final['ci_low']:+.4f}, {final['ci_high']:+.4f}], p = {final['p']:.3g}).")
-    st.download_button("Download the removed set (mask spec JSON)", json.dumps(doc.get("removed", {}), indent=2),
-                       file_name="removed-spec.json", mime="application/json", key="abl_search_download")
+        st.caption(
+            f"Removed set: {measure} {final['baseline_mean']:.4f} → {final['mean']:.4f} "
+            f"(95% CI of Δ [{final['ci_low']:+.4f}, {final['ci_high']:+.4f}], p = {final['p']:.3g})."
+        )
+    st.download_button(
+        "Download the removed set (mask spec JSON)",
+        json.dumps(doc.get("removed", {}), indent=2),
+        file_name="removed-spec.json",
+        mime="application/json",
+        key="abl_search_download",
+    )
     if len(steps):
         with st.expander("Search steps"):
             st.dataframe(steps, hide_index=True, key="abl_steps")
@@ -234,8 +288,9 @@ def survival_grid(doc: dict) -> pd.DataFrame:
         return pd.DataFrame()
     inters = list(dict.fromkeys(i for i, _ in cells))
     layers = sorted({la for _, la in cells})
-    out = pd.DataFrame([[cells.get((i, la), "") for la in layers] for i in inters],
-                       columns=[f"layer {la}" for la in layers])
+    out = pd.DataFrame(
+        [[cells.get((i, la), "") for la in layers] for i in inters], columns=[f"layer {la}" for la in layers]
+    )
     out.insert(0, "interaction", inters)
     return out
 
@@ -244,7 +299,23 @@ def show_runs(summary: pd.DataFrame) -> None:
     measure = _measure(list(dict.fromkeys(summary["measure"])), "abl_measure")
     rows = summary[summary["measure"] == measure].copy()
     rows["significance"] = [charts.stars(float(v)) if not math.isnan(float(v)) else "" for v in rows["p"]]
-    cols = [c for c in ("spec_label", "layers", "baseline_mean", "mean", "delta", "ci_low", "ci_high", "p",
-                        "significance", "wins", "ties", "losses") if c in rows.columns]
+    cols = [
+        c
+        for c in (
+            "spec_label",
+            "layers",
+            "baseline_mean",
+            "mean",
+            "delta",
+            "ci_low",
+            "ci_high",
+            "p",
+            "significance",
+            "wins",
+            "ties",
+            "losses",
+        )
+        if c in rows.columns
+    ]
     st.dataframe(rows[cols], hide_index=True, key="abl_runs")
     st.caption("Runs of `python -m ablations.run`: one row per mask.")

@@ -13,8 +13,10 @@ from app import data
 from probe.model import CrossEncoder
 
 EXAMPLE_QUERY = "what is a cross-encoder"
-EXAMPLE_DOC = ("A cross-encoder reads the query and the document together in one transformer and outputs a "
-               "relevance score; every query token can attend to every document token.")
+EXAMPLE_DOC = (
+    "A cross-encoder reads the query and the document together in one transformer and outputs a "
+    "relevance score; every query token can attend to every document token."
+)
 
 
 @dataclass
@@ -72,7 +74,11 @@ def pair_inputs(prefix: str) -> tuple[str, str]:
     q, d = current_pair()
     wq, wd = f"{prefix}_query_input", f"{prefix}_doc_input"
     # Widget state is dropped while a view is hidden: seed the widgets from the shared pair.
-    if wq not in st.session_state or wd not in st.session_state or st.session_state.get(f"{wq}_seen") != (q, d):
+    if (
+        wq not in st.session_state
+        or wd not in st.session_state
+        or st.session_state.get(f"{wq}_seen") != (q, d)
+    ):
         st.session_state[wq], st.session_state[wd] = q, d
     query = st.text_area("Query", key=wq, height=68)
     doc = st.text_area("Document", key=wd, height=140)
@@ -85,7 +91,10 @@ def check_pair(query: str, doc: str) -> bool:
     """A message instead of a computation when the query or the document is empty."""
     missing = [name for name, text in (("query", query), ("document", doc)) if not text or not text.strip()]
     if missing:
-        st.warning(f"The {' and the '.join(missing)} {'is' if len(missing) == 1 else 'are'} empty: type some text "
-                   "(or pick a pair from a collection) to score it.", icon="✏️")
+        st.warning(
+            f"The {' and the '.join(missing)} {'is' if len(missing) == 1 else 'are'} empty: type some text "
+            "(or pick a pair from a collection) to score it.",
+            icon="✏️",
+        )
         return False
     return True

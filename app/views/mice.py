@@ -28,8 +28,10 @@ EXTRA_COLS = ("delta", "p", "ci_low", "ci_high", "wins", "ties", "losses", "para
 VALUE_COLS = ("value", "mean")
 CONFIG_COLS = ("config", "mice_config", "config_path")
 KINDS = ("cross-encoder", "masked", "mice", "maxsim", "lite")
-NO_COMPARISON = ("No MICE comparison yet: run `python -m ablations.compare` (issue #5) to write a `comparison` "
-                 "table under the results folder `{root}`.")
+NO_COMPARISON = (
+    "No MICE comparison yet: run `python -m ablations.compare` (issue #5) to write a `comparison` "
+    "table under the results folder `{root}`."
+)
 
 
 def _first(df: pd.DataFrame, names) -> str | None:
@@ -57,8 +59,10 @@ def normalise(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     plus which source column fed each (``columns``)."""
     name = _first(df, NAME_COLS)
     if name is None:
-        raise data.BadInput(f"the comparison table has no scorer column (one of {', '.join(NAME_COLS)}); "
-                            f"its columns: {', '.join(map(str, df.columns))}")
+        raise data.BadInput(
+            f"the comparison table has no scorer column (one of {', '.join(NAME_COLS)}); "
+            f"its columns: {', '.join(map(str, df.columns))}"
+        )
     latency = _like(df, ("latency", "ms_per"))
     storage = _like(df, ("storage", "bytes", "index_mb", "_mb", "size"), exclude=(latency,))
     kind = _first(df, KIND_COLS)
@@ -72,19 +76,23 @@ def normalise(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     else:  # wide: one column per measure (names with '@', like nDCG@10)
         measures = [c for c in df.columns if "@" in str(c)]
         if not measures:
-            raise data.BadInput("the comparison table has neither 'measure' + 'value' columns nor measure columns "
-                                "named like nDCG@10")
+            raise data.BadInput(
+                "the comparison table has neither 'measure' + 'value' columns nor measure columns "
+                "named like nDCG@10"
+            )
         ids = [c for c in (name, kind, coll, latency, storage) if c is not None]
         long = df.melt(id_vars=ids, value_vars=measures, var_name="measure", value_name="value")
-    out = pd.DataFrame({
-        "name": long[name].astype(str),
-        "kind": long[kind].astype(str) if kind else long[name].map(infer_kind),
-        "collection": long[coll].astype(str) if coll else "",
-        "measure": long["measure"].astype(str),
-        "value": pd.to_numeric(long["value"], errors="coerce"),
-        "latency": pd.to_numeric(long[latency], errors="coerce") if latency else float("nan"),
-        "storage": pd.to_numeric(long[storage], errors="coerce") if storage else float("nan"),
-    })
+    out = pd.DataFrame(
+        {
+            "name": long[name].astype(str),
+            "kind": long[kind].astype(str) if kind else long[name].map(infer_kind),
+            "collection": long[coll].astype(str) if coll else "",
+            "measure": long["measure"].astype(str),
+            "value": pd.to_numeric(long["value"], errors="coerce"),
+            "latency": pd.to_numeric(long[latency], errors="coerce") if latency else float("nan"),
+            "storage": pd.to_numeric(long[storage], errors="coerce") if storage else float("nan"),
+        }
+    )
     domain = _first(long, DOMAIN_COLS)
     out["domain"] = long[domain].astype(str) if domain else ""
     for col in EXTRA_COLS:
@@ -95,8 +103,13 @@ def normalise(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             out["config"] = long[col].astype(str)
             keep["config"] = col
             break
-    keep.update({k: v for k, v in (("kind", kind), ("collection", coll), ("latency", latency),
-                                   ("storage", storage)) if v})
+    keep.update(
+        {
+            k: v
+            for k, v in (("kind", kind), ("collection", coll), ("latency", latency), ("storage", storage))
+            if v
+        }
+    )
     return out, keep
 
 
@@ -127,7 +140,8 @@ def config_files(folder: Path, table: pd.DataFrame, meta: dict) -> list[Path]:
 
 
 def compare_table(part: pd.DataFrame, measure: str, used: dict[str, str]) -> pd.DataFrame:
-    """One row per scorer: every measure's mean, then Δ / p / significance of ``measure``, latency, storage."""
+    """One row per scorer: every measure's mean, then Δ / p / significance of ``measure``, latency,
+    storage."""
     wide = part.pivot_table(index=["name", "kind"], columns="measure", values="value", sort=False)
     wide = wide[[m for m in dict.fromkeys(part["measure"]) if m in wide.columns]]
     sel = part[part["measure"] == measure].set_index(["name", "kind"])
@@ -147,8 +161,10 @@ def compare_table(part: pd.DataFrame, measure: str, used: dict[str, str]) -> pd.
 
 def render(ctx: Context) -> None:
     st.header("MICE: effectiveness, latency, storage")
-    st.caption("What does each scorer keep and cost (cross-encoder, masked, MICE, MaxSim, LITE), which are on the "
-               "latency–effectiveness Pareto front, and which MICE configuration is it?")
+    st.caption(
+        "What does each scorer keep and cost (cross-encoder, masked, MICE, MaxSim, LITE), which are on the "
+        "latency–effectiveness Pareto front, and which MICE configuration is it?"
+    )
     with guard("Results folder"):
         folders = data.comparison_folders(data.scan_results(ctx.results))
         if not folders:
@@ -161,45 +177,88 @@ def render(ctx: Context) -> None:
 
 
 def show(folder: data.ResultFolder) -> None:
-    name = data.COMPARISON_TABLE if data.COMPARISON_TABLE in folder.tables else next(
-        t for t, info in folder.tables.items() if info.kind.startswith(("mice-compar", "compare")))
+    name = (
+        data.COMPARISON_TABLE
+        if data.COMPARISON_TABLE in folder.tables
+        else next(t for t, info in folder.tables.items() if info.kind.startswith(("mice-compar", "compare")))
+    )
     raw = data.table(folder.path, name)
     meta = data.manifest(folder.path, name)
     df, used = normalise(raw)
-    st.caption(f"`{folder.path / (name + '.parquet')}` · {meta.get('created', '')} · git "
-               f"{meta.get('git_revision', '?')} · columns used: "
-               + ", ".join(f"{k} ← `{v}`" for k, v in used.items()))
+    st.caption(
+        f"`{folder.path / (name + '.parquet')}` · {meta.get('created', '')} · git "
+        f"{meta.get('git_revision', '?')} · columns used: "
+        + ", ".join(f"{k} ← `{v}`" for k, v in used.items())
+    )
     c1, c2, c3 = st.columns(3)
     collections = list(dict.fromkeys(df["collection"]))
     domains = dict(zip(df["collection"], df["domain"]))
-    coll = c1.selectbox("Collection", collections, key="mice_collection",
-                        format_func=lambda c: f"{c} ({domains[c]})" if domains.get(c) else c)
+    coll = c1.selectbox(
+        "Collection",
+        collections,
+        key="mice_collection",
+        format_func=lambda c: f"{c} ({domains[c]})" if domains.get(c) else c,
+    )
     measures = list(dict.fromkeys(df["measure"]))
-    measure = c2.selectbox("Measure", measures, index=measures.index("nDCG@10") if "nDCG@10" in measures else 0,
-                           key="mice_measure")
+    measure = c2.selectbox(
+        "Measure",
+        measures,
+        index=measures.index("nDCG@10") if "nDCG@10" in measures else 0,
+        key="mice_measure",
+    )
     log_x = c3.toggle("Log latency axis", key="mice_logx")
     part = df[df["collection"] == coll]
     st.dataframe(compare_table(part, measure, used), hide_index=True, key="mice_table")
-    st.caption(f"Mean per query on {coll}" + (f" ({part['domain'].iloc[0]})" if part["domain"].iloc[0] else "")
-               + (f"; Δ and p: {measure} against the reference (paired t-test: * p < 0.05, ** p < 0.01, "
-                  "*** p < 0.001)" if "delta" in part.columns else "") + ".")
+    st.caption(
+        f"Mean per query on {coll}"
+        + (f" ({part['domain'].iloc[0]})" if part["domain"].iloc[0] else "")
+        + (
+            f"; Δ and p: {measure} against the reference (paired t-test: * p < 0.05, ** p < 0.01, "
+            "*** p < 0.001)"
+            if "delta" in part.columns
+            else ""
+        )
+        + "."
+    )
     points = part[part["measure"] == measure].dropna(subset=["value"])
     if points["latency"].notna().any():
-        st.altair_chart(charts.pareto_chart(points, "latency", "value", "name", "kind", log_x=log_x,
-                                            x_title=f"latency ({used['latency']})", y_title=measure))
+        st.altair_chart(
+            charts.pareto_chart(
+                points,
+                "latency",
+                "value",
+                "name",
+                "kind",
+                log_x=log_x,
+                x_title=f"latency ({used['latency']})",
+                y_title=measure,
+            )
+        )
         front = charts.pareto_front(points, "latency", "value")
-        st.caption("Dashed line: the Pareto front (no other scorer is both faster and better): "
-                   + ", ".join(f"`{n}`" for n in front["name"]) + ".")
+        st.caption(
+            "Dashed line: the Pareto front (no other scorer is both faster and better): "
+            + ", ".join(f"`{n}`" for n in front["name"])
+            + "."
+        )
     else:
         st.info("The comparison has no latency column, so there is no latency–effectiveness plot.")
     configs = config_files(folder.path, part, meta)
     if configs:
-        options = {str(p.relative_to(folder.path)) if p.is_relative_to(folder.path) else str(p): p for p in configs}
+        options = {
+            str(p.relative_to(folder.path)) if p.is_relative_to(folder.path) else str(p): p for p in configs
+        }
         which = st.selectbox("MICE configuration", list(options), key="mice_config")
         text = options[which].read_text()
-        st.download_button("Download MICE configuration (JSON)", text, file_name=options[which].name,
-                           mime="application/json", key="mice_download")
+        st.download_button(
+            "Download MICE configuration (JSON)",
+            text,
+            file_name=options[which].name,
+            mime="application/json",
+            key="mice_download",
+        )
         with st.expander("Configuration"):
             st.json(json.loads(text))
     else:
-        st.info("No MICE configuration JSON next to the comparison (export one with the MICE tools, issue #5).")
+        st.info(
+            "No MICE configuration JSON next to the comparison (export one with the MICE tools, issue #5)."
+        )

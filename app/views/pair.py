@@ -22,8 +22,10 @@ FULL, PRESET, FILE = "full cross-encoder", "MICE preset", "mask spec / MICE conf
 
 def render(ctx: Context) -> None:
     st.header("Pair: score, attention, attributions")
-    st.caption("What does the model score this pair, where does each token look in a chosen layer and head, "
-               "and which tokens does the score depend on?")
+    st.caption(
+        "What does the model score this pair, where does each token look in a chosen layer and head, "
+        "and which tokens does the score depend on?"
+    )
     with guard("Collection"):
         pick_pair(ctx)
     query, doc = pair_inputs("pair")
@@ -59,8 +61,10 @@ def render(ctx: Context) -> None:
             name = "MICE" if variant.mice_json else "masked"
             cols[1].metric(f"Score ({name})", f"{other:.4f}", delta=f"{other - full:+.4f}")
         kind = f" · {ce.describe()}" if isinstance(ce, data.MiceCrossEncoder) else ""
-        cols[2].caption(f"model `{path}` · {ce.num_layers} layers × {ce.num_heads} heads · max length "
-                        f"{ce.max_length}{kind}")
+        cols[2].caption(
+            f"model `{path}` · {ce.num_layers} layers × {ce.num_heads} heads · max length "
+            f"{ce.max_length}{kind}"
+        )
     with guard("Attention"):
         attention_section(ce, key, spec_json, query, doc)
     with guard("Attributions"):
@@ -78,7 +82,9 @@ def pick_pair(ctx: Context) -> None:
     if not qids:
         st.info(f"Collection {rs.name} has no judged query with candidates.")
         return
-    relevance = {(q, d): r for q, d, r in rs.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)}
+    relevance = {
+        (q, d): r for q, d, r in rs.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)
+    }
 
     def candidates(qid: str) -> list[str]:
         c = rs.candidates[rs.candidates["query_id"] == qid].sort_values("rank")
@@ -100,15 +106,26 @@ def pick_pair(ctx: Context) -> None:
         st.session_state.pop("pick_did", None)
         set_pair(rs.queries[qids[0]], rs.docs[candidates(qids[0])[0]])
     c1, c2 = st.columns(2)
-    qid = c1.selectbox(f"Query from {rs.name} ({len(qids)})", qids, key="pick_qid", on_change=picked_query,
-                       format_func=lambda q: f"{q}: {rs.queries[q][:90]}")
+    qid = c1.selectbox(
+        f"Query from {rs.name} ({len(qids)})",
+        qids,
+        key="pick_qid",
+        on_change=picked_query,
+        format_func=lambda q: f"{q}: {rs.queries[q][:90]}",
+    )
     docs = candidates(qid)
     if st.session_state.get("pick_did") not in docs:
         st.session_state["pick_did"] = docs[0]
     ranks = dict(zip(rs.candidates["doc_id"], rs.candidates["rank"])) if len(docs) else {}
-    c2.selectbox(f"Document (BM25 candidates of query {qid})", docs, key="pick_did", on_change=picked_doc,
-                 format_func=lambda d: f"#{ranks.get(d, '?')} {d} · rel {relevance.get((qid, d), '–')} · "
-                                       f"{rs.docs[d][:70]}")
+    c2.selectbox(
+        f"Document (BM25 candidates of query {qid})",
+        docs,
+        key="pick_did",
+        on_change=picked_doc,
+        format_func=lambda d: (
+            f"#{ranks.get(d, '?')} {d} · rel {relevance.get((qid, d), '–')} · {rs.docs[d][:70]}"
+        ),
+    )
 
 
 def choose_variant(ctx: Context) -> data.Variant | None | bool:
@@ -121,8 +138,9 @@ def choose_variant(ctx: Context) -> data.Variant | None | bool:
         c1, c2 = st.columns(2)
         preset = c1.selectbox("Preset", MASK_PRESETS, index=len(MASK_PRESETS) - 1, key="pair_preset")
         if preset == "mice-step3":
-            k = c2.number_input("K: query–document interaction starts at layer", 0, 48, DEFAULT_MICE_K,
-                                key="pair_k")
+            k = c2.number_input(
+                "K: query–document interaction starts at layer", 0, 48, DEFAULT_MICE_K, key="pair_k"
+            )
             preset = f"mice-step3@{int(k)}"
         return data.Variant(preset, MaskSpec([Rule(preset)]).to_json())
     files = [str(p) for p in data.spec_files(ctx.results)]
@@ -131,15 +149,19 @@ def choose_variant(ctx: Context) -> data.Variant | None | bool:
     typed = c2.text_input("…or a JSON file path", key="pair_spec_path")
     path = typed.strip() or (chosen if chosen != "(type a path)" else "")
     if not path:
-        st.info("Choose or type a JSON file: a MICE configuration (`mice.json`), a mask spec (`--spec` file) "
-                "or the `search.json` of `python -m ablations.search` (its removed set).")
+        st.info(
+            "Choose or type a JSON file: a MICE configuration (`mice.json`), a mask spec (`--spec` file) "
+            "or the `search.json` of `python -m ablations.search` (its removed set)."
+        )
         return False
     try:
         variant = data.variant_from_file(path)
     except Exception as exc:  # noqa: BLE001
         st.error(f"Cannot use {path!r}: {data.message(exc)}", icon="⚠️")
         return False
-    st.caption(f"`{Path(path).name}`: {variant.label}" + (f" · model `{variant.model}`" if variant.model else ""))
+    st.caption(
+        f"`{Path(path).name}`: {variant.label}" + (f" · model `{variant.model}`" if variant.model else "")
+    )
     return variant
 
 
@@ -148,26 +170,46 @@ def attention_section(ce, key: str, spec_json: str | None, query: str, doc: str)
     st.subheader("Attention")
     c1, c2, c3 = st.columns(3)
     layer = c1.selectbox("Layer", list(range(ce.num_layers)), key="pair_layer")
-    head = c2.selectbox("Head", ["mean", *range(ce.num_heads)], key="pair_head",
-                        format_func=lambda h: "mean over heads" if h == "mean" else f"head {h}")
+    head = c2.selectbox(
+        "Head",
+        ["mean", *range(ce.num_heads)],
+        key="pair_head",
+        format_func=lambda h: "mean over heads" if h == "mean" else f"head {h}",
+    )
     with st.spinner(f"Capturing layer {layer} …"):
         att = data.pair_attention(ce, key, spec_json, query, doc, int(layer))
     matrix = att.pattern.mean(axis=0) if head == "mean" else att.pattern[int(head)]
     labels = [charts.token_label(i, t, r) for i, (t, r) in enumerate(zip(att.tokens, att.roles))]
-    source = c3.selectbox("Attention from token", list(range(len(att.tokens))), key="pair_source",
-                          format_func=lambda i: labels[i])
+    source = c3.selectbox(
+        "Attention from token",
+        list(range(len(att.tokens))),
+        key="pair_source",
+        format_func=lambda i: labels[i],
+    )
     head_txt = "mean over heads" if head == "mean" else f"head {head}"
     st.html(charts.role_legend())
-    st.html(charts.token_strip(att.tokens, att.roles, matrix[source],
-                               caption=f"shade = attention paid by token {labels[source]!r} (layer {layer}, "
-                                       f"{head_txt}); hover a token for its value"))
-    fig = charts.attention_heatmap(att.tokens, att.roles, matrix,
-                                   f"layer {layer}, {head_txt}: rows attend to columns")
+    st.html(
+        charts.token_strip(
+            att.tokens,
+            att.roles,
+            matrix[source],
+            caption=f"shade = attention paid by token {labels[source]!r} (layer {layer}, "
+            f"{head_txt}); hover a token for its value",
+        )
+    )
+    fig = charts.attention_heatmap(
+        att.tokens, att.roles, matrix, f"layer {layer}, {head_txt}: rows attend to columns"
+    )
     st.pyplot(fig, clear_figure=True, width=int(min(1100, 320 + 24 * len(att.tokens))))
-    table = pd.DataFrame({
-        "position": range(len(att.tokens)), "token": att.tokens, "role": att.roles,
-        "attention_from_source": matrix[source], "attention_received": matrix.mean(axis=0),
-    })
+    table = pd.DataFrame(
+        {
+            "position": range(len(att.tokens)),
+            "token": att.tokens,
+            "role": att.roles,
+            "attention_from_source": matrix[source],
+            "attention_received": matrix.mean(axis=0),
+        }
+    )
     with st.expander("Attention per token (table)"):
         st.dataframe(table, hide_index=True, key="pair_attention_df")
 
@@ -183,10 +225,20 @@ def attribution_section(ce, key: str, spec_json: str | None, query: str, doc: st
     with st.spinner(f"Integrated Gradients ({steps} steps) …", show_time=True):
         tokens, roles = data.pair_attributions(ce, key, spec_json, query, doc, int(steps))
     delta = float(roles["delta"].iloc[0])
-    st.caption(f"Baseline: query and document tokens replaced by [PAD] (CLS/SEP kept, so they get 0). "
-               f"Attributions sum to score − baseline score = {roles['score'].iloc[0] - roles['baseline_score'].iloc[0]:+.4f}"
-               f" up to the convergence delta {delta:+.2e}.")
-    st.html(charts.token_strip(tokens["token"].tolist(), tokens["role"].tolist(), tokens["attribution"].to_numpy(),
-                               signed=True, caption="red raises the score, blue lowers it"))
+    st.caption(
+        f"Baseline: query and document tokens replaced by [PAD] (CLS/SEP kept, so they get 0). "
+        "Attributions sum to score − baseline score = "
+        f"{roles['score'].iloc[0] - roles['baseline_score'].iloc[0]:+.4f}"
+        f" up to the convergence delta {delta:+.2e}."
+    )
+    st.html(
+        charts.token_strip(
+            tokens["token"].tolist(),
+            tokens["role"].tolist(),
+            tokens["attribution"].to_numpy(),
+            signed=True,
+            caption="red raises the score, blue lowers it",
+        )
+    )
     st.altair_chart(charts.attribution_bars(tokens))
     st.dataframe(roles[["role", "attribution", "abs_share", "tokens"]], hide_index=True, key="pair_roles_df")
