@@ -80,15 +80,17 @@ def vocabulary() -> str:
             f"  {name:11s} "
             + "; ".join(f"{r.interaction}" + ("" if r.layers == "all" else f"[{r.layers}]") for r in rules)
         )
-    lines.append(f"  mice-step3@K: mice-step2 + query2doc[0-(K-1)]; mice-step3 = mice-step3@{DEFAULT_MICE_K}")
+    lines.append(
+        "  mice-step3@K: mice-step2 + query2doc[0-(K-1)]; mice-step3 = mice-step3@K with K = layers // 3 "
+        f"(12 layers: K = 4, as the paper; 6 layers: K = {DEFAULT_MICE_K})"
+    )
     return "\n".join(lines)
 
 
 def spec_from_args(args: argparse.Namespace) -> MaskSpec:
     """``--spec`` + ``--remove`` flags as one MaskSpec (syntax checked; the model is not needed)."""
-    rules = list(read_spec(args.spec).rules) if args.spec is not None else []
-    rules.extend(parse_rules(args.remove, args.layers, args.heads))
-    return MaskSpec(rules).require_rules()
+    base = read_spec(args.spec) if args.spec is not None else MaskSpec()
+    return (base + MaskSpec(parse_rules(args.remove, args.layers, args.heads))).require_rules()
 
 
 @cli

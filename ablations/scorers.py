@@ -17,6 +17,7 @@ cross-encoder surface: a cross-encoder, or a MICE model as :class:`~ablations.mi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ablations.mice.late_interaction import CONFIG_FILE as LATE_CONFIG
@@ -37,6 +38,24 @@ def model_kind(path: str) -> str:
     if (Path(path).expanduser() / LATE_CONFIG).is_file():
         return LATE
     return CROSS_ENCODER
+
+
+def model_depth(name: str | None) -> int | None:
+    """The number of encoder layers a model name or folder holds, read from its ``config.json`` (or a MICE
+    configuration's ``num_layers``) without loading weights; ``None`` when it cannot be told (a hub id,
+    an unreadable folder). What depth-aware defaults (``mice-step3``'s K) are chosen from."""
+    try:
+        path = resolve_model(name)
+    except BadInput:
+        return None
+    mice = mice_config_path(path)
+    conf = mice if mice is not None else Path(path).expanduser() / "config.json"
+    try:
+        data = json.loads(conf.read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("num_layers" if mice is not None else "num_hidden_layers")
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def load_scorer(

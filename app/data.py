@@ -29,15 +29,15 @@ from ablations.masking.masked import MaskedCrossEncoder, with_mask  # noqa: E402
 from ablations.masking.masks import MaskSpec, spec_from_document  # noqa: E402
 from ablations.mice.config import is_mice_config  # noqa: E402
 from ablations.mice.view import MiceCrossEncoder  # noqa: E402
-from ablations.paths import REFERENCE_MODELS, REPO_ROOT, resolve_model  # noqa: E402, F401 (REPO_ROOT: for the views)
+
+# NAMED_MODELS: the names the sidebar offers besides a local folder; REPO_ROOT: for the views
+from ablations.paths import NAMED_MODELS, REPO_ROOT, resolve_model  # noqa: E402, F401
 from ablations.results import read_manifest, read_table  # noqa: E402
 from ablations.scorers import load_cross_encoder  # noqa: E402
 from probe.errors import BadInput  # noqa: E402
 from probe.model import CrossEncoder, quiet_transformers  # noqa: E402
 from probe.ranges import format_ranges  # noqa: E402
 
-#: Model names the sidebar offers besides a local folder (see ``ablations.paths.resolve_model``).
-NAMED_MODELS: tuple[str, ...] = (*dict.fromkeys(REFERENCE_MODELS), "minilm-l6")
 #: Collection names the sidebar offers besides a BEIR folder.
 NAMED_COLLECTIONS: tuple[str, ...] = tuple(COLLECTIONS)
 

@@ -1,7 +1,7 @@
 """Per-query latency of re-ranking 100 candidates: the MICE plan with cached document states against the full
 cross-encoder and the masked full forward, plus the MaxSim / LITE baselines, measured in one run.
 
-    python benchmarks/mice_latency.py [--model reference] [--config mice.json | --preset mice-l2+3]
+    python benchmarks/mice_latency.py [--model reference] [--config mice.json | --preset mice-final]
                                       [--mice DIR] [--maxsim DIR] [--lite DIR] [--collection dl19]
                                       [--queries 10] [--threads 2]
 
@@ -49,7 +49,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="reference", help="the cross-encoder (default: the reference model)")
     p.add_argument("--config", default=None, help="MICE configuration (default: --preset on --model)")
-    p.add_argument("--preset", default="mice-l2+3")
+    p.add_argument(
+        "--preset", default="mice-final", help="MICE preset when no --config (default: mice-final)"
+    )
     p.add_argument(
         "--mice", default=None, help="retrained MICE folder (default: the config on the model's weights)"
     )

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="cross-encoder folder, hub id, or a name: reference, "
-        "reference-dl20 (default: $MICE_MODEL or the reference cross-encoder)",
+        "minilm-l6-ce-dl19 (default: $MICE_MODEL or the reference cross-encoder)",
     )
     p.add_argument(
         "--collection", default=d.collection, help=f"collection name or BEIR folder (default {d.collection})"

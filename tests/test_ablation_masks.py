@@ -10,12 +10,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ablations.masking.interactions import DEFAULT_MICE_K, parse_interaction, preset_rules
+from ablations.masking.interactions import (
+    DEFAULT_MICE_K,
+    default_final_preset,
+    default_mice_k,
+    parse_interaction,
+    preset_rules,
+)
 from ablations.masking.masks import (
     MaskSpec,
     Rule,
     compile_mask,
     expand_table,
+    read_spec,
 )
 from probe.errors import BadInput
 from probe.ranges import format_ranges, parse_ranges, resolve_ranges
@@ -49,6 +56,8 @@ def test_mice_presets_are_cumulative():
     for prev, cur in itertools.pairwise(steps):
         assert cur[: len(prev)] == prev
     assert preset_rules("mice-step3") == preset_rules(f"mice-step3@{DEFAULT_MICE_K}")
+    assert preset_rules("mice-step3", 12) == preset_rules("mice-step3@4")  # K scales with depth
+    assert preset_rules("mice-step3", 6) == preset_rules("mice-step3@2")
     assert preset_rules("mice-step3-l4") == preset_rules("mice-step3@4")
     assert preset_rules("mice-step3@4")[-1].layers == "0-3"
     assert preset_rules("mice-step3@0") == preset_rules("mice-step2")  # interaction from layer 0 = step 2
@@ -254,3 +263,36 @@ def test_no_row_is_ever_empty_and_softmax_has_no_nan(flags, n_query, n_doc):
     scores = torch.randn(1, 1, len(row) + 2, len(row) + 2) + expand_table(full, roles) + pad
     probs = torch.softmax(scores, -1)
     assert not torch.isnan(probs).any()
+
+
+@pytest.mark.parametrize(
+    "layers,k,final", [(12, 4, "mice-l4+3"), (6, 2, "mice-l2+3"), (3, 1, "mice-l1+2"), (1, 1, "mice-l1+1")]
+)
+def test_mice_k_is_a_third_of_the_depth(layers, k, final):
+    assert default_mice_k(layers) == k and default_final_preset(layers) == final
+    cm = compile_mask(MaskSpec([Rule("mice-step3")]), layers, 2)
+    explicit = compile_mask(MaskSpec([Rule(f"mice-step3@{k}")]), layers, 2)
+    assert torch.equal(cm.allowed, explicit.allowed)
+    q, d = int(Role.QUERY), int(Role.DOC)
+    assert not cm.allowed[k - 1, :, q, d].any() and (layers == k or cm.allowed[k, :, q, d].all())
+
+
+def test_a_spec_made_for_another_model_shape_is_refused(tmp_path):
+    spec = MaskSpec.remove("doc2query", layers="0-5").for_model(6, 12)
+    again = MaskSpec.from_json(spec.to_json())
+    assert again == spec and again.made_for == (6, 12)
+    assert compile_mask(again, 6, 12).allowed.shape[0] == 6
+    with pytest.raises(BadInput, match=r"made for 6 layers × 12 heads does not fit this model \(12 layers"):
+        compile_mask(again, 12, 12)
+    # a hand-written spec (no made_for) still clamps to any depth
+    assert compile_mask(MaskSpec.remove("doc2query", layers="0-5"), 12, 12).allowed.shape[0] == 12
+    # a MICE configuration read as a spec carries its model's shape
+    doc = {"kind": "mice-config", "num_layers": 6, "num_heads": 12, "base_model": "m", "mask": spec.to_dict()}
+    (tmp_path / "mice.json").write_text(json.dumps({**doc, "mask": {"rules": spec.to_dict()["rules"]}}))
+    assert read_spec(tmp_path / "mice.json").made_for == (6, 12)
+    with pytest.raises(BadInput, match="made_for"):
+        MaskSpec.from_dict({"rules": [], "made_for": {"num_layers": 0, "num_heads": 12}})
+    with pytest.raises(BadInput, match="unknown field 'layer'"):
+        MaskSpec.from_dict({"rules": [], "layer": 3})
+    with pytest.raises(BadInput, match="cannot combine"):
+        spec + MaskSpec.remove("cls2doc").for_model(12, 12)

@@ -148,7 +148,7 @@ def test_search_keeps_the_drop_within_tolerance(exp, tmp_path):
     assert set(removed) | set(surviving) == set(search.units) and not set(removed) & set(surviving)
     doc = json.loads((tmp_path / "s" / "search.json").read_text())
     spec = MaskSpec.from_dict(doc["removed"])
-    assert spec == merge_units(removed)
+    assert spec == merge_units(removed).for_model(exp.ce.num_layers, exp.ce.num_heads)
     if removed:
         final = exp.run(spec).summary.set_index("measure").loc["nDCG@10"]
         assert final["baseline_mean"] - final["mean"] <= 1e-9  # tolerance 0: no drop at all

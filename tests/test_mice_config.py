@@ -27,6 +27,10 @@ def test_presets_resolve_to_the_paper_steps():
         preset("mice-step7", 6, 12, "m")
     with pytest.raises(BadInput, match="exceeds the model's 6 layers"):
         preset("mice-l4+3", 6, 12, "m")
+    twelve, six = preset("mice-final", 12, 12, "m"), preset("mice-final", 6, 12, "m")
+    assert (twelve.merge_layer, twelve.drop_layer) == (4, 7) and twelve.source["preset"] == "mice-l4+3"
+    assert (six.merge_layer, six.drop_layer) == (2, 5) and six.source["preset"] == "mice-l2+3"
+    assert twelve.to_json() == preset("mice-l4+3", 12, 12, "m").to_json()
 
 
 @pytest.mark.parametrize(

@@ -194,13 +194,15 @@ class Search:
         return removed, surviving
 
     def write(self, removed: list[Unit], surviving: list[Unit]) -> None:
-        spec = self.spec_for(removed)
+        spec = self.spec_for(removed).for_model(self.exp.ce.num_layers, self.exp.ce.num_heads)
         final = self.evaluate(removed) if removed else None
         doc = {
             "removed": spec.to_dict(),
             "removed_label": spec.label,
             "surviving": [{"interaction": u.interaction, "layers": u.layers} for u in surviving],
-            "surviving_spec": merge_units(surviving).to_dict(),
+            "surviving_spec": merge_units(surviving)
+            .for_model(self.exp.ce.num_layers, self.exp.ce.num_heads)
+            .to_dict(),
             "measure": self.config.measure,
             "tolerance": self.config.tolerance,
             "alpha": self.config.alpha,

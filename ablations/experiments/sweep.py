@@ -29,7 +29,15 @@ import pandas as pd
 
 from ablations.experiments.runner import Experiment, RunResult, pbar, run_meta
 from ablations.masking.interactions import check_interaction, valid_names
-from ablations.masking.masks import CompiledMask, MaskSpec, Rule, format_ranges, parse_ranges, resolve_ranges
+from ablations.masking.masks import (
+    CompiledMask,
+    MaskSpec,
+    Rule,
+    format_ranges,
+    parse_ranges,
+    read_spec,
+    resolve_ranges,
+)
 from ablations.results import atomic_write_parquet, atomic_write_text, manifest, write_table
 from probe.errors import BadInput
 
@@ -113,7 +121,7 @@ class SweepConfig:
         for inter in self.interactions:
             for unit in units:
                 for g in groups:
-                    spec = MaskSpec([*self.base.rules, Rule(inter, unit, g)])
+                    spec = self.base + MaskSpec([Rule(inter, unit, g)])
                     cells.append(Cell(len(cells), inter, unit, g, spec))
         return cells, notices
 
@@ -280,8 +288,5 @@ def base_spec(value: str | None, *, what: str = "--base") -> MaskSpec:
         return MaskSpec()
     path = Path(value)
     if path.suffix == ".json" or path.is_file():
-        try:
-            return MaskSpec.from_json(path.read_text())
-        except OSError as exc:
-            raise BadInput(f"{what} {value!r} cannot be read: {exc.strerror}") from None
+        return read_spec(path, what=what)
     return MaskSpec([Rule(value)])

@@ -24,8 +24,8 @@ not attend to Y); each step contains the previous ones:
 - ``mice-step1`` — + CLS ↛ document and SEP2 (CLS reads the query side only);
 - ``mice-step2`` — + document ↛ query in all layers (document states become query-independent);
 - ``mice-step3@K`` — + query ↛ document in layers 0…K-1 (query–document interaction starts at layer K).
-  ``mice-step3`` alone means ``K = 2`` (:data:`DEFAULT_MICE_K`): a third of the depth of the 6-layer
-  reference model, as the paper's ``K = 4`` is for 12-layer MiniLM. ``mice-step3-l4`` = ``mice-step3@4``.
+  ``mice-step3`` alone scales with depth: ``K = num_layers // 3`` (:func:`default_mice_k`), the paper's
+  ``K = 4`` on 12-layer MiniLM and ``K = 2`` on a 6-layer model. ``mice-step3-l4`` = ``mice-step3@4``.
 
 A preset is a list of ``(interaction, layers)`` rules; see :func:`preset_rules`.
 """
@@ -63,8 +63,26 @@ NAMED = (
     "*2cls",
     "cls2*",
 )
-#: Default query-document interaction start of ``mice-step3`` (see the module docstring).
+#: ``mice-step3``'s query-document interaction start when the layer count is unknown (6 layers).
 DEFAULT_MICE_K = 2
+
+
+def default_mice_k(num_layers: int | None) -> int:
+    """Where query-document interaction starts in ``mice-step3`` (and the MICE-ℓK+3 architecture) for a
+    model of ``num_layers``: a third of the depth (12 → 4, the paper's MICE-ℓ4+3; 6 → 2), at least 1."""
+    if num_layers is None:
+        return DEFAULT_MICE_K
+    return max(1, int(num_layers) // 3)
+
+
+def default_final_preset(num_layers: int) -> str:
+    """The MICE paper's final architecture scaled to ``num_layers``: ``mice-lK+3`` with K from
+    :func:`default_mice_k` (12 layers → ``mice-l4+3``, 6 → ``mice-l2+3``); fewer interaction layers
+    when the model is too shallow for three."""
+    k = default_mice_k(num_layers)
+    return f"mice-l{k}+{max(1, min(3, num_layers - k))}"
+
+
 #: The mask presets (the MICE paper's steps); training presets are
 #: ``ablations.training.train.TRAINING_PRESETS``.
 MASK_PRESETS = ("mice-step0", "mice-step1", "mice-step2", "mice-step3")
@@ -103,8 +121,9 @@ def _step0() -> list[PresetRule]:
     ]
 
 
-def preset_rules(name: str) -> list[PresetRule] | None:
-    """Rules of a preset (``None`` if ``name`` is not a preset). ``mice-step3@K`` needs ``K >= 0``."""
+def preset_rules(name: str, num_layers: int | None = None) -> list[PresetRule] | None:
+    """Rules of a preset (``None`` if ``name`` is not a preset). ``mice-step3@K`` needs ``K >= 0``;
+    ``mice-step3`` takes ``K`` from ``num_layers`` (:func:`default_mice_k`)."""
     m = _PRESET.fullmatch(name.strip().lower())
     if not m:
         return None
@@ -117,7 +136,7 @@ def preset_rules(name: str) -> list[PresetRule] | None:
     if step >= 2:
         rules.append(PresetRule("doc2query"))
     if step >= 3:
-        k = DEFAULT_MICE_K if m.group(2) is None else int(m.group(2))
+        k = default_mice_k(num_layers) if m.group(2) is None else int(m.group(2))
         if k > 0:
             rules.append(PresetRule("query2doc", f"0-{k - 1}"))
     return rules

@@ -71,6 +71,10 @@ class MaskSpec:
 
     rules: list[Rule] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    #: ``(num_layers, num_heads)`` of the model the spec was made on (a search result, a MICE
+    #: configuration), or ``None`` (written by hand: layer ranges are clamped to any model). A spec made
+    #: for another shape is refused by :func:`compile_mask`.
+    made_for: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.schema_version != SCHEMA_VERSION:
@@ -78,15 +82,20 @@ class MaskSpec:
                 f"mask spec schema_version {self.schema_version!r}; this toolkit reads {SCHEMA_VERSION}"
             )
         self.rules = [r if isinstance(r, Rule) else Rule(**_rule_fields(r)) for r in self.rules]
+        if self.made_for is not None:
+            self.made_for = _made_for(self.made_for)
 
     # --- serialisation
     def to_dict(self) -> dict:
-        return {
+        out = {
             "schema_version": self.schema_version,
             "rules": [
                 {"interaction": r.interaction, "layers": r.layers, "heads": r.heads} for r in self.rules
             ],
         }
+        if self.made_for is not None:
+            out["made_for"] = {"num_layers": self.made_for[0], "num_heads": self.made_for[1]}
+        return out
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): equal specs give equal strings."""
@@ -98,7 +107,19 @@ class MaskSpec:
             raise BadInput(
                 f"a mask spec is a JSON object with 'rules' and 'schema_version', got {str(data)[:80]!r}"
             )
-        return cls(rules=list(data["rules"]), schema_version=data.get("schema_version", SCHEMA_VERSION))
+        unknown = set(data) - {"rules", "schema_version", "made_for"}
+        if unknown:
+            raise BadInput(
+                f"mask spec: unknown field {sorted(unknown)[0]!r}; expected rules, schema_version, made_for"
+            )
+        made_for = data.get("made_for")
+        if isinstance(made_for, dict):
+            made_for = (made_for.get("num_layers"), made_for.get("num_heads"))
+        return cls(
+            rules=list(data["rules"]),
+            schema_version=data.get("schema_version", SCHEMA_VERSION),
+            made_for=made_for,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> MaskSpec:
@@ -114,7 +135,14 @@ class MaskSpec:
         return cls([Rule(i, layers, heads) for i in interactions])
 
     def __add__(self, other: MaskSpec) -> MaskSpec:
-        return MaskSpec([*self.rules, *other.rules])
+        shapes = {m for m in (self.made_for, other.made_for) if m is not None}
+        if len(shapes) > 1:
+            raise BadInput(f"cannot combine mask specs made for {' and '.join(map(_shape, sorted(shapes)))}")
+        return MaskSpec([*self.rules, *other.rules], made_for=next(iter(shapes), None))
+
+    def for_model(self, num_layers: int, num_heads: int) -> MaskSpec:
+        """The same rules, marked as made on a model of that shape (what search results record)."""
+        return MaskSpec(list(self.rules), self.schema_version, (num_layers, num_heads))
 
     @property
     def label(self) -> str:
@@ -148,12 +176,19 @@ def parse_rules(
 
 
 def read_spec(path, *, what: str = "--spec") -> MaskSpec:
-    """A mask spec JSON file; an unreadable one is refused in one line naming ``what``."""
+    """The mask spec a JSON file holds (a spec, a search result, a MICE configuration: see
+    :func:`spec_from_document`); an unreadable one is refused in one line naming ``what``."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise BadInput(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
-    return MaskSpec.from_json(text)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BadInput(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{what} {str(path)!r}: expected a JSON object, got {type(data).__name__}")
+    return spec_from_document(data, f"{what} {str(path)!r}")
 
 
 def spec_from_document(data: dict, source: str = "the file") -> MaskSpec:
@@ -169,12 +204,31 @@ def spec_from_document(data: dict, source: str = "the file") -> MaskSpec:
             except ValueError:
                 continue
         if isinstance(inner, dict) and "rules" in inner:
-            return MaskSpec.from_dict(inner)
+            spec = MaskSpec.from_dict(inner)
+            if spec.made_for is None and {"num_layers", "num_heads"} <= set(data):  # a MICE configuration
+                spec = spec.for_model(data["num_layers"], data["num_heads"])
+            return spec
     raise BadInput(
         f"{source} holds no mask spec: expected a MICE configuration (ablations.mice.config), an "
         "object with 'rules' (a MaskSpec), or one under 'mask', 'mask_spec', 'spec' or 'removed' "
         "(search.json)"
     )
+
+
+def _made_for(value) -> tuple[int, int]:
+    try:
+        layers, heads = value
+    except (TypeError, ValueError):
+        layers = heads = None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (layers, heads)):
+        raise BadInput(
+            f"mask spec made_for {value!r}: expected {{'num_layers': L, 'num_heads': H}} with L, H >= 1"
+        )
+    return (layers, heads)
+
+
+def _shape(made_for: tuple[int, int]) -> str:
+    return f"{made_for[0]} layers × {made_for[1]} heads"
 
 
 def _rule_fields(r) -> dict:
@@ -321,7 +375,14 @@ def expand_table(
 
 
 def compile_mask(spec: MaskSpec, num_layers: int, num_heads: int) -> CompiledMask:
-    """Resolve ``spec`` against a model with ``num_layers`` layers and ``num_heads`` heads."""
+    """Resolve ``spec`` against a model with ``num_layers`` layers and ``num_heads`` heads; a spec made on a
+    model of another shape (``spec.made_for``) is refused."""
+    if spec.made_for is not None and spec.made_for != (num_layers, num_heads):
+        raise BadInput(
+            f"mask spec made for {_shape(spec.made_for)} does not fit this model "
+            f"({_shape((num_layers, num_heads))}); make it on this model (ablations.search, "
+            "ablations.export) or drop its 'made_for' to clamp its layer ranges"
+        )
     per_head = any(r.heads.lower() != "all" for r in spec.rules)
     allowed = torch.ones(num_layers, num_heads if per_head else 1, N_ROLES, N_ROLES, dtype=torch.bool)
     notices: list[str] = []
@@ -348,7 +409,7 @@ def _resolved(spec: MaskSpec, num_layers: int, notices: list[str]):
         own, notice = resolve_ranges(rule.layers, num_layers, "layers")
         if notice:
             notices.append(notice)
-        sub = preset_rules(rule.interaction)
+        sub = preset_rules(rule.interaction, num_layers)
         if sub is None:
             rules.append(rule)
             layer_sets.append(own)

@@ -25,7 +25,9 @@ hand-written per-layer table, no ``mask``) is accepted and turned into a mask wi
 Named presets (:func:`preset`): the MICE paper's cumulative steps ``mice-step0`` … ``mice-step3@K`` (mask
 only) and the final architecture ``mice-lK+N`` = ``mice-step3@K`` with ``merge_layer = K`` and
 ``drop_layer = K + N`` (``mice-l4+3`` is the paper's MICE-ℓ4+3 on 12-layer MiniLM; ``mice-l2+3`` its
-analogue on the 6-layer reference model).
+analogue on a 6-layer model); ``mice-final`` is that architecture at the model's own depth
+(:func:`~ablations.masking.interactions.default_final_preset`: ``mice-l4+3`` on 12 layers, ``mice-l2+3``
+on 6), as ``mice-step3`` alone means ``mice-step3@K`` with ``K = layers // 3``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from ablations.masking.interactions import default_final_preset
 from ablations.masking.masks import MaskSpec, Rule, compile_mask
 from probe.errors import BadInput
 from probe.roles import ROLE_NAMES, TOKEN_ROLES, Role
@@ -70,7 +73,10 @@ _FINAL = re.compile(r"mice-l(\d+)\+(\d+)")
 
 
 def preset_names() -> str:
-    return "mice-step0, mice-step1, mice-step2, mice-step3[@K], mice-lK+N (step3@K, merge K, drop K+N)"
+    return (
+        "mice-step0, mice-step1, mice-step2, mice-step3[@K], mice-lK+N (step3@K, merge K, drop K+N), "
+        "mice-final (mice-lK+3 with K = layers // 3: mice-l4+3 on 12 layers, mice-l2+3 on 6)"
+    )
 
 
 @dataclass
@@ -342,6 +348,8 @@ def spec_from_interactions(table, where: str = "MICE config") -> MaskSpec:
 def preset(name: str, num_layers: int, num_heads: int, base_model: str, **overrides) -> MiceConfig:
     """A named configuration: ``mice-step0..3[@K]`` (mask only) or ``mice-lK+N`` (final architecture)."""
     key = name.strip().lower()
+    if key == "mice-final":
+        key = default_final_preset(num_layers)
     m = _FINAL.fullmatch(key)
     if m:
         k, n = int(m.group(1)), int(m.group(2))

@@ -30,7 +30,7 @@ from ablations.data import training as td
 from ablations.data.collections import load_collection
 from ablations.evaluation.measures import aggregate, evaluate_runs
 from ablations.evaluation.rerank import rerank
-from ablations.paths import REFERENCE_MODELS, resolve_model, trained_model_dir
+from ablations.paths import TRAINED_MODELS, resolve_model, trained_model_dir
 from ablations.results import write_table
 from ablations.training import loop
 from ablations.training.loop import LOSSES, batch_loss, bf16_enabled, optimizer_step, pairs_of
@@ -110,7 +110,7 @@ class TrainConfig:
 
 def _reference(test: str, train: list[str]) -> TrainConfig:
     return TrainConfig(
-        out=str(trained_model_dir(REFERENCE_MODELS[f"reference-{test}"])),
+        out=str(trained_model_dir(TRAINED_MODELS[f"minilm-l6-ce-{test}"])),
         train_collections=train,
         validation=train[0],
         test=[test],

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS
+from ablations.masking.interactions import MASK_PRESETS, default_mice_k
 from ablations.masking.masks import MaskSpec, Rule, compile_mask
+from ablations.scorers import model_depth
 from app import charts, data
 from app.views.common import Context, check_pair, guard, pair_inputs, set_pair
 from probe.ranges import format_ranges
@@ -139,7 +140,12 @@ def choose_variant(ctx: Context) -> data.Variant | None | bool:
         preset = c1.selectbox("Preset", MASK_PRESETS, index=len(MASK_PRESETS) - 1, key="pair_preset")
         if preset == "mice-step3":
             k = c2.number_input(
-                "K: query–document interaction starts at layer", 0, 48, DEFAULT_MICE_K, key="pair_k"
+                "K: query–document interaction starts at layer",
+                0,
+                48,
+                default_mice_k(model_depth(ctx.model or None)),
+                key="pair_k",
+                help="default: a third of the model's depth (12 layers: 4, the paper's MICE-ℓ4+3; 6: 2)",
             )
             preset = f"mice-step3@{int(k)}"
         return data.Variant(preset, MaskSpec([Rule(preset)]).to_json())
