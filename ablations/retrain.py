@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", default="mice", help=f"one of {', '.join(STUDENTS)} (default mice)")
     p.add_argument("--init", default=None, help="weights to start from (default: the configuration's)")
     p.add_argument("--teacher", default="reference", help="cross-encoder to distil (default: the reference)")
+    p.add_argument(
+        "--teacher-cache",
+        default=None,
+        help="teacher-score file to read or write (default: $MICE_CACHE/teacher/<key>.parquet); one made "
+        "for another teacher, max length or data is refused",
+    )
     p.add_argument("--loss", default="margin-mse", help=f"one of {', '.join(LOSSES)} (default margin-mse)")
     p.add_argument("--data", default=None, help="distill (teacher-scored groups) or judged (labels)")
     defaults = RetrainConfig(out="-", config="-")

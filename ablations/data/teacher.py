@@ -25,6 +25,7 @@ class BiEncoder(Scorer):
         except (OSError, ValueError) as exc:
             raise BadInput(f"cannot load bi-encoder {name_or_path!r}: {exc}") from None
         self.model.max_seq_length = max_length
+        self.max_length = max_length  # part of the teacher cache's key
         self.name = f"bi-encoder:{name_or_path}"
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:

@@ -12,8 +12,6 @@ A *group* is one query with ``n`` documents: labels (graded relevance) and/or te
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +22,8 @@ import pandas as pd
 from ablations.data import readers
 from ablations.data.bm25 import BM25Index
 from ablations.data.collections import RerankSet, judged_texts, load_collection, pooled_passages
-from ablations.paths import cache_dir, data_dir
-from ablations.results import atomic_write_parquet
+from ablations.data.teacher_cache import TeacherCache
+from ablations.paths import data_dir
 from probe.errors import BadInput
 
 
@@ -70,11 +68,6 @@ def _without(docs: dict[str, str], excluded: tuple[set[str], set[str]]) -> dict[
     return {k: v for k, v in docs.items() if k not in ids and v not in texts}
 
 
-def _teacher_cache(key: dict) -> Path:
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / "teacher" / f"{digest}.parquet"
-
-
 def distillation_groups(
     train_collections: list[str],
     *,
@@ -86,6 +79,7 @@ def distillation_groups(
     depth: int,
     seed: int,
     teacher=None,
+    teacher_cache: str | Path | None = None,
     progress: bool = True,
 ) -> list[Group]:
     """Candidate groups scored by ``teacher``, from two sources:
@@ -96,8 +90,10 @@ def distillation_groups(
     - MS MARCO dev-small: ``dev_queries`` queries with bm25s top-``depth`` candidates from the training
       collections' passage pools, one group each (query diversity).
 
-    Teacher scores are cached under ``$MICE_CACHE/teacher`` keyed by every setting, so a resumed or
-    repeated run does not embed again.
+    Teacher scores are computed once and cached (:class:`~ablations.data.teacher_cache.TeacherCache`:
+    under ``$MICE_CACHE/teacher`` or at ``teacher_cache``), keyed by the teacher (its fingerprint and max
+    length) and every data setting, so a resumed or repeated run, and every other student distilling the
+    same teacher on the same data, reads them back; scoring resumes chunk by chunk after an interruption.
     """
     docs: dict[str, str] = {}
     queries: dict[str, str] = {}
@@ -125,14 +121,16 @@ def distillation_groups(
         "depth": depth,
         "seed": seed,
         "teacher": getattr(teacher, "name", "none"),
+        "teacher_max_length": getattr(teacher, "max_length", None),
         "docs": len(docs),
         "excluded": len(exclude_docs[0]),
     }
     queries.update({f"dev:{q}": dev[q] for q in dev_ids})
-    cache = _teacher_cache(key)
-    if cache.exists():
-        table = pd.read_parquet(cache)
-    else:
+    cache = TeacherCache(key, teacher_cache)
+    if teacher is None and cache.load() is None:
+        raise BadInput("distillation needs a teacher")
+
+    def build() -> pd.DataFrame:
         if dev_ids:
             run = BM25Index(docs).search({f"dev:{q}": dev[q] for q in dev_ids}, k=depth)
             lists.update(run.groupby("query_id")["doc_id"].agg(list).to_dict())
@@ -144,13 +142,12 @@ def distillation_groups(
             for g in range(1 if qid.startswith("dev:") else groups_per_query):
                 rng = random.Random(f"{seed}:{qid}:{g}")
                 rows.extend((qid, g, d) for d in rng.sample(ids, group_size))
-        table = pd.DataFrame(rows, columns=["query_id", "group", "doc_id"])
-        if teacher is None:
-            raise BadInput("distillation needs a teacher")
-        table["teacher"] = teacher.score_ids(
-            list(zip(table["query_id"], table["doc_id"])), queries, docs, progress=progress
-        )
-        atomic_write_parquet(table, cache)
+        return pd.DataFrame(rows, columns=["query_id", "group", "doc_id"])
+
+    def score(rows: pd.DataFrame):
+        return teacher.score_ids(list(zip(rows["query_id"], rows["doc_id"])), queries, docs, progress=False)
+
+    table = cache.get(build, score, progress=progress)
     return [
         Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
         for (qid, _), g in table.groupby(["query_id", "group"], sort=True)

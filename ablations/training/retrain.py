@@ -50,6 +50,7 @@ class RetrainConfig:
     student: str = "mice"  # mice | maxsim | lite
     init: str | None = None  # weights to start from (default: the configuration's weights / base model)
     teacher: str = "reference"  # the full cross-encoder distilled from (margin-MSE)
+    teacher_cache: str | None = None  # teacher-score file (default: $MICE_CACHE/teacher/<key>.parquet)
     loss: str = "margin-mse"
     data: str | None = None  # distill | judged (default: distill for margin-mse/kl/mse, judged otherwise)
     steps: int = 300
@@ -62,11 +63,13 @@ class RetrainConfig:
     groups_per_query: int = 4
     depth: int = 30
     min_positive: int = 2
-    train_collections: list[str] = field(default_factory=lambda: ["dl20", "dl21"])
-    validation: str = "dl20"
+    # TREC DL 2021 (MS MARCO v2 passages) and MS MARCO dev-small queries: no DL 2019 or DL 2020 query,
+    # judgement or passage is trained or selected on, so both stay test collections
+    train_collections: list[str] = field(default_factory=lambda: ["dl21"])
+    validation: str = "dl21"
     validation_fraction: float = 0.25
     validation_depth: int = 30
-    test: list[str] = field(default_factory=lambda: ["dl19"])  # their passages are never trained on
+    test: list[str] = field(default_factory=lambda: ["dl19", "dl20"])  # their passages are never trained on
     max_doc_length: int = 116  # training-time document budget (the reference was trained at 128 tokens)
     eval_every: int = 100  # 0: no validation (the last step is kept)
     checkpoint_every: int = 50
@@ -103,6 +106,7 @@ class CrossEncoderTeacher:
     def __init__(self, ce: CrossEncoder):
         self.ce = ce
         self.name = f"cross-encoder:{model_fingerprint(ce)}"
+        self.max_length = ce.max_length  # part of the teacher cache's key
 
     def score_ids(self, pairs, queries: dict, docs: dict, *, batch_size: int = 64, progress: bool = False):
         return self.ce.score(
@@ -213,6 +217,7 @@ def _run(
                 depth=cfg.depth,
                 seed=cfg.seed,
                 teacher=teacher,
+                teacher_cache=cfg.teacher_cache,
                 progress=progress,
             )
         else:

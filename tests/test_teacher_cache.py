@@ -1,0 +1,87 @@
+"""The teacher-score cache: computed once, reused, resumed after an interruption, recomputed when damaged,
+and refused (one line) when an explicit file was made for another teacher or max length."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ablations.data.teacher_cache import TeacherCache
+from probe.errors import BadInput
+
+KEY = {"teacher": "cross-encoder:abc", "teacher_max_length": 128, "data": {"collections": ["dl21"]}}
+
+
+def pairs(n=10):
+    return pd.DataFrame(
+        {"query_id": [f"q{i // 4}" for i in range(n)], "group": 0, "doc_id": [f"d{i}" for i in range(n)]}
+    )
+
+
+class Teacher:
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def __call__(self, rows):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return np.array([float(d[1:]) for d in rows["doc_id"]])
+
+
+def test_computed_once_then_read(monkeypatch, tmp_path):
+    monkeypatch.setenv("MICE_CACHE", str(tmp_path))
+    t = Teacher()
+    first = TeacherCache(KEY).get(pairs, t, progress=False, chunk=4)
+    assert t.calls == 3 and first["teacher"].tolist() == list(map(float, range(10)))
+    again = TeacherCache(KEY).get(pairs, t, progress=False, chunk=4)
+    assert t.calls == 3 and again.equals(first)
+    # another teacher or max length is another cache (default location: the key names the file)
+    other = TeacherCache({**KEY, "teacher_max_length": 256})
+    assert other.path != TeacherCache(KEY).path
+    other.get(pairs, t, progress=False, chunk=4)
+    assert t.calls == 6
+
+
+def test_an_interrupted_run_resumes_from_its_chunks(tmp_path):
+    path = tmp_path / "t.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        TeacherCache(KEY, path).get(pairs, Teacher(fail_after=2), progress=False, chunk=4)
+    assert not path.exists() and len(list((tmp_path / "t.parts").glob("part-*.npy"))) == 2
+    t = Teacher()
+    out = TeacherCache(KEY, path).get(pairs, t, progress=False, chunk=4)
+    assert t.calls == 1 and out["teacher"].tolist() == list(map(float, range(10)))
+    assert not (tmp_path / "t.parts").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no-manifest"])
+def test_a_damaged_cache_is_detected_and_recomputed(tmp_path, capsys, damage):
+    path = tmp_path / "t.parquet"
+    TeacherCache(KEY, path).get(pairs, Teacher(), progress=False)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        path.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    else:
+        path.with_suffix(".json").unlink()
+    t = Teacher()
+    out = TeacherCache(KEY, path).get(pairs, t, progress=False)
+    assert t.calls == 1 and out["teacher"].tolist() == list(map(float, range(10)))
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert TeacherCache(KEY, path).load() is not None  # rewritten intact
+
+
+def test_an_explicit_cache_of_another_teacher_is_refused(tmp_path):
+    path = tmp_path / "t.parquet"
+    TeacherCache(KEY, path).get(pairs, Teacher(), progress=False)
+    with pytest.raises(BadInput) as exc:
+        TeacherCache({**KEY, "teacher_max_length": 256}, path).get(pairs, Teacher(), progress=False)
+    msg = str(exc.value)
+    assert "teacher_max_length 128" in msg and "needs teacher_max_length 256" in msg and "\n" not in msg
+    with pytest.raises(BadInput, match='made for teacher "cross-encoder:abc"'):
+        TeacherCache({**KEY, "teacher": "cross-encoder:xyz"}, path).load()
+    assert json.loads(path.with_suffix(".json").read_text())["key"]["teacher_max_length"] == 128
