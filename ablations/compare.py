@@ -27,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default=None,
-        help="MICE configuration: evaluated on the reference's weights, not retrained (the 'masked' row)",
+        help="MICE configuration file or preset (mice-final, mice-l4+3, ...): evaluated on the reference's "
+        "weights, not retrained (the 'mice-masked' row)",
+    )
+    p.add_argument(
+        "--masks",
+        nargs="+",
+        default=None,
+        help="mask presets or interactions: the reference under each, one row each (mice-step0 ...)",
     )
     p.add_argument("--mice", default=None, help="retrained MICE model folder (python -m ablations.retrain)")
     p.add_argument("--maxsim", default=None, help="trained MaxSim baseline folder")

@@ -25,7 +25,7 @@ CLI_MODULES = {
     "ablations.cliargs",
     *(
         f"ablations.{verb}"
-        for verb in ("run", "evaluate", "sweep", "search", "export", "retrain", "compare", "train")
+        for verb in ("run", "evaluate", "sweep", "search", "export", "retrain", "compare", "train", "paper")
     ),
 }
 

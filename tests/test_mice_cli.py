@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -499,3 +500,57 @@ def test_an_interrupted_compare_resumes_without_rescoring(tiny, capsys, monkeypa
     res = run_in_process(compare_cli.main, [*args, "--out", str(out)], capsys)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("resumed") == 2 and "lite             nDCG@10" in res.stdout
+
+
+def test_paper_table_in_one_command(tiny, capsys):
+    from ablations import paper as paper_cli
+
+    root, model, beir = tiny
+    out = root / "paper"
+    args = ["--reference", str(model), "--collections", str(beir), "--latency-queries", "2"]
+    res = run_in_process(paper_cli.main, [*args, "--bootstrap", "200", "--out", str(out)], capsys)
+    assert res.returncode == 0, res.stderr
+    cfg = MiceConfig.load(out / "mice.json")  # mice-final at this depth: 3 layers -> mice-l1+2
+    assert (cfg.num_layers, cfg.merge_layer, cfg.drop_layer) == (3, 1, 3)
+    table = pd.read_parquet(out / "paper.parquet")
+    rows = ["cross-encoder", "mice-step0", "mice-step1", "mice-step2", "mice-step3", "mice-masked"]
+    assert table["model"].tolist() == rows
+    assert table["paper_ndcg10"].isna().all()  # the paper reports nothing on this collection
+    ref = table[table["model"] == "cross-encoder"].iloc[0]
+    assert ref["speedup"] == 1.0 and np.isnan(ref["p"]) and ref["delta"] == 0
+    assert table["latency_ms_per_query"].gt(0).all() and table["p"].iloc[1:].between(0, 1).all()
+    comparison = pd.read_parquet(out / "comparison.parquet")
+    assert json.loads((out / "paper.json").read_text())["kind"] == "mice-paper"
+    assert set(comparison["model"]) == set(rows)
+    assert "not in this run: mice-retrained" in res.stdout and "ablations.retrain" in res.stdout
+    assert "[paper's number]" in res.stdout
+
+
+def test_the_paper_numbers_sit_beside_ours():
+    from ablations.experiments.paper import PAPER, paper_table
+
+    rows = []
+    for model, lat in (("cross-encoder", 100.0), ("mice-retrained", 10.0)):
+        for coll in ("dl19", "dl20"):
+            rows.append(
+                {
+                    "model": model,
+                    "collection": coll,
+                    "domain": "ID",
+                    "measure": "nDCG@10",
+                    "n": 43,
+                    "mean": 0.7,
+                    "delta": 0.0 if model == "cross-encoder" else -0.01,
+                    "p": np.nan if model == "cross-encoder" else 0.2,
+                    "reference": model == "cross-encoder",
+                    "latency_ms_per_query": lat,
+                    "storage_bytes_per_doc": 0.0,
+                    "parameters": 10,
+                }
+            )
+    table = paper_table(pd.DataFrame(rows)).set_index(["model", "collection"])
+    assert table.loc[("cross-encoder", "dl19"), "paper_ndcg10"] == PAPER[("cross-encoder", "dl19")] == 0.755
+    assert table.loc[("mice-retrained", "dl20"), "paper_ndcg10"] == 0.693
+    assert abs(table.loc[("mice-retrained", "dl20"), "minus_paper"] - (0.7 - 0.693)) < 1e-12
+    assert table.loc[("mice-retrained", "dl19"), "speedup"] == 10.0
+    assert table.loc[("mice-retrained", "dl19"), "paper_speedup"] == 4.2

@@ -10,10 +10,11 @@ measure each model is compared with the cross-encoder (paired t-test, bootstrap 
 reference never trained on it); every BEIR collection under ``$MICE_SHARED/data/beir`` is out-of-domain.
 
 Latency: the first ``--latency-queries`` queries of the first collection, each query's candidates scored
-in one call (``score(pairs, batch_size=100)``, what a user re-ranking 100 candidates does), after one
-warm-up query; median milliseconds per query. Models that precompute documents (MICE doc-cache, MaxSim,
-LITE) read them from an index built beforehand over those queries' candidates (build time reported
-apart; its bytes per document are the ``storage_bytes_per_doc`` column). ``torch`` threads: ``--threads``.
+in one call (``score(pairs, batch_size=100)``, what a user re-ranking 100 candidates does), every model in
+turn query by query (interleaved), after one warm-up query; median milliseconds per query. Models that
+precompute documents (MICE doc-cache, MaxSim, LITE) read them from an index built beforehand over those
+queries' candidates (build time reported apart; its bytes per document are the ``storage_bytes_per_doc``
+column). ``torch`` threads: ``--threads``.
 
 Resume: each model × collection's per-query table is kept in ``<out>/.partial/`` as soon as it is scored,
 keyed by the model's fingerprint (weights, and the MICE configuration and plan where there are) and the rerank
@@ -46,7 +47,9 @@ from pyarrow import ArrowException
 from ablations.data.collections import RerankSet, load_collection
 from ablations.evaluation.measures import per_query
 from ablations.evaluation.stats import paired_stats
-from ablations.mice.config import MiceConfig
+from ablations.masking.masked import MaskedCrossEncoder
+from ablations.masking.masks import MaskSpec, Rule
+from ablations.mice.config import MiceConfig, preset
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.mice.model import MiceModel
 from ablations.paths import data_dir, resolve_model
@@ -55,7 +58,8 @@ from probe.errors import BadInput
 from probe.model import CrossEncoder, Scorer, model_fingerprint
 
 REFERENCE = "cross-encoder"
-IN_DOMAIN = ("dl19",)
+#: MS MARCO collections: in domain for an MS MARCO cross-encoder (the reference never trained on them).
+IN_DOMAIN = ("dl19", "dl20")
 
 
 @dataclass
@@ -63,7 +67,10 @@ class CompareConfig:
     """What ``python -m ablations.compare`` compares, on what, and how (its flags, one field each)."""
 
     reference: str = "reference"
-    config: str | None = None  # MICE configuration: evaluated on the reference's weights, not retrained
+    # MICE configuration (file or preset): on the reference's weights, not retrained
+    config: str | None = None
+    # mask presets / interactions: the reference under each mask (one row each, named by the mask)
+    masks: list[str] | None = None
     mice: str | None = None  # retrained MICE model folder
     maxsim: str | None = None
     lite: str | None = None
@@ -116,6 +123,24 @@ def latency_ms(
     return out
 
 
+def interleaved_latency_ms(
+    models: dict[str, Scorer], rs: RerankSet, query_ids: list[str], *, batch_size: int = 100, warmup: int = 1
+) -> dict[str, list[float]]:
+    """:func:`latency_ms` for every model, interleaved query by query (each query's candidates scored by
+    every model in turn), so a change of machine load hits every model alike."""
+    for qid in query_ids[:warmup]:
+        for scorer in models.values():
+            scorer.score(query_pairs(rs, qid), batch_size=batch_size)
+    out: dict[str, list[float]] = {m: [] for m in models}
+    for qid in query_ids:
+        pairs = query_pairs(rs, qid)
+        for model, scorer in models.items():
+            start = time.perf_counter()
+            scorer.score(pairs, batch_size=batch_size)
+            out[model].append((time.perf_counter() - start) * 1000)
+    return out
+
+
 def _domain(name: str) -> str:
     return "ID" if name in IN_DOMAIN else "OOD"
 
@@ -125,8 +150,11 @@ def build_models(cfg: CompareConfig) -> tuple[dict[str, Scorer], dict[str, str]]
     ce = CrossEncoder.from_pretrained(ref_path, max_length=cfg.max_length)
     models: dict[str, Scorer] = {REFERENCE: ce}
     paths = {REFERENCE: ref_path}
+    for mask in cfg.masks or []:
+        models[mask] = MaskedCrossEncoder(ce, MaskSpec([Rule(mask)]))
+        paths[mask] = f"{ref_path} with {mask} removed"
     if cfg.config:
-        mice_cfg = MiceConfig.load(cfg.config)
+        mice_cfg = _mice_config(cfg.config, ce, ref_path)
         models["mice-masked"] = MiceModel(
             ce, mice_cfg, name="mice-masked"
         )  # the reference's weights, not retrained
@@ -141,8 +169,18 @@ def build_models(cfg: CompareConfig) -> tuple[dict[str, Scorer], dict[str, str]]
             models[kind] = LateInteractionScorer.load(folder)
             paths[kind] = str(folder)
     if len(models) == 1:
-        raise BadInput("nothing to compare: give --config (masked MICE), --mice, --maxsim and/or --lite")
+        raise BadInput(
+            "nothing to compare: give --config (masked MICE), --masks, --mice, --maxsim and/or --lite"
+        )
     return models, paths
+
+
+def _mice_config(source: str, ce: CrossEncoder, ref_path: str) -> MiceConfig:
+    """A MICE configuration file, or a preset (``mice-final``, ``mice-l4+3``, …) made for the reference."""
+    key = str(source).strip().lower()
+    if key.startswith("mice-") and not Path(source).exists():
+        return preset(key, ce.num_layers, ce.num_heads, ref_path, max_length=ce.max_length)
+    return MiceConfig.load(source)
 
 
 def _indexable(scorer: Scorer) -> bool:
@@ -160,6 +198,8 @@ def _model_key(scorer: Scorer) -> str:
         return f"{scorer.fingerprint()}/{scorer.config.fingerprint()}/{scorer.plan.shape}"
     if isinstance(scorer, LateInteractionScorer):
         return scorer.fingerprint()
+    if isinstance(scorer, MaskedCrossEncoder):
+        return f"{model_fingerprint(scorer.ce)}/{scorer.mask.key()}"
     return model_fingerprint(scorer)
 
 
@@ -249,14 +289,15 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                 facts[model]["storage_bytes_per_doc"] = index.bytes_per_doc
             else:
                 facts[model]["storage_bytes_per_doc"] = 0.0
-            times = latency_ms(scorer, lat_rs, qids, batch_size=100)
-            facts[model]["latency_ms_per_query"] = statistics.median(times)
-            facts[model]["latency_ms_all"] = [round(t, 1) for t in times]
+        times = interleaved_latency_ms(models, lat_rs, qids, batch_size=100)
+        for model, scorer in models.items():
             if _indexable(scorer):
                 scorer.detach_index()
+            facts[model]["latency_ms_per_query"] = statistics.median(times[model])
+            facts[model]["latency_ms_all"] = [round(t, 1) for t in times[model]]
             print(
                 f"  latency {model:16s} {facts[model]['latency_ms_per_query']:.0f} ms/query "
-                f"(median of {len(times)}), "
+                f"(median of {len(times[model])}), "
                 f"storage {facts[model]['storage_bytes_per_doc'] / 1024:.1f} KiB/doc",
                 flush=True,
             )
@@ -283,6 +324,8 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 def _params(scorer: Scorer) -> int:
     if hasattr(scorer, "num_parameters"):
         return int(scorer.num_parameters())
+    if isinstance(scorer, MaskedCrossEncoder):
+        scorer = scorer.ce
     return int(sum(p.numel() for p in scorer.model.parameters()))
 
 

@@ -211,8 +211,6 @@ class Experiment:
         one."""
         s = self.settings
         compiled = compiled or self.compile(spec)
-        table = compiled.allowed.expand(-1, compiled.num_heads, -1, -1).contiguous()  # per-head or not: same
-        mask = hashlib.sha1(table.numpy().tobytes() + str(tuple(table.shape)).encode())
         raw = json.dumps(
             [
                 self.fingerprint,
@@ -220,7 +218,7 @@ class Experiment:
                 len(self.rs.queries),
                 self.depth,
                 self.ce.max_length,
-                mask.hexdigest(),
+                compiled.key(),  # per-head or not: same
                 s.seed,
                 s.n_boot,
                 s.tie_tol,

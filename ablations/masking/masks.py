@@ -22,6 +22,7 @@ Head indices must exist.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -274,6 +275,13 @@ class CompiledMask:
             self.groups.append(keys[key])
 
     # --- description
+    def key(self) -> str:
+        """A hash of the compiled table (expanded over heads): equal for masks that remove the same
+        attention, whatever their spelling (``doc2query`` and ``doc2query[0-99]`` clamped, all heads named
+        or ``all``)."""
+        table = self.allowed.expand(-1, self.num_heads, -1, -1).contiguous()
+        return hashlib.sha1(table.numpy().tobytes() + str(tuple(table.shape)).encode()).hexdigest()
+
     @property
     def masked_layers(self) -> tuple[int, ...]:
         return tuple(i for i, g in enumerate(self.groups) if g >= 0)

@@ -102,9 +102,8 @@ def load_source(source: str, model: str, overrides: dict) -> MiceConfig:
 
 def export(source: str, model: str, overrides: dict) -> tuple[MiceConfig, Plan]:
     """The MICE configuration ``source`` names, resolved against ``model`` (``overrides``: fields to set,
-    ``None`` = keep), with its execution plan chosen (``overrides["plan"]``, else the cheapest exact one). A
-    configuration
-    whose score cannot read the document is refused in one line."""
+    ``None`` = keep), with its execution plan chosen (``overrides["plan"]``, else the cheapest exact one).
+    A configuration whose score cannot read the document is refused in one line."""
     cfg = load_source(source, model, overrides)
     if not cfg.score_reads_document():
         raise BadInput(
