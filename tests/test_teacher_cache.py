@@ -85,3 +85,31 @@ def test_an_explicit_cache_of_another_teacher_is_refused(tmp_path):
     with pytest.raises(BadInput, match='made for teacher "cross-encoder:abc"'):
         TeacherCache({**KEY, "teacher": "cross-encoder:xyz"}, path).load()
     assert json.loads(path.with_suffix(".json").read_text())["key"]["teacher_max_length"] == 128
+
+
+class LengthTeacher:
+    """A cheap stand-in teacher over real texts: the document's length in words."""
+
+    def __init__(self, max_length):
+        self.name, self.max_length, self.pairs = "length-teacher", max_length, 0
+
+    def score_ids(self, pairs, queries, docs, **kw):
+        self.pairs += len(pairs)
+        return np.array([len(docs[d].split()) for _, d in pairs], dtype=float)
+
+
+@pytest.mark.slow
+def test_distillation_data_shares_one_cache_and_refuses_another_teachers(tmp_path, monkeypatch):
+    from ablations.data.training import distillation_groups
+
+    monkeypatch.setenv("MICE_CACHE", str(tmp_path / "cache"))
+    kw = dict(exclude_queries=set(), dev_queries=3, groups_per_query=1, group_size=4, depth=8, seed=0)
+    path = tmp_path / "teacher.parquet"
+    first = LengthTeacher(128)
+    groups = distillation_groups(["dl21"], **kw, teacher=first, teacher_cache=path, progress=False)
+    assert first.pairs == 4 * len(groups) and path.is_file()
+    again = LengthTeacher(128)  # a second student: read back, nothing scored
+    same = distillation_groups(["dl21"], **kw, teacher=again, teacher_cache=path, progress=False)
+    assert again.pairs == 0 and [g.teacher for g in same] == [g.teacher for g in groups]
+    with pytest.raises(BadInput, match="teacher_max_length 128, this run needs teacher_max_length 256"):
+        distillation_groups(["dl21"], **kw, teacher=LengthTeacher(256), teacher_cache=path, progress=False)
