@@ -13,13 +13,13 @@ there; a finished run (``<out>/train.json`` present) is not redone.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
 from ablations.paths import shared_dir
+from ablations.settings import from_fields
 from ablations.training.train import TRAINING_PRESETS, TrainConfig, train
 from probe.errors import BadInput, cli
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
             fields = json.loads(args.config.read_text())
         except (OSError, ValueError) as exc:
             raise BadInput(f"config {str(args.config)!r} is not a readable JSON file: {exc}") from None
-        cfg = TrainConfig(**(dataclasses.asdict(cfg) | fields))
+        cfg = from_fields(TrainConfig, fields, f"config {str(args.config)!r}", base=cfg)
     if args.out:
         cfg.out = args.out
     if args.seed is not None:

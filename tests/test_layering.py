@@ -33,6 +33,7 @@ CLI_MODULES = {
 ABLATIONS_RANK = {
     "ablations.paths": 0,
     "ablations.results": 0,
+    "ablations.settings": 0,
     "ablations.data": 1,
     "ablations.evaluation": 2,
     "ablations.masking": 3,

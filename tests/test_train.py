@@ -1,5 +1,7 @@
 """Trainer: losses, resume after an interruption, and a real (short) training run that learns."""
 
+import json
+
 import pytest
 import torch
 
@@ -165,3 +167,35 @@ def test_a_short_real_distillation_run_learns(tmp_path):
     before = loss_of(CrossEncoder.from_pretrained(resolve_model("minilm-l6"), new_head=True, max_length=96))
     after = loss_of(CrossEncoder.from_pretrained(tmp_path / "model", max_length=96))
     assert after < before
+
+
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"frozen_layers": "three"}, "frozen_layers = 'three' is not an integer"),
+        ({"seed": 1.5}, "seed = 1.5 is not an integer"),
+        ({"eval_every": True}, "eval_every = True is not an integer"),
+        ({"test": "dl19"}, "test = 'dl19' is not a list of a string"),
+        ({"lr": 1e-4}, "unknown key 'lr'"),
+        ({"max_lenght": 64}, "unknown key 'max_lenght' (did you mean 'max_length'?)"),
+        (
+            {"stages": [{"name": "d", "loss": "lce", "data": "judged", "steps": 2, "lr": "fast"}]},
+            "lr = 'fast'",
+        ),
+        (
+            {"stages": [{"name": "d", "loss": "lce", "data": "judged", "steps": 2, "lr": 1, "lrr": 2}]},
+            "stages[0]",
+        ),
+    ],
+)
+def test_a_bad_train_config_is_one_line(fields, needle, tmp_path, capsys):
+    from ablations import train as train_cli
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(fields))
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--config", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert needle in err and str(path) in err, err
+    assert not (tmp_path / "out").exists()
