@@ -507,7 +507,7 @@ def test_paper_table_in_one_command(tiny, capsys):
 
     root, model, beir = tiny
     out = root / "paper"
-    args = ["--reference", str(model), "--collections", str(beir), "--latency-queries", "2"]
+    args = ["--reference", str(model), "--collections", str(beir), "--latency-queries", "2", "--depth", "2"]
     res = run_in_process(paper_cli.main, [*args, "--bootstrap", "200", "--out", str(out)], capsys)
     assert res.returncode == 0, res.stderr
     cfg = MiceConfig.load(out / "mice.json")  # mice-final at this depth: 3 layers -> mice-l1+2
@@ -520,7 +520,9 @@ def test_paper_table_in_one_command(tiny, capsys):
     assert ref["speedup"] == 1.0 and np.isnan(ref["p"]) and ref["delta"] == 0
     assert table["latency_ms_per_query"].gt(0).all() and table["p"].iloc[1:].between(0, 1).all()
     comparison = pd.read_parquet(out / "comparison.parquet")
-    assert json.loads((out / "paper.json").read_text())["kind"] == "mice-paper"
+    meta = json.loads((out / "paper.json").read_text())
+    assert meta["kind"] == "mice-paper"
+    assert meta["latency"]["candidates_per_query"] > 2  # latency on every candidate, not --depth's
     assert set(comparison["model"]) == set(rows)
     assert "not in this run: mice-retrained" in res.stdout and "ablations.retrain" in res.stdout
     assert "[paper's number]" in res.stdout

@@ -9,9 +9,10 @@ measure each model is compared with the cross-encoder (paired t-test, bootstrap 
 :func:`ablations.evaluation.stats.paired_stats`). Collections: TREC DL 2019 is in-domain (MS MARCO; the
 reference never trained on it); every BEIR collection under ``$MICE_SHARED/data/beir`` is out-of-domain.
 
-Latency: the first ``--latency-queries`` queries of the first collection, each query's candidates scored
-in one call (``score(pairs, batch_size=100)``, what a user re-ranking 100 candidates does), every model in
-turn query by query (interleaved), after one warm-up query; median milliseconds per query. Models that
+Latency: the first ``--latency-queries`` queries of the first collection, each query's candidates (all of
+them, 100 for a BM25 top-100, whatever ``--depth`` is) scored in one call (``score(pairs,
+batch_size=100)``, what a user re-ranking 100 candidates does), every model in turn query by query
+(interleaved), after one warm-up query; median milliseconds per query. Models that
 precompute documents (MICE doc-cache, MaxSim, LITE) read them from an index built beforehand over those
 queries' candidates (build time reported apart; its bytes per document are the ``storage_bytes_per_doc``
 column). ``torch`` threads: ``--threads``.
@@ -241,9 +242,10 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         torch.set_num_threads(cfg.threads)
     models, paths = build_models(cfg)
     collections = cfg.collections or default_collections()
-    sets = {}
+    sets, full = {}, {}
     for name in collections:
         rs = load_collection(name)
+        full.setdefault("first", rs)
         cap = cfg.queries if _domain(name) == "ID" else (cfg.ood_queries or cfg.queries)
         sets[name] = rs.subset(cap, cfg.depth)
     tidy, facts = [], {m: {"parameters": _params(s)} for m, s in models.items()}
@@ -277,7 +279,9 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             )
     per_q = pd.concat(tidy, ignore_index=True)
     # latency (and storage) on the first collection's first queries
-    lat_rs = next(iter(sets.values()))
+    # latency on every candidate of the first collection's first queries (100 for BM25 top-100), whatever
+    # --depth the effectiveness columns used
+    lat_rs = full["first"].subset(cfg.latency_queries)
     qids = lat_rs.query_ids[: cfg.latency_queries]
     docs = [lat_rs.docs[d] for d in lat_rs.candidates[lat_rs.candidates["query_id"].isin(qids)]["doc_id"]]
     with tempfile.TemporaryDirectory(prefix="mice-compare-") as tmp:
@@ -311,7 +315,12 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         "latency": {
             "collection": lat_rs.name,
             "queries": qids,
-            "candidates_per_query": cfg.depth or 100,
+            "candidates_per_query": int(
+                lat_rs.candidates[lat_rs.candidates["query_id"].isin(qids)]
+                .groupby("query_id")
+                .size()
+                .median()
+            ),
             "batch_size": 100,
             "torch_threads": torch.get_num_threads(),
         },
