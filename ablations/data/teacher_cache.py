@@ -20,6 +20,7 @@ data (every setting that decides which pairs are scored); the manifest also reco
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import sys
@@ -190,8 +191,6 @@ class TeacherCache:
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()

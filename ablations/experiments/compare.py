@@ -109,26 +109,12 @@ def query_pairs(rs: RerankSet, qid: str) -> list[tuple[str, str]]:
     return [(rs.queries[qid], rs.docs[d]) for d in cand["doc_id"]]
 
 
-def latency_ms(
-    scorer: Scorer, rs: RerankSet, query_ids: list[str], *, batch_size: int = 100, warmup: int = 1
-) -> list[float]:
-    """Milliseconds to score each query's candidates in one ``score`` call (after ``warmup`` queries)."""
-    for qid in query_ids[:warmup]:
-        scorer.score(query_pairs(rs, qid), batch_size=batch_size)
-    out = []
-    for qid in query_ids:
-        pairs = query_pairs(rs, qid)
-        start = time.perf_counter()
-        scorer.score(pairs, batch_size=batch_size)
-        out.append((time.perf_counter() - start) * 1000)
-    return out
-
-
 def interleaved_latency_ms(
     models: dict[str, Scorer], rs: RerankSet, query_ids: list[str], *, batch_size: int = 100, warmup: int = 1
 ) -> dict[str, list[float]]:
-    """:func:`latency_ms` for every model, interleaved query by query (each query's candidates scored by
-    every model in turn), so a change of machine load hits every model alike."""
+    """Milliseconds to score each query's candidates in one ``score`` call (after ``warmup`` queries), for
+    every model, interleaved query by query (each query scored by every model in turn), so a change of
+    machine load hits every model alike."""
     for qid in query_ids[:warmup]:
         for scorer in models.values():
             scorer.score(query_pairs(rs, qid), batch_size=batch_size)
@@ -242,10 +228,11 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         torch.set_num_threads(cfg.threads)
     models, paths = build_models(cfg)
     collections = cfg.collections or default_collections()
-    sets, full = {}, {}
+    sets, first = {}, None
     for name in collections:
         rs = load_collection(name)
-        full.setdefault("first", rs)
+        if first is None:
+            first = rs
         cap = cfg.queries if _domain(name) == "ID" else (cfg.ood_queries or cfg.queries)
         sets[name] = rs.subset(cap, cfg.depth)
     tidy, facts = [], {m: {"parameters": _params(s)} for m, s in models.items()}
@@ -281,7 +268,7 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     # latency (and storage) on the first collection's first queries
     # latency on every candidate of the first collection's first queries (100 for BM25 top-100), whatever
     # --depth the effectiveness columns used
-    lat_rs = full["first"].subset(cfg.latency_queries)
+    lat_rs = first.subset(cfg.latency_queries)
     qids = lat_rs.query_ids[: cfg.latency_queries]
     docs = [lat_rs.docs[d] for d in lat_rs.candidates[lat_rs.candidates["query_id"].isin(qids)]["doc_id"]]
     with tempfile.TemporaryDirectory(prefix="mice-compare-") as tmp:
