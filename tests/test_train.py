@@ -137,6 +137,7 @@ def test_a_short_real_distillation_run_learns(tmp_path):
         checkpoint_every=20,
         max_length=96,
         stages=[stage],
+        teacher="minilm-l6",  # the bi-encoder: fast enough for CI (the cross-encoder teacher is tested below)
     )
     summary = train(cfg, progress=False)
     untrained = summary["history"][0]["val_ndcg10"]
@@ -151,7 +152,7 @@ def test_a_short_real_distillation_run_learns(tmp_path):
         group_size=4,
         depth=20,
         seed=0,
-        teacher=BiEncoder(),
+        teacher=BiEncoder(max_length=96),
     )[:32]  # cached: same groups
 
     def loss_of(model):

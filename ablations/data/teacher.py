@@ -1,15 +1,25 @@
-"""A bi-encoder scorer (cosine of sentence embeddings): a baseline and the free teacher to distil from."""
+"""Teachers to distil from: a bi-encoder (cosine of sentence embeddings, the free teacher and a baseline)
+or a cross-encoder (its logits), behind one :func:`load_teacher`.
+
+A teacher scores *text*, so its tokenizer need not match the student's: only its scores are learnt from.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ablations.paths import PRETRAINED_ENCODER, resolve_model
 from probe.errors import BadInput
-from probe.model import Pair, Scorer
+from probe.model import CrossEncoder, Pair, Scorer, model_fingerprint
+
+#: The margin scale each kind of teacher needs by default: cosine margins are ~0.1 (scaled to logit range),
+#: cross-encoder logits are already in it.
+DEFAULT_SCALE = {"bi-encoder": 10.0, "cross-encoder": 1.0}
 
 
 class BiEncoder(Scorer):
@@ -59,3 +69,63 @@ class BiEncoder(Scorer):
         queries = {q: q for q, _ in pairs}
         docs = {d: d for _, d in pairs}
         return self.score_ids(list(pairs), queries, docs, batch_size=batch_size, progress=progress)
+
+
+class CrossEncoderTeacher:
+    """A cross-encoder as the ``teacher`` of :func:`ablations.data.training.distillation_groups` (its
+    logits)."""
+
+    kind = "cross-encoder"
+
+    def __init__(self, ce: CrossEncoder):
+        self.ce = ce
+        self.name = f"cross-encoder:{model_fingerprint(ce)}"
+        self.max_length = ce.max_length  # part of the teacher cache's key
+
+    def score_ids(self, pairs, queries: dict, docs: dict, *, batch_size: int = 64, progress: bool = False):
+        return self.ce.score(
+            [(queries[q], docs[d]) for q, d in pairs], batch_size=batch_size, progress=progress
+        )
+
+
+BiEncoder.kind = "bi-encoder"
+
+
+def teacher_kind(name_or_path: str) -> str:
+    """``"cross-encoder"`` or ``"bi-encoder"`` for a model name or folder, from its files (a
+    sentence-transformers ``modules.json``, or a ``*ForSequenceClassification`` config); anything else is
+    refused in one line."""
+    path = Path(resolve_model(name_or_path)).expanduser()
+    if not path.is_dir():
+        raise BadInput(
+            f"teacher {name_or_path!r}: no model folder at {path}; expected a cross-encoder folder or name "
+            "(e.g. reference) or a sentence-transformers bi-encoder (e.g. minilm-l6)"
+        )
+    if (path / "modules.json").is_file():
+        return "bi-encoder"
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        if config.get("num_labels", len(config.get("id2label") or {0: 0})) != 1:
+            raise BadInput(
+                f"teacher {name_or_path!r} ({path}) has {len(config.get('id2label') or {})} output labels; "
+                "a cross-encoder teacher must give one relevance logit per pair"
+            )
+        return "cross-encoder"
+    found = ", ".join(config.get("architectures") or []) or "no architectures in config.json"
+    raise BadInput(
+        f"teacher {name_or_path!r} ({path}) is not a scorer ({found}): expected a cross-encoder "
+        "(a *ForSequenceClassification model with one logit) or a sentence-transformers bi-encoder "
+        "folder (with modules.json)"
+    )
+
+
+def load_teacher(name_or_path: str, *, max_length: int):
+    """The teacher a name or folder names (:func:`teacher_kind`), scoring at ``max_length`` tokens (score
+    the teacher at the length the student sees)."""
+    if teacher_kind(name_or_path) == "bi-encoder":
+        return BiEncoder(name_or_path, max_length=max_length)
+    ce = CrossEncoder.from_pretrained(resolve_model(name_or_path), max_length=max_length)
+    return CrossEncoderTeacher(ce)

@@ -24,6 +24,7 @@ import io
 import json
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,6 +122,10 @@ class TeacherCache:
             return self._damaged("its rows disagree with the manifest")
         return table
 
+    def manifest(self) -> dict | None:
+        """The manifest as written (the key, rows, checksum, and the scoring time), or ``None``."""
+        return self._manifest()
+
     def _manifest(self) -> dict | None:
         try:
             data = json.loads(self.manifest_path.read_text())
@@ -160,7 +165,7 @@ class TeacherCache:
             self.parts.mkdir(parents=True)
             atomic_write_text(marker, json.dumps({"key": self.key, "pairs": digest}, sort_keys=True))
         n_chunks = -(-len(table) // chunk)
-        scores = []
+        scores, scored, started = [], 0, time.time()
         bar = tqdm(total=len(table), desc="teacher scores", unit="pair", disable=not progress)
         for i in range(n_chunks):
             rows = table.iloc[i * chunk : (i + 1) * chunk]
@@ -171,6 +176,7 @@ class TeacherCache:
                 if got.shape != (len(rows),) or not np.isfinite(got).all():
                     raise BadInput(f"the teacher returned {got.shape} scores for {len(rows)} pairs")
                 atomic_write_bytes(part, _npy_bytes(got))
+                scored += len(rows)
             scores.append(got)
             bar.update(len(rows))
         bar.close()
@@ -184,6 +190,9 @@ class TeacherCache:
             "rows": len(out),
             "bytes": self.path.stat().st_size,
             "sha256": file_sha256(self.path),
+            # what this call scored and how long it took (less than all rows after a resume)
+            "scored_rows": scored,
+            "score_seconds": round(time.time() - started, 1),
         }
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(self.parts, ignore_errors=True)

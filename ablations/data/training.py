@@ -81,6 +81,7 @@ def distillation_groups(
     teacher=None,
     teacher_cache: str | Path | None = None,
     progress: bool = True,
+    record: dict | None = None,
 ) -> list[Group]:
     """Candidate groups scored by ``teacher``, from two sources:
 
@@ -94,6 +95,8 @@ def distillation_groups(
     under ``$MICE_CACHE/teacher`` or at ``teacher_cache``), keyed by the teacher (its fingerprint and max
     length) and every data setting, so a resumed or repeated run, and every other student distilling the
     same teacher on the same data, reads them back; scoring resumes chunk by chunk after an interruption.
+    ``record``, when given, receives the cache's path, its row count, the rows this call scored and the
+    seconds it took (0 when everything was read back).
     """
     docs: dict[str, str] = {}
     queries: dict[str, str] = {}
@@ -147,7 +150,18 @@ def distillation_groups(
     def score(rows: pd.DataFrame):
         return teacher.score_ids(list(zip(rows["query_id"], rows["doc_id"])), queries, docs, progress=False)
 
+    had = cache.load() is not None
     table = cache.get(build, score, progress=progress)
+    if record is not None:
+        manifest = cache.manifest() or {}
+        record.update(
+            teacher=key["teacher"],
+            teacher_max_length=key["teacher_max_length"],
+            cache=str(cache.path),
+            rows=len(table),
+            scored_rows=0 if had else manifest.get("scored_rows"),
+            score_seconds=0.0 if had else manifest.get("score_seconds"),
+        )
     return [
         Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
         for (qid, _), g in table.groupby(["query_id", "group"], sort=True)

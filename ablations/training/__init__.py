@@ -6,7 +6,7 @@
   the shared pieces: the losses (``group_loss``, ``LOSSES``), ``optimizer_step``, ``bf16_enabled``;
 - ``train`` — :class:`TrainConfig`, :class:`Stage`, the named ``TRAINING_PRESETS`` (dl19, dl20, smoke) and
   :func:`train`: a cross-encoder distilled from a bi-encoder, then fine-tuned on judged pairs;
-- ``retrain`` — :class:`RetrainConfig`, :class:`CrossEncoderTeacher`, :class:`Student` and :func:`retrain`: a
+- ``retrain`` — :class:`RetrainConfig`, :class:`Student` and :func:`retrain`: a
   MICE model (or a MaxSim / LITE baseline) fine-tuned under its mask from the cross-encoder's weights.
 
 The command lines are ``python -m ablations.train`` and ``python -m ablations.retrain``.

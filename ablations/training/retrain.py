@@ -30,6 +30,7 @@ import torch
 
 from ablations.data import training as td
 from ablations.data.collections import RerankSet
+from ablations.data.teacher import CrossEncoderTeacher
 from ablations.mice.config import MiceConfig
 from ablations.mice.late_interaction import KINDS as LATE_KINDS
 from ablations.mice.late_interaction import LateInteractionScorer
@@ -38,7 +39,7 @@ from ablations.paths import resolve_model
 from ablations.training import loop
 from ablations.training.loop import LOSSES, batch_loss, bf16_enabled, optimizer_step, pairs_of
 from probe.errors import BadInput
-from probe.model import CrossEncoder, model_fingerprint
+from probe.model import CrossEncoder
 
 STUDENTS = ("mice", *LATE_KINDS)
 
@@ -98,20 +99,6 @@ class RetrainConfig:
         overlap = set(self.train_collections) & set(self.test)
         if overlap:
             raise BadInput(f"collection {sorted(overlap)[0]!r} is both trained on and tested on")
-
-
-class CrossEncoderTeacher:
-    """The full cross-encoder as the ``teacher`` of :func:`ablations.data.training.distillation_groups`."""
-
-    def __init__(self, ce: CrossEncoder):
-        self.ce = ce
-        self.name = f"cross-encoder:{model_fingerprint(ce)}"
-        self.max_length = ce.max_length  # part of the teacher cache's key
-
-    def score_ids(self, pairs, queries: dict, docs: dict, *, batch_size: int = 64, progress: bool = False):
-        return self.ce.score(
-            [(queries[q], docs[d]) for q, d in pairs], batch_size=batch_size, progress=progress
-        )
 
 
 # ------------------------------------------------------------------------------------------ students

@@ -28,6 +28,7 @@ import torch
 
 from ablations.data import training as td
 from ablations.data.collections import load_collection
+from ablations.data.teacher import DEFAULT_SCALE, load_teacher, teacher_kind
 from ablations.evaluation.measures import aggregate, evaluate_runs
 from ablations.evaluation.rerank import rerank
 from ablations.paths import TRAINED_MODELS, resolve_model, trained_model_dir
@@ -52,7 +53,9 @@ class Stage:
     dev_queries: int = 400  # MS MARCO dev-small queries (one group each)
     groups_per_query: int = 12  # groups per training-collection query
     depth: int = 30
-    teacher_scale: float = 10.0  # cosine margins are ~0.1; scale them to logit range
+    # teacher margins (or, for kl, logits) are multiplied by this; None: the teacher kind's default
+    # (10 for a bi-encoder's cosines, ~0.1 apart; 1 for a cross-encoder's logits)
+    teacher_scale: float | None = None
     # judged data
     min_positive: int = 2
 
@@ -72,7 +75,12 @@ class TrainConfig:
     eval_every: int = 100
     patience: int = 4  # evaluations without improvement before a stage stops
     checkpoint_every: int = 50
-    teacher: str = "minilm-l6"
+    # the model distilled from: a cross-encoder name or folder (the 12-layer reference by default) or a
+    # sentence-transformers bi-encoder (``minilm-l6``: the free teacher of the first presets)
+    teacher: str = "reference"
+    # tokens the teacher scores at; None: max_length (what the student sees)
+    teacher_max_length: int | None = None
+    teacher_cache: str | None = None  # teacher-score file (default: $MICE_CACHE/teacher/<key>.parquet)
     # speed: bfloat16 autocast where the hardware has it ("auto"), word embeddings frozen (half the
     # parameters, rarely-seen rows), and each step's pairs scored in length-sorted micro-batches (less
     # padding)
@@ -114,9 +122,19 @@ def _reference(test: str, train: list[str]) -> TrainConfig:
         train_collections=train,
         validation=train[0],
         test=[test],
+        # the 12-layer reference teaches at the student's 128 tokens, ~8,500 pairs (~11 min on 2 cores):
+        # 6 groups of 8 per training query (its BM25 top-100 and judged passages) + 500 dev-small queries
         stages=[
-            Stage("distill", "margin-mse", "distill", steps=900, lr=1e-4, dev_queries=2000),
-            Stage("finetune", "lce", "judged", steps=100, lr=2e-5),
+            Stage(
+                "distill",
+                "margin-mse",
+                "distill",
+                steps=600,
+                lr=1e-4,
+                dev_queries=500,
+                groups_per_query=6,
+            ),
+            Stage("finetune", "lce", "judged", steps=60, lr=2e-5),
         ],
     )
 
@@ -166,16 +184,17 @@ def score_pairs(scorer: CrossEncoder, pairs: list, micro_batches: int, bf16: boo
 def train_step(
     scorer: CrossEncoder,
     batch: list,
-    stage: Stage,
+    loss: str,
+    scale: float,
     trainable: list,
     optimizer,
     micro_batches: int,
     bf16: bool,
 ) -> float:
-    """One optimizer step on a batch of groups (the stage's loss, gradients clipped to norm 1); returns
-    the loss."""
+    """One optimizer step on a batch of groups (``loss`` with teacher scores times ``scale``, gradients
+    clipped to norm 1); returns the loss."""
     scores = score_pairs(scorer, pairs_of(batch), micro_batches, bf16)
-    return optimizer_step(batch_loss(stage.loss, batch, scores, stage.teacher_scale), trainable, optimizer)
+    return optimizer_step(batch_loss(loss, batch, scores, scale), trainable, optimizer)
 
 
 def freeze(model: torch.nn.Module, layers: int, word_embeddings: bool = True) -> None:
@@ -226,11 +245,16 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
     val_set = td.validation_set(cfg.validation, sorted(held_out), cfg.validation_depth)
     excluded = td.test_passages(cfg.test)  # no test-collection passage is ever trained on
     trainable = [p for p in scorer.model.parameters() if p.requires_grad]
+    distilling = any(s.data == "distill" for s in cfg.stages)
+    kind = teacher_kind(cfg.teacher) if distilling else None  # a bad teacher is refused before any work
+    teacher_record: dict = {}
+    teacher = None
 
     def groups(stage: Stage) -> list[td.Group]:
+        nonlocal teacher
         if stage.data == "distill":
-            from ablations.data.teacher import BiEncoder
-
+            if teacher is None:
+                teacher = load_teacher(cfg.teacher, max_length=cfg.teacher_max_length or cfg.max_length)
             found = td.distillation_groups(
                 cfg.train_collections,
                 exclude_queries=held_out,
@@ -240,8 +264,10 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
                 group_size=stage.group_size,
                 depth=stage.depth,
                 seed=cfg.seed,
-                teacher=BiEncoder(cfg.teacher),
+                teacher=teacher,
+                teacher_cache=cfg.teacher_cache,
                 progress=progress,
+                record=teacher_record,
             )
         else:
             found = td.judged_groups(
@@ -257,6 +283,7 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
         return found
 
     def phase(stage: Stage) -> loop.Phase:
+        scale = stage.teacher_scale if stage.teacher_scale is not None else DEFAULT_SCALE.get(kind, 1.0)
         return loop.Phase(
             name=stage.name,
             label=f"{stage.name} ({stage.loss})",
@@ -267,7 +294,7 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
             params=trainable,
             groups=lambda: groups(stage),
             step=lambda batch, opt: train_step(
-                scorer, batch, stage, trainable, opt, cfg.micro_batches, use_bf16
+                scorer, batch, stage.loss, scale, trainable, opt, cfg.micro_batches, use_bf16
             ),
         )
 
@@ -290,7 +317,10 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
         write_table(
             table, out, "test_metrics", {"schema_version": 1, "kind": "train-test", "model": str(out)}
         )
-        return {"test": aggregate(table).to_dict(orient="records") if len(table) else []}
+        summary = {"test": aggregate(table).to_dict(orient="records") if len(table) else []}
+        if distilling:  # the teacher and its scoring time (0 when read back from the cache)
+            summary["teacher"] = {"kind": kind, **teacher_record}
+        return summary
 
     return loop.Run(
         scorer=scorer,
