@@ -7,8 +7,6 @@ Parsed into :class:`ablations.experiments.runner.Settings` and an
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from ablations.data.collections import load_collection
 from ablations.evaluation.measures import parse_measures
@@ -35,6 +33,13 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="max tokens per pair (default: the model's own, from its folder, else 256)",
+    )
+    p.add_argument(
+        "--max-query-length",
+        type=int,
+        default=None,
+        help="tokens of a query kept (longer queries are cut, noted on stderr; "
+        "default: half of --max-length)",
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
@@ -88,7 +93,8 @@ def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
     model (``mice.json`` or a retrained MICE folder) loads as :class:`~ablations.mice.view.MiceCrossEncoder`:
     its masked plan, so removals are added to the MICE mask (:func:`ablations.scorers.load_cross_encoder`)."""
     model_path = resolve_model(args.model)
-    return load_cross_encoder(model_path, max_length=args.max_length), model_path
+    ce = load_cross_encoder(model_path, max_length=args.max_length, max_query_length=args.max_query_length)
+    return ce, model_path
 
 
 def experiment_from_args(
@@ -108,5 +114,6 @@ def experiment_from_args(
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    """Progress bars on a terminal (or with ``MICE_PROGRESS=1``), never with ``--no-progress``."""
-    return not args.no_progress and (sys.stderr.isatty() or os.environ.get("MICE_PROGRESS") == "1")
+    """Progress unless ``--no-progress``: a bar on a terminal, periodic lines in a log
+    (:mod:`probe.progress`)."""
+    return not args.no_progress

@@ -62,13 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/mice"))
-    p.add_argument("--progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
 
 
 @cli
 def main(argv=None) -> int:
-    cfg = CompareConfig(**vars(build_parser().parse_args(argv)))
+    fields = vars(build_parser().parse_args(argv))
+    progress = not fields.pop("no_progress")
+    cfg = CompareConfig(**fields, progress=progress)
     check_output_dir(cfg.out)
     per_q, summary, meta = compare(cfg)
     write_table(per_q, cfg.out, "per_query", manifest(**meta))

@@ -44,10 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="max tokens per pair (default: the model's own, from its folder, else 256)",
     )
+    p.add_argument(
+        "--max-query-length",
+        type=int,
+        default=None,
+        help="tokens of a query kept (longer queries are cut, noted on stderr; "
+        "default: half of --max-length)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--out", type=Path, default=Path("results/evaluate"), help="output folder (default results/evaluate)"
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
 
 
@@ -56,7 +64,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_output_dir(args.out)
     model_path = resolve_model(args.model)
-    scorer = load_scorer(model_path, max_length=args.max_length)
+    scorer = load_scorer(model_path, max_length=args.max_length, max_query_length=args.max_query_length)
     table = evaluate_model(
         scorer,
         run_label(scorer),
@@ -66,6 +74,7 @@ def main(argv=None) -> int:
         queries=args.queries,
         depth=args.depth,
         batch_size=args.batch_size,
+        progress=not args.no_progress,
         settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     )
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):

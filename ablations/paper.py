@@ -47,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=d.bootstrap)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", type=Path, default=d.out)
-    p.add_argument("--progress", action="store_true", help="progress bars while scoring")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
 
 
 @cli
 def main(argv=None) -> int:
-    cfg = PaperConfig(**vars(build_parser().parse_args(argv)))
+    fields = vars(build_parser().parse_args(argv))
+    progress = not fields.pop("no_progress")
+    cfg = PaperConfig(**fields, progress=progress)
     check_output_dir(cfg.out)
     per_q, summary, table, meta = paper(cfg)
     write_table(per_q, cfg.out, "per_query", manifest(**meta))

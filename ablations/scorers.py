@@ -65,6 +65,7 @@ def load_scorer(
     device: str | None = None,
     attention: bool = False,
     what: str = "--max-length",
+    max_query_length: int | None = None,
 ) -> Scorer:
     """The scorer a model name (``None`` → ``$MICE_MODEL`` or ``reference``), folder or hub id names.
 
@@ -73,6 +74,11 @@ def load_scorer(
     """
     path = resolve_model(name)
     kind = model_kind(path)
+    if kind != CROSS_ENCODER and max_query_length is not None:
+        raise BadInput(
+            f"--max-query-length {max_query_length} does not apply to {path!r}: a MICE or late-interaction "
+            "model's own configuration sets its query length"
+        )
     if kind != CROSS_ENCODER and max_length is not None:
         holder = "its mice.json" if kind == MICE else f"its {LATE_CONFIG}"
         model = "MICE model" if kind == MICE else "late-interaction model"
@@ -95,14 +101,29 @@ def load_scorer(
                     "attention to capture or mask; give a cross-encoder or a MICE model"
                 )
             return LateInteractionScorer.load(path, device=device)
-        return CrossEncoder.from_pretrained(path, max_length=max_length, device=device)
+        ce = CrossEncoder.from_pretrained(path, max_length=max_length, device=device)
+        ce.set_max_query_length(max_query_length)
+        ce.query_limit  # noqa: B018 - an explicit length that leaves no room for the document is refused now
+        return ce
 
 
 def load_cross_encoder(
-    name: str | None, *, max_length: int | None = None, device: str | None = None, what: str = "--max-length"
+    name: str | None,
+    *,
+    max_length: int | None = None,
+    device: str | None = None,
+    what: str = "--max-length",
+    max_query_length: int | None = None,
 ) -> CrossEncoder:
     """:func:`load_scorer` for the attention tools: a :class:`~probe.model.CrossEncoder` surface."""
-    return load_scorer(name, max_length=max_length, device=device, attention=True, what=what)
+    return load_scorer(
+        name,
+        max_length=max_length,
+        device=device,
+        attention=True,
+        what=what,
+        max_query_length=max_query_length,
+    )
 
 
 def run_label(scorer: Scorer) -> str:

@@ -6,8 +6,9 @@ trainer are in :mod:`ablations.training.train`; the loop is :func:`ablations.tra
 Checkpoints every ``checkpoint_every`` steps to ``<out>/.checkpoint``; rerunning the same command resumes
 there; a finished run (``<out>/train.json`` present) is not redone.
 
-    python -m ablations.train --preset dl19            # 31-45 min on 2 CPU cores (README: Training)
+    python -m ablations.train --preset dl19            # <= 45 min on 2 CPU cores (README: Training)
     python -m ablations.train --preset dl20 --out DIR
+    python -m ablations.train --preset dl19 --teacher minilm-l6 --out DIR   # the bi-encoder teacher
 """
 
 from __future__ import annotations
@@ -34,6 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
+        "--teacher",
+        default=None,
+        help="the scorer distilled from: a cross-encoder name or folder (default: reference, the 12-layer "
+        "MS MARCO cross-encoder) or a sentence-transformers bi-encoder (minilm-l6)",
+    )
+    p.add_argument(
+        "--teacher-max-length",
+        type=int,
+        default=None,
+        help="tokens the teacher scores at (default: the student's training length, 128)",
+    )
+    p.add_argument(
+        "--teacher-cache",
+        default=None,
+        help="teacher-score file to read or write (default: $MICE_CACHE/teacher/<key>.parquet; one made "
+        "for another teacher, length or data is refused)",
+    )
+    p.add_argument(
         "--config", type=Path, default=None, help="JSON file with TrainConfig fields (overrides preset)"
     )
     p.add_argument(
@@ -59,7 +78,7 @@ def main(argv=None) -> int:
     shared_copy = shared_dir() / "models" / Path(cfg.out).name
     if (
         args.preset in ("dl19", "dl20")
-        and not (args.out or args.config or args.seed is not None)
+        and not (args.out or args.config or args.seed is not None or args.teacher)
         and (shared_copy / "config.json").is_file()
     ):
         print(f"reference model already present at {shared_copy}; nothing to train")
@@ -72,6 +91,14 @@ def main(argv=None) -> int:
         cfg = from_fields(TrainConfig, fields, f"config {str(args.config)!r}", base=cfg)
     if args.out:
         cfg.out = args.out
+    if args.teacher is not None:
+        cfg.teacher = args.teacher
+    if args.teacher_max_length is not None:
+        if args.teacher_max_length < 8:
+            raise BadInput(f"--teacher-max-length {args.teacher_max_length} must be >= 8")
+        cfg.teacher_max_length = args.teacher_max_length
+    if args.teacher_cache is not None:
+        cfg.teacher_cache = args.teacher_cache
     if args.seed is not None:
         cfg.seed = args.seed
     summary = train(cfg, progress=not args.no_progress)

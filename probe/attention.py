@@ -1,8 +1,9 @@
 """One interception point for self-attention, shared by the probe (capture) and the ablations (masks).
 
-Inside ``with attention_context(model, ctx):`` every self-attention module of a Hugging Face BERT-family
-model runs the toolkit's attention function, registered with transformers' ``AttentionInterface``
-(no transformers source is edited). On exit the model's own implementation is restored, even on error.
+Inside ``with attention_context(model, ctx):`` every self-attention module of a supported Hugging Face
+model (:mod:`probe.families`: BERT, ELECTRA, RoBERTa, XLM-RoBERTa, DistilBERT, ModernBERT) runs the
+toolkit's attention function, registered with transformers' ``AttentionInterface`` (no transformers
+source is edited). On exit the model's own implementation is restored, even on error.
 
 The context supplies, per layer:
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from .errors import BadInput
+from .families import self_attention_modules
 
 IMPLEMENTATION = "mice_toolkit"
 HOOK_SCORES = "blocks.{layer}.attn.hook_attn_scores"
@@ -94,27 +95,6 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
 
 AttentionInterface.register(IMPLEMENTATION, _attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, sdpa_mask)
-
-
-def self_attention_modules(model) -> list[torch.nn.Module]:
-    """The self-attention module of every layer, in layer order (BERT-family encoders)."""
-    base = getattr(model, model.base_model_prefix, model)
-    encoder = getattr(base, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if layers is None:
-        raise BadInput(
-            f"model {type(model).__name__} has no encoder.layer stack; expected a BERT-family encoder"
-        )
-    mods = []
-    for i, layer in enumerate(layers):
-        attn = getattr(getattr(layer, "attention", None), "self", None)
-        if attn is None or not hasattr(attn, "config"):
-            raise BadInput(
-                f"layer {i} of {type(model).__name__} exposes no self-attention module that uses "
-                "transformers' attention interface; its attention cannot be captured or masked"
-            )
-        mods.append(attn)
-    return mods
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from .attention import AttentionContext, attention_context, hook_name, self_atte
 from .errors import BadInput
 from .flows import role_flows, role_onehot, source_weights
 from .model import CrossEncoder, Pair, PairBatch
+from .progress import bar as progress_bar
 from .ranges import parse_indices
 from .roles import Role
 
@@ -228,11 +229,10 @@ class Capture:
 
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Score ``pairs`` (same values as ``scorer.score``) while capturing; cache rows follow ``pairs``."""
-        from tqdm.auto import tqdm
 
         scores = np.zeros(len(pairs), dtype=np.float32)
         base = max(self._seen) + 1 if self._seen else 0
-        bar = tqdm(total=len(pairs), disable=not progress, desc="probing", unit="pair")
+        bar = progress_bar(total=len(pairs), disable=not progress, desc="probing", unit="pair")
         for batch in self.scorer.batches(pairs, batch_size):
             rows = list(batch.index)
             batch.index = [base + i for i in rows]

@@ -12,17 +12,19 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from .errors import BadInput
+from .families import pair_template
+from .progress import bar as progress_bar
 from .roles import token_roles
 
 Pair = tuple[str, str]
@@ -127,11 +129,15 @@ class CrossEncoder(Scorer):
         *,
         max_length: int = DEFAULT_MAX_LENGTH,
         name: str = "cross-encoder",
+        max_query_length: int | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.template = pair_template(tokenizer)  # how the tokenizer wraps a pair (its own special tokens)
         self.set_max_length(max_length)
+        self.set_max_query_length(max_query_length)
+        self._truncated: set[str] = set()  # long queries already reported
         self.num_labels = int(model.config.num_labels)
         if self.num_labels not in (1, 2):
             raise BadInput(
@@ -221,23 +227,61 @@ class CrossEncoder(Scorer):
             raise BadInput(f"max_length {max_length} is out of range; allowed 8..{limit} for this model")
         self.max_length = int(max_length)
 
+    def set_max_query_length(self, max_query_length: int | None) -> None:
+        """Queries longer than this many tokens are truncated (``None``: half of ``max_length``)."""
+        if max_query_length is not None and max_query_length < 1:
+            raise BadInput(f"max_query_length {max_query_length} must be >= 1")
+        self.max_query_length = max_query_length
+
+    @property
+    def query_budget(self) -> int:
+        """The most query tokens a pair can hold: the special tokens and one document token take the rest."""
+        return self.max_length - (self.template.middle + 2) - 1
+
+    @property
+    def query_limit(self) -> int:
+        """Query tokens kept: ``max_query_length``, else half of ``max_length``, never past the budget."""
+        if self.max_query_length is None:
+            return min(self.query_budget, self.max_length // 2)
+        if self.max_query_length > self.query_budget:
+            raise BadInput(
+                f"max_query_length {self.max_query_length} leaves no room for the document: at most "
+                f"{self.query_budget} query tokens fit max_length {self.max_length}"
+            )
+        return self.max_query_length
+
+    def _truncate_query(self, query: str, n: int, limit: int) -> str:
+        """``query`` cut at the end of its ``limit``-th token (text-level, so re-tokenizing gives at most
+        ``limit`` tokens); reported once per query on stderr."""
+        offsets = self.tokenizer(query, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+        cut = query[: offsets[limit - 1][1]]
+        if query not in self._truncated:
+            self._truncated.add(query)
+            print(
+                f"note: query {query[:50]!r}... has {n} tokens; kept the first {limit} (--max-query-length)",
+                file=sys.stderr,
+            )
+        return cut
+
     # ------------------------------------------------------------ tokenizing
     def _tokenize(self, pairs: Sequence[Pair]) -> dict[str, list[list[int]]]:
-        """Tokenize without padding; the whole query is kept and the document is truncated."""
+        """Tokenize without padding; the query is kept up to :attr:`query_limit` tokens, the document
+        truncated to fill ``max_length``."""
         if len(pairs) == 0:
             return {"input_ids": [], "attention_mask": []}
         queries = [q for q, _ in pairs]
         docs = [d for _, d in pairs]
-        budget = self.max_length - 4  # CLS, two SEPs and at least one document token
-        q_lens = self.tokenizer(queries, add_special_tokens=False, return_length=True)["length"]
-        for i, (q, n) in enumerate(zip(queries, q_lens)):
+        for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise BadInput(f"pair {i}: the query is empty; a query needs at least one token")
-            if n > budget:
-                raise BadInput(
-                    f"pair {i}: query {q[:60]!r}... has {n} tokens; at most {budget} fit max_length "
-                    f"{self.max_length} (raise --max-length)"
-                )
+        limit = self.query_limit
+        q_lens = self.tokenizer(queries, add_special_tokens=False, return_length=True)["length"]
+        long = {q: n for q, n in zip(queries, q_lens) if n > limit}
+        if long:
+            cut = {q: self._truncate_query(q, n, limit) for q, n in long.items()}
+            queries = [cut.get(q, q) for q in queries]
         for i, d in enumerate(docs):
             if not isinstance(d, str) or not d.strip():
                 raise BadInput(f"pair {i}: the document is empty; a document needs at least one token")
@@ -250,7 +294,9 @@ class CrossEncoder(Scorer):
             if k in enc
         }
         padded = self.tokenizer.pad(feats, return_tensors="pt")
-        roles = token_roles(padded["input_ids"], padded["attention_mask"], self.tokenizer.sep_token_id)
+        roles = token_roles(
+            padded["input_ids"], padded["attention_mask"], self.template.sep_id, self.template.middle
+        )
         return PairBatch(
             padded["input_ids"], padded["attention_mask"], roles, padded.get("token_type_ids"), list(rows)
         )
@@ -286,7 +332,9 @@ class CrossEncoder(Scorer):
         """Scores for ``batches`` (of :meth:`batches`, possibly pre-tokenized) covering ``n`` pairs."""
         scores = np.zeros(n, dtype=np.float32)
         with torch.inference_mode():
-            bar = tqdm(total=n, disable=not progress, desc=f"scoring {Path(self.name).name}", unit="pair")
+            bar = progress_bar(
+                total=n, disable=not progress, desc=f"scoring {Path(self.name).name}", unit="pair"
+            )
             for batch in batches:
                 scores[batch.index] = self.forward(batch).float().cpu().numpy()
                 bar.update(len(batch))
@@ -303,6 +351,8 @@ def model_fingerprint(ce: CrossEncoder) -> str:
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     h.update(f"max_length={ce.max_length}".encode())
+    if ce.max_query_length is not None:  # an explicit query cut changes the scores of long queries
+        h.update(f"max_query_length={ce.max_query_length}".encode())
     if ce.signature:  # e.g. a MICE model's configuration (same weights, different function)
         h.update(ce.signature.encode())
     return h.hexdigest()[:16]

@@ -118,9 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"max tokens per pair (default: the model folder's max_seq_length, else {DEFAULT_MAX_LENGTH})",
     )
     p.add_argument(
+        "--max-query-length",
+        type=int,
+        default=None,
+        help="tokens of a query kept (longer queries are cut, noted on stderr; "
+        "default: half of --max-length)",
+    )
+    p.add_argument(
         "--seed", type=int, default=d.seed, help=f"torch seed, recorded in the manifest (default {d.seed})"
     )
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
 
 
@@ -131,7 +139,9 @@ def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr keeps to our own progress and, on bad input, one line
-    cfg = ProbeConfig(**vars(args))
+    fields = vars(args)
+    progress = not fields.pop("no_progress")
+    cfg = ProbeConfig(**fields, progress=progress)
     tables = probe(cfg)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
         print(summary(tables).to_string(index=False))

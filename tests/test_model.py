@@ -4,6 +4,7 @@ import torch
 
 from probe.errors import BadInput
 from probe.model import CrossEncoder
+from probe.roles import Role
 
 
 def test_sorted_batching_returns_scores_in_input_order(tiny_ce, pairs):
@@ -42,7 +43,6 @@ def test_two_label_models_score_the_logit_difference(tiny_ce_factory, pairs):
     [
         (("", "a document"), "query is empty"),
         (("a query", "   "), "document is empty"),
-        (("word " * 80, "a document"), "tokens; at most 60 fit max_length 64"),
     ],
 )
 def test_bad_pairs_are_refused_with_one_clear_message(tiny_ce, pair, message):
@@ -85,3 +85,24 @@ def test_scores_equal_sentence_transformers_predict(tmp_path):
     got = CrossEncoder.from_pretrained(tmp_path / "ce").score(pairs, batch_size=16)
     assert np.abs(got - expected).max() < 1e-4
     assert np.std(got) > 1e-3  # not a constant model
+
+
+def test_a_long_query_is_cut_at_its_limit_and_said_once(tiny_ce, capsys):
+    """A query past the limit (default: half of max_length) keeps its first tokens, is noted once on
+    stderr, and scores as the cut query does; an explicit limit that leaves no room for the document is
+    refused in one line naming the budget."""
+    long_query = "word " * 80
+    assert tiny_ce.query_limit == 32 and tiny_ce.query_budget == 60
+    batch = tiny_ce.encode([(long_query, "a document"), (long_query, "another document")])
+    assert int((batch.roles[0] == Role.QUERY).sum()) == 32
+    err = capsys.readouterr().err
+    assert err.count("has 80 tokens; kept the first 32 (--max-query-length)") == 1, err
+    cut = " ".join(["word"] * 32)
+    assert np.allclose(tiny_ce.score([(long_query, "a document")]), tiny_ce.score([(cut, "a document")]))
+    tiny_ce.set_max_query_length(50)
+    assert int((tiny_ce.encode([(long_query, "a document")]).roles[0] == Role.QUERY).sum()) == 50
+    tiny_ce.set_max_query_length(61)
+    with pytest.raises(BadInput, match="max_query_length 61 leaves no room for the document: at most 60"):
+        tiny_ce.encode([(long_query, "a document")])
+    with pytest.raises(BadInput, match="max_query_length 0 must be >= 1"):
+        tiny_ce.set_max_query_length(0)

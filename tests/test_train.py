@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,121 @@ def test_a_bad_train_config_is_one_line(fields, needle, tmp_path, capsys):
     assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
     assert needle in err and str(path) in err, err
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- the teacher
+def test_the_teacher_kind_is_read_from_the_model_folder(tiny_ce, tokenizer, tmp_path):
+    """A cross-encoder folder and a sentence-transformers folder are teachers; an encoder without a head,
+    a two-label classifier and a missing folder are refused in one line naming the model."""
+    from transformers import BertConfig, BertModel
+
+    from ablations.data.teacher import CrossEncoderTeacher, load_teacher, teacher_kind
+
+    tiny_ce.save(tmp_path / "ce")
+    assert teacher_kind(str(tmp_path / "ce")) == "cross-encoder"
+    assert teacher_kind("minilm-l6") == "bi-encoder"
+    teacher = load_teacher(str(tmp_path / "ce"), max_length=32)
+    assert isinstance(teacher, CrossEncoderTeacher) and teacher.max_length == 32
+    assert teacher.name.startswith("cross-encoder:")
+
+    encoder = tmp_path / "encoder"
+    BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(encoder)
+    with pytest.raises(BadInput, match=r"is not a scorer \(BertModel\)"):
+        teacher_kind(str(encoder))
+    config = json.loads((tmp_path / "ce" / "config.json").read_text())
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "config.json").write_text(
+        json.dumps({**config, "id2label": {"0": "a", "1": "b"}, "label2id": {"a": 0, "b": 1}})
+    )
+    with pytest.raises(BadInput, match="has 2 output labels"):
+        teacher_kind(str(tmp_path / "two"))
+    with pytest.raises(BadInput, match="no model folder at"):
+        teacher_kind(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("teacher", ["missing", "encoder"])
+def test_a_teacher_that_is_not_a_scorer_stops_the_cli_before_any_work(teacher, tokenizer, tmp_path, capsys):
+    from transformers import BertConfig, BertModel
+
+    from ablations import train as train_cli
+
+    BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(tmp_path / "encoder")
+    capsys.readouterr()  # the save's progress bar
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(
+            ["--preset", "smoke", "--teacher", str(tmp_path / teacher), "--out", str(tmp_path / "out")]
+        )
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("error: teacher ") and "\n" not in err, err
+    assert str(tmp_path / teacher) in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_distilling_a_cross_encoder_teacher_caches_its_scores_and_shares_them(tiny_ce, tmp_path):
+    """A (tiny) cross-encoder teacher: its scores are computed at the student's length, cached with the
+    scoring time, equal the teacher's own scores, and read back by a second student; a cache file given
+    for another teacher is refused in one line with nothing written."""
+    import pandas as pd
+
+    from ablations.data.collections import load_collection
+    from ablations.data.training import pooled_passages
+
+    tiny_ce.save(tmp_path / "teacher")
+
+    def config(out, teacher="teacher"):
+        cfg = _tiny_config(tiny_ce, tmp_path, tmp_path / out)
+        cfg.teacher, cfg.teacher_cache = str(tmp_path / teacher), str(tmp_path / "scores.parquet")
+        cfg.stages = [
+            Stage(
+                "d",
+                "margin-mse",
+                "distill",
+                steps=3,
+                lr=1e-3,
+                groups_per_step=2,
+                group_size=3,
+                dev_queries=4,
+                groups_per_query=1,
+                depth=10,
+            )
+        ]
+        return cfg
+
+    first = train(config("first"), progress=False)["teacher"]
+    assert first["kind"] == "cross-encoder" and first["teacher_max_length"] == 64
+    assert first["scored_rows"] == first["rows"] > 0 and first["score_seconds"] > 0
+    table = pd.read_parquet(tmp_path / "scores.parquet")
+    docs = {**pooled_passages("dl20"), **pooled_passages("dl21")}
+    queries = {f"{c}:{q}": t for c in ("dl20", "dl21") for q, t in load_collection(c).queries.items()}
+    rows = table[~table["query_id"].str.startswith("dev:")].head(6)
+    again = CrossEncoder.from_pretrained(tmp_path / "teacher", max_length=64).score(
+        [(queries[q], docs[d]) for q, d in zip(rows["query_id"], rows["doc_id"])]
+    )
+    assert np.allclose(rows["teacher"], again, atol=1e-5)
+
+    second = train(config("second"), progress=False)["teacher"]
+    assert second["scored_rows"] == 0 and second["rows"] == first["rows"]
+
+    tiny_ce.model.classifier.bias.data += 1.0  # another teacher (other weights, other fingerprint)
+    tiny_ce.save(tmp_path / "other")
+    made_for = r"scores.parquet' was made for teacher \"cross-encoder:\w+\", this run needs teacher"
+    with pytest.raises(BadInput, match=made_for):
+        train(config("third", teacher="other"), progress=False)
+    assert not (tmp_path / "third").exists()

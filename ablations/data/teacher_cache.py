@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ablations.paths import cache_dir
 from ablations.results import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 from probe.errors import BadInput
+from probe.progress import bar as progress_bar
 
 SCHEMA_VERSION = 1
 #: Pairs per resumable chunk.
@@ -166,7 +166,7 @@ class TeacherCache:
             atomic_write_text(marker, json.dumps({"key": self.key, "pairs": digest}, sort_keys=True))
         n_chunks = -(-len(table) // chunk)
         scores, scored, started = [], 0, time.time()
-        bar = tqdm(total=len(table), desc="teacher scores", unit="pair", disable=not progress)
+        bar = progress_bar(total=len(table), desc="teacher scores", unit="pair", disable=not progress)
         for i in range(n_chunks):
             rows = table.iloc[i * chunk : (i + 1) * chunk]
             part = self.parts / f"part-{i:05d}.npy"

@@ -37,6 +37,7 @@ def evaluate_model(
     depth: int | None = None,
     batch_size: int = 32,
     settings: dict | None = None,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Re-rank each collection's first-stage candidates with ``scorer`` (run tag ``label``) beside BM25's own
     ranking; write ``<out>/<collection>.<run>.trec`` and ``<out>/metrics.parquet`` (+ manifest).
@@ -48,7 +49,7 @@ def evaluate_model(
     for rs in sets:
         described.append(rs.describe())
         start = time.perf_counter()
-        run = rerank(scorer, rs, batch_size=batch_size)
+        run = rerank(scorer, rs, batch_size=batch_size, progress=progress)
         timings[rs.name] = {"seconds": round(time.perf_counter() - start, 2), "pairs": len(run)}
         runs = {"bm25": rs.candidates[["query_id", "doc_id", "score"]], label: run}
         for tag, r in runs.items():

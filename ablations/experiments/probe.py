@@ -48,8 +48,10 @@ class ProbeConfig:
     ig_layer: str = "embeddings"
     batch_size: int = 16
     max_length: int | None = None  # None: the model folder's own (sentence_bert_config), else 256
+    max_query_length: int | None = None  # None: half of max_length
     seed: int = 0
     out: str = "results/probe"
+    progress: bool = True
 
     def validate(self) -> None:
         for name in ("queries", "depth", "batch_size", "ig_steps"):
@@ -77,7 +79,7 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
     torch.manual_seed(cfg.seed)
     model_path = cfg.model if scorer is not None else resolve_model(cfg.model)
     scorer = scorer or load_cross_encoder(
-        model_path, max_length=cfg.max_length
+        model_path, max_length=cfg.max_length, max_query_length=cfg.max_query_length
     )  # a MICE model: its masked plan
     layers = parse_indices(cfg.layers, scorer.num_layers, "layer")
     heads = parse_indices(cfg.heads, scorer.num_heads, "head")
@@ -90,7 +92,7 @@ def probe(cfg: ProbeConfig, scorer: CrossEncoder | None = None) -> dict[str, pd.
     start = time.perf_counter()
     what = ("flows", "rollout") if cfg.rollout else ("flows",)
     with capture(scorer, what, layers=layers, heads=heads, backend=cfg.backend) as cap:
-        scores = cap.score(pairs, batch_size=cfg.batch_size, progress=True)
+        scores = cap.score(pairs, batch_size=cfg.batch_size, progress=cfg.progress)
     cache = cap.cache
     timings["capture_s"] = round(time.perf_counter() - start, 2)
     tables["scores"] = rs.candidates[["query_id", "doc_id", "rank"]].assign(score=scores.astype(float))

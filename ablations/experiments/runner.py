@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ablations.data.collections import RerankSet
 from ablations.evaluation.measures import parse_measures, per_query
@@ -45,6 +44,7 @@ from ablations.results import (
 )
 from probe.errors import BadInput
 from probe.model import CrossEncoder, model_fingerprint
+from probe.progress import bar as progress_bar
 
 ID_COLUMNS = [
     "run_id",
@@ -408,4 +408,4 @@ def run_meta(exp: Experiment, kind: str, **extra) -> dict:
 
 
 def pbar(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, disable=not enabled, unit="cell")
+    return progress_bar(total=total, desc=desc, disable=not enabled, unit="cell")

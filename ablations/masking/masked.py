@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ablations.masking.masks import CompiledMask, MaskSpec, compile_for
 from probe.attention import AttentionContext, attention_context
 from probe.model import CrossEncoder, Pair, PairBatch, Scorer
+from probe.progress import bar as progress_bar
 
 
 class MaskedCrossEncoder(Scorer):
@@ -68,7 +68,7 @@ class MaskedCrossEncoder(Scorer):
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         scores = np.zeros(len(pairs), dtype=np.float32)
         with torch.inference_mode():
-            bar = tqdm(
+            bar = progress_bar(
                 total=len(pairs),
                 disable=not progress,
                 unit="pair",
@@ -84,7 +84,7 @@ class MaskedCrossEncoder(Scorer):
         """Scores for pre-tokenized ``batches`` covering ``n`` pairs (``batch.index`` maps back)."""
         scores = np.zeros(n, dtype=np.float32)
         with torch.inference_mode():
-            bar = tqdm(total=n, disable=not progress, unit="pair", desc=self.mask.spec.label[:40])
+            bar = progress_bar(total=n, disable=not progress, unit="pair", desc=self.mask.spec.label[:40])
             for batch in batches:
                 scores[batch.index] = self.forward(batch).float().cpu().numpy()
                 bar.update(len(batch))

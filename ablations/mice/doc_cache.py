@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ablations.mice.plan import DocStates, doc_key
 from probe.errors import BadInput
+from probe.progress import bar as progress_bar
 from probe.roles import Role
 
 FORMAT = "mice-doc-states"
@@ -162,7 +162,7 @@ class DocStateIndex:
         order = np.argsort([-len(t) for t in tok], kind="stable")
         dtype = _DTYPES[model.config.cache_dtype]
         pieces: list[torch.Tensor | None] = [None] * len(texts)
-        bar = tqdm(total=len(texts), disable=not progress, desc="document states", unit="doc")
+        bar = progress_bar(total=len(texts), disable=not progress, desc="document states", unit="doc")
         with torch.inference_mode():
             for s in range(0, len(order), batch_size):
                 rows = order[s : s + batch_size].tolist()

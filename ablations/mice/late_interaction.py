@@ -47,13 +47,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ablations.mice.doc_cache import DocStateIndex, tokenizer_hash
 from ablations.paths import resolve_model
 from probe.errors import BadInput
 from probe.model import CrossEncoder, Pair, Scorer, quiet_transformers
+from probe.progress import bar as progress_bar
 
 KINDS = ("maxsim", "lite")
 NORMS = ("affine", "layer", "none")  # LITE head scaling / normalisation (see the module docstring)
@@ -277,7 +277,9 @@ class LateInteractionScorer(Scorer):
         order = np.argsort([-len(t) for t in texts], kind="stable")
         self.module.eval()
         with torch.inference_mode():
-            for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc="document embeddings"):
+            for s in progress_bar(
+                range(0, len(order), batch_size), disable=not progress, desc="document embeddings"
+            ):
                 rows = order[s : s + batch_size].tolist()
                 emb, mask = self.encode_docs([texts[i] for i in rows])
                 for j, i in enumerate(rows):
@@ -306,7 +308,7 @@ class LateInteractionScorer(Scorer):
         self.module.eval()
         try:
             with torch.inference_mode():
-                bar = tqdm(
+                bar = progress_bar(
                     total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair"
                 )
                 for query, rows in by_query.items():

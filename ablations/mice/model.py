@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ablations.mice.config import MiceConfig
 from ablations.mice.doc_cache import DocStateIndex, expected_fingerprint
@@ -30,6 +29,7 @@ from ablations.mice.plan import MiceBatch, Plan, PlanExecutor, compile_plan
 from ablations.paths import resolve_model
 from probe.errors import BadInput
 from probe.model import CrossEncoder, Pair, Scorer, model_fingerprint
+from probe.progress import bar as progress_bar
 
 
 class MiceModel(Scorer):
@@ -175,7 +175,7 @@ class MiceModel(Scorer):
         self.ce.model.eval()
         try:
             with torch.inference_mode():
-                bar = tqdm(
+                bar = progress_bar(
                     total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair"
                 )
                 for batch in self.batches(pairs, batch_size):

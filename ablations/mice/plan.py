@@ -228,9 +228,11 @@ class _Biases:
 def _check_bert(ce: CrossEncoder) -> None:
     base = bert_base(ce.model)
     if base is None or not all(is_bert_layer(layer) for layer in base.encoder.layer):
+        family = str(getattr(ce.model.config, "model_type", "?")).replace("_", "-")
         raise BadInput(
-            f"model {ce.name!r} ({type(ce.model).__name__}) is not a BERT-family sequence classifier "
-            "with embeddings / encoder.layer / pooler / classifier; MICE plans need one"
+            f"model {ce.name!r} ({type(ce.model).__name__}, family {family!r}) is not a BERT sequence "
+            "classifier with embeddings / encoder.layer / pooler / classifier; MICE plans need one "
+            "(masking, sweeps and search work for every supported family: see the README's support table)"
         )
 
 

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ablations.data import training as td
 from ablations.data.collections import RerankSet
@@ -41,6 +40,7 @@ from ablations.evaluation.measures import aggregate, evaluate_runs
 from ablations.evaluation.rerank import rerank
 from ablations.results import atomic_write_text, environment, git_revision
 from probe.errors import BadInput
+from probe.progress import bar as progress_bar
 
 LOSSES = ("bce", "mse", "lce", "margin-mse", "kl")
 
@@ -237,7 +237,7 @@ def fit(
 
         losses = [r["loss"] for r in state["losses"][len(state["losses"]) - state["step"] :]]  # this phase's
         stale, tick = 0, time.time()
-        bar = tqdm(
+        bar = progress_bar(
             range(state["step"], steps),
             desc=phase.label,
             disable=not progress,

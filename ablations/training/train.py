@@ -235,6 +235,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
 
 def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
     """The model (fresh head, frozen parts), the validation set, one phase per stage, the test evaluation."""
+    distilling = any(s.data == "distill" for s in cfg.stages)
+    kind = teacher_kind(cfg.teacher) if distilling else None  # a bad teacher is refused before any work
     scorer = CrossEncoder.from_pretrained(
         resolve_model(cfg.init_model), new_head=True, max_length=cfg.max_length
     )
@@ -245,8 +247,6 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
     val_set = td.validation_set(cfg.validation, sorted(held_out), cfg.validation_depth)
     excluded = td.test_passages(cfg.test)  # no test-collection passage is ever trained on
     trainable = [p for p in scorer.model.parameters() if p.requires_grad]
-    distilling = any(s.data == "distill" for s in cfg.stages)
-    kind = teacher_kind(cfg.teacher) if distilling else None  # a bad teacher is refused before any work
     teacher_record: dict = {}
     teacher = None
 
