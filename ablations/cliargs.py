@@ -7,15 +7,16 @@ Parsed into :class:`ablations.experiments.runner.Settings` and an
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ablations.data.collections import load_collection
-from ablations.evaluation.measures import parse_measures
-from ablations.evaluation.stats import DEFAULT_BOOTSTRAP, DEFAULT_TIE_TOL
-from ablations.experiments.runner import Experiment, Settings
-from ablations.paths import resolve_model
-from ablations.scorers import load_cross_encoder
 from probe.errors import BadInput
-from probe.model import CrossEncoder
+
+if TYPE_CHECKING:  # importing these loads torch: the CLIs parse and check their arguments first
+    from ablations.experiments.runner import Experiment, Settings
+    from probe.model import CrossEncoder
+
+DEFAULT_BOOTSTRAP = 10_000  # = ablations.evaluation.stats.DEFAULT_BOOTSTRAP (tests/test_cli.py checks)
+DEFAULT_TIE_TOL = 1e-6  # = ablations.evaluation.stats.DEFAULT_TIE_TOL
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -74,7 +75,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.tie_tol < 0:
         raise BadInput(f"--tie-tol {args.tie_tol} must be >= 0")
     if args.measures:
+        from ablations.evaluation.measures import parse_measures
+
         parse_measures(args.measures)
+    from ablations.experiments.runner import Settings
+
     return Settings(
         collection=args.collection,
         queries=args.queries,
@@ -92,6 +97,9 @@ def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
     """The cross-encoder named by ``--model`` (default: the reference model) and its resolved path. A MICE
     model (``mice.json`` or a retrained MICE folder) loads as :class:`~ablations.mice.view.MiceCrossEncoder`:
     its masked plan, so removals are added to the MICE mask (:func:`ablations.scorers.load_cross_encoder`)."""
+    from ablations.paths import resolve_model
+    from ablations.scorers import load_cross_encoder
+
     model_path = resolve_model(args.model)
     ce = load_cross_encoder(model_path, max_length=args.max_length, max_query_length=args.max_query_length)
     return ce, model_path
@@ -100,6 +108,9 @@ def load_model(args: argparse.Namespace) -> tuple[CrossEncoder, str]:
 def experiment_from_args(
     args: argparse.Namespace, ce: CrossEncoder, model_path: str, *, progress: bool = True, prefix: bool = True
 ) -> Experiment:
+    from ablations.data.collections import load_collection
+    from ablations.experiments.runner import Experiment
+
     settings = settings_from_args(args)
     rs = load_collection(args.collection).subset(args.queries, args.depth)
     return Experiment(

@@ -22,9 +22,8 @@ from ablations.cliargs import (
     progress_enabled,
     settings_from_args,
 )
-from ablations.experiments.runner import format_summary, run_meta, stored_summary, write_results
 from ablations.masking.interactions import DEFAULT_MICE_K, MASK_PRESETS, preset_rules, valid_names
-from ablations.masking.masks import MaskSpec, compile_for, parse_rules, read_spec
+from ablations.masking.spec import MaskSpec, parse_rules, read_spec
 from ablations.results import check_output_dir
 from probe.errors import BadInput, cli
 
@@ -102,6 +101,10 @@ def main(argv=None) -> int:
     check_output_dir(args.out)
     spec = spec_from_args(args)
     settings_from_args(args)  # bad numbers fail before anything is loaded
+    # the mask and the numbers are checked: now the heavy part (torch, transformers)
+    from ablations.experiments.runner import format_summary, run_meta, stored_summary, write_results
+    from ablations.masking.masks import compile_for
+
     ce, model_path = load_model(args)
     compiled = compile_for(ce, spec)
     for notice in compiled.notices:

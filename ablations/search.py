@@ -20,9 +20,10 @@ from ablations.cliargs import (
     progress_enabled,
     settings_from_args,
 )
-from ablations.experiments.search import STRATEGIES, Search, SearchConfig, merge_units
-from ablations.experiments.sweep import DEFAULT_INTERACTIONS, SweepConfig, base_spec
+from ablations.masking.interactions import SEARCH_STRATEGIES as STRATEGIES
+from ablations.masking.interactions import SWEEP_INTERACTIONS as DEFAULT_INTERACTIONS
 from ablations.masking.interactions import valid_names
+from ablations.masking.spec import base_spec, check_grid
 from ablations.results import check_output_dir
 from probe.errors import cli
 
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_output_dir(args.out)
+    base = base_spec(args.base)
+    check_grid(args.interactions, args.layer_units, [])
+    settings_from_args(args)  # every syntax checked: now the heavy part (torch, transformers)
+    from ablations.experiments.search import Search, SearchConfig, merge_units
+    from ablations.experiments.sweep import SweepConfig
+
     config = SearchConfig(
         args.interactions,
         args.layer_units,
@@ -62,9 +69,8 @@ def main(argv=None) -> int:
         args.alpha,
         args.measure,
         args.strategy,
-        base_spec(args.base),
+        base,
     )
-    settings_from_args(args)
     ce, model_path = load_model(args)
     SweepConfig(config.interactions, config.layer_units).cells(ce.num_layers, ce.num_heads)
     progress = progress_enabled(args)

@@ -13,8 +13,6 @@ import argparse
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from ablations.cliargs import (
     add_common_args,
     experiment_from_args,
@@ -22,8 +20,10 @@ from ablations.cliargs import (
     progress_enabled,
     settings_from_args,
 )
-from ablations.experiments.sweep import DEFAULT_INTERACTIONS, MODES, Sweep, SweepConfig, base_spec, pivot
+from ablations.masking.interactions import SWEEP_INTERACTIONS as DEFAULT_INTERACTIONS
+from ablations.masking.interactions import SWEEP_MODES as MODES
 from ablations.masking.interactions import valid_names
+from ablations.masking.spec import base_spec, check_grid
 from ablations.results import check_output_dir
 from probe.errors import cli
 
@@ -82,14 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_output_dir(args.out)
+    base = base_spec(args.base)
+    check_grid(args.interactions, args.layer_units, args.head_groups)
+    settings_from_args(args)  # every syntax checked: now the heavy part (torch, transformers)
+    import pandas as pd
+
+    from ablations.experiments.sweep import Sweep, SweepConfig, pivot
+
     config = SweepConfig(
         interactions=args.interactions,
         layer_units=args.layer_units,
         mode=args.mode,
         head_groups=args.head_groups,
-        base=base_spec(args.base),
+        base=base,
     )
-    settings_from_args(args)
     ce, model_path = load_model(args)
     config.cells(ce.num_layers, ce.num_heads)  # range errors before the baseline is computed
     progress = progress_enabled(args)

@@ -3,7 +3,8 @@
 - :func:`parse_ranges` checks the syntax only (``"0-2,5" → ((0, 2), (5, 5))``, ``"all" → None``);
 - :func:`resolve_ranges` picks the indices out of ``0..n-1`` under the out-of-range rule (:func:`fit_ranges`):
   a range starting past the last index is an error, one ending past it is clamped with a one-line notice
-  (``layers 0-6 → 0-5: the model has 6 layers``), or refused with ``clamp=False`` (heads);
+  (``layers 0-6 → 0-5: the model has 6 layers``; heads follow the same rule), or refused with
+  ``clamp=False``;
 - :func:`parse_indices` is the probe's front end (``None``, ints and lists of ints too; nothing is clamped);
 - :func:`format_ranges` writes indices back (``[0, 1, 2, 5] → "0-2,5"``).
 

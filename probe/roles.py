@@ -8,8 +8,10 @@ or ``cls A sep sep B sep`` (RoBERTa); ``token_type_ids`` are not needed.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class Role(IntEnum):
@@ -54,6 +56,8 @@ def token_roles(
     before SEP1 are the query, tokens between the separators the document; masked positions are PAD. A row
     without ``middle + 1`` separators is malformed and raises.
     """
+    import torch  # here, so that the role vocabulary imports without torch (fast command-line checks)
+
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
     real = attention_mask.bool()

@@ -127,6 +127,20 @@ def test_range_end_past_last_layer_is_clamped_with_one_line_notice():
         resolve_ranges("2-4", 4, "heads", clamp=False)
 
 
+def test_heads_follow_the_layers_rule_and_clamped_masks_are_the_same_run():
+    """One rule for layers and heads: an end past the last is clamped with a notice (and compiles to the
+    same mask, so the same run id, as the clamped range), a start past it is refused."""
+    clamped = compile_mask(MaskSpec([Rule("doc2query", "0-99", "2-5")]), 3, 4)
+    exact = compile_mask(MaskSpec([Rule("doc2query", "0-2", "2-3")]), 3, 4)
+    assert clamped.notices == [
+        "layers 0-99 → 0-2: the model has 3 layers",
+        "heads 2-5 → 2-3: the model has 4 heads",
+    ]
+    assert clamped.key() == exact.key()
+    with pytest.raises(BadInput, match="heads range '4-5' starts at head 4, beyond the last head 3"):
+        compile_mask(MaskSpec([Rule("doc2query", "all", "4-5")]), 3, 4)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.sets(st.integers(0, 40), min_size=1))
 def test_format_then_parse_round_trips(indices):

@@ -166,3 +166,64 @@ def test_reports_refuse_an_unknown_measure(tmp_path):
         ),
         "unknown measure 'BOGUS@1'",
     )
+
+
+@pytest.mark.parametrize(
+    "module,argv,needle",
+    [
+        ("ablations.run", ["--remove", "doc2qry"], "unknown interaction 'doc2qry'"),
+        ("ablations.run", ["--remove", "doc2query", "--layers", "7-2"], "malformed layers range '7-2'"),
+        ("ablations.sweep", ["--interactions", "nope"], "unknown interaction 'nope'"),
+        ("ablations.sweep", ["--layer-units", "3-1"], "malformed layers range '3-1'"),
+        ("ablations.search", ["--interactions", "q2d"], "unknown interaction 'q2d'"),
+    ],
+)
+def test_a_bad_interaction_or_range_is_answered_before_torch_is_imported(module, argv, needle, tmp_path):
+    """The syntax is checked right after parsing: one line, exit 2, and torch (seconds of imports) never
+    loaded."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['x', *{argv!r}, '--out', {str(tmp_path / 'out')!r}]\n"
+        "try:\n"
+        f"    runpy.run_module({module!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print(e.code, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
+    assert_one_line_error(subprocess.CompletedProcess([], 2, "", proc.stderr), needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_light_cli_defaults_equal_the_statistics_defaults():
+    from ablations import cliargs
+    from ablations.evaluation import stats
+
+    assert (cliargs.DEFAULT_BOOTSTRAP, cliargs.DEFAULT_TIE_TOL) == (
+        stats.DEFAULT_BOOTSTRAP,
+        stats.DEFAULT_TIE_TOL,
+    )
+
+
+@pytest.mark.slow
+def test_progress_goes_to_a_log_as_lines_and_no_progress_silences_it(tiny_model_dir, tmp_path):
+    """With stderr a file (not a terminal) the scoring progress arrives as plain lines, not carriage-return
+    redraws; --no-progress prints none."""
+    common = ["--model", tiny_model_dir, "--queries", "2", "--depth", "5"]
+    env = {**ENV, "MICE_PROGRESS_INTERVAL": "0"}
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ablations.evaluate", *common, "--out", str(tmp_path / "a")],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+    assert proc.returncode == 0
+    lines = (tmp_path / "log").read_text()
+    assert "\r" not in lines
+    scoring = [ln for ln in lines.splitlines() if ln.startswith("scoring tiny:")]
+    assert scoring and "10/10" in scoring[-1], lines
+    quiet = run("ablations.evaluate", *common, "--out", str(tmp_path / "b"), "--no-progress")
+    assert quiet.returncode == 0 and "scoring" not in quiet.stderr, quiet.stderr

@@ -32,11 +32,12 @@ import pandas as pd
 from ablations.evaluation.measures import parse_measures
 from ablations.experiments.runner import Experiment, run_meta
 from ablations.experiments.sweep import DEFAULT_INTERACTIONS, Cell, Sweep, SweepConfig
+from ablations.masking.interactions import SEARCH_STRATEGIES
 from ablations.masking.masks import MaskSpec, Rule, format_ranges, parse_ranges
 from ablations.results import atomic_write_text, manifest, write_table
 from probe.errors import BadInput
 
-STRATEGIES = ("ordered", "best")
+STRATEGIES = SEARCH_STRATEGIES
 
 
 @dataclass(frozen=True)

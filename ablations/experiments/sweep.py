@@ -28,6 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from ablations.experiments.runner import Experiment, RunResult, pbar, run_meta
+from ablations.masking.interactions import SWEEP_INTERACTIONS as DEFAULT_INTERACTIONS
+from ablations.masking.interactions import SWEEP_MODES as MODES
 from ablations.masking.interactions import check_interaction, valid_names
 from ablations.masking.masks import (
     CompiledMask,
@@ -35,14 +37,12 @@ from ablations.masking.masks import (
     Rule,
     format_ranges,
     parse_ranges,
-    read_spec,
     resolve_ranges,
 )
+from ablations.masking.spec import base_spec  # noqa: F401 - re-exported
 from ablations.results import atomic_write_parquet, atomic_write_text, manifest, write_table
 from probe.errors import BadInput
 
-DEFAULT_INTERACTIONS = ("query2doc", "doc2query", "cls2query", "cls2doc")
-MODES = ("single", "from", "upto")
 CELL_DELAY_ENV = "MICE_SWEEP_CELL_DELAY"  # seconds to sleep after each cell (test hook for kill/resume)
 
 
@@ -115,8 +115,10 @@ class SweepConfig:
                 )
         units = list(dict.fromkeys(units))
         groups = self.head_groups or ["all"]
-        for g in groups:
-            resolve_ranges(g, num_heads, "heads", clamp=False)
+        for g in groups:  # the layers' rule: clamped at the end (noted), refused when starting past it
+            notice = resolve_ranges(g, num_heads, "heads")[1]
+            if notice:
+                notices.append(notice)
         cells = []
         for inter in self.interactions:
             for unit in units:
@@ -280,13 +282,3 @@ def pivot(summary: pd.DataFrame, measure: str = "nDCG@10") -> pd.DataFrame:
             index=["cell_interaction", "cell_heads"], columns="cell_layers", values="delta", sort=False
         )
     return grid
-
-
-def base_spec(value: str | None, *, what: str = "--base") -> MaskSpec:
-    """The mask every cell sits on: an interaction or preset (all layers), or a JSON spec file."""
-    if not value:
-        return MaskSpec()
-    path = Path(value)
-    if path.suffix == ".json" or path.is_file():
-        return read_spec(path, what=what)
-    return MaskSpec([Rule(value)])

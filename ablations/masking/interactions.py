@@ -181,3 +181,10 @@ def check_interaction(name: str) -> None:
     """Raise :class:`BadInput` unless ``name`` is an interaction or a preset."""
     if preset_rules(name) is None:
         parse_interaction(name)
+
+
+#: What ``ablations.sweep`` sweeps by default, its modes, and ``ablations.search``'s strategies (here, with
+#: the vocabulary, so the command lines build their parsers without importing torch).
+SWEEP_INTERACTIONS = ("query2doc", "doc2query", "cls2query", "cls2doc")
+SWEEP_MODES = ("single", "from", "upto")
+SEARCH_STRATEGIES = ("ordered", "best")
