@@ -259,3 +259,50 @@ def test_a_tokenizer_without_a_pair_template_is_refused(tokenizer):
 
     with pytest.raises(BadInput, match="wraps a pair as 'alpha omega'; token roles need"):
         pair_template(NoSpecials(tokenizer))
+
+
+def test_rollout_and_integrated_gradients_work_for_every_family(family_ce):
+    """Rollout rows are distributions over the roles; IG attributions sum to score - baseline score."""
+    from probe.attributions import integrated_gradients
+    from probe.capture import rollout_name
+
+    family, ce = family_ce
+    with capture(ce, ("rollout",)) as cap:
+        cap.score(PAIRS)
+    last = cap.cache[rollout_name(ce.num_layers - 1)]
+    torch.testing.assert_close(torch.as_tensor(last).sum(-1), torch.ones(len(PAIRS)), atol=1e-4, rtol=0)
+    tokens, info = integrated_gradients(ce, PAIRS[:2], n_steps=64)
+    gap = (info["score"] - info["baseline_score"]).abs().max()
+    assert gap > 1e-3 and info["delta"].abs().max() < 0.05 * gap + 1e-3, info
+    assert set(tokens["role"]) >= {"cls", "query", "doc"}
+
+
+@pytest.mark.slow
+def test_a_roberta_cross_encoder_runs_through_evaluate_run_and_probe(roberta_tokenizer, tmp_path, capsys):
+    """The RoBERTa pair template (three </s>) used to stop evaluate, run and probe.run ("row 0 has 3
+    separator tokens"); a saved tiny RoBERTa cross-encoder now goes through all three CLIs on DL 2019."""
+    import pandas as pd
+
+    from ablations import evaluate, run
+    from probe import run as probe_run
+
+    model = _model("roberta", len(roberta_tokenizer), roberta_tokenizer).eval()
+    CrossEncoder(model, roberta_tokenizer, max_length=64, name="tiny-roberta").save(tmp_path / "roberta")
+    common = ["--model", str(tmp_path / "roberta"), "--queries", "2", "--depth", "3"]
+
+    def ok(main, argv):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        return exc.value.code == 0
+
+    assert ok(evaluate.main, [*common, "--out", str(tmp_path / "ev"), "--no-progress"])
+    assert set(pd.read_parquet(tmp_path / "ev" / "metrics.parquet")["run"]) == {"bm25", "cross-encoder"}
+    assert ok(run.main, [*common, "--remove", "doc2query", "--out", str(tmp_path / "ab"), "--no-progress"])
+    summary = pd.read_parquet(tmp_path / "ab" / "summary.parquet")
+    assert len(summary) and summary["mean"].notna().all()
+    assert (
+        probe_run.main([*common, "--out", str(tmp_path / "pr"), "--attribution-pairs", "1", "--no-progress"])
+        == 0
+    )
+    flows = pd.read_parquet(tmp_path / "pr" / "flows.parquet")
+    assert flows["layer"].nunique() == 3

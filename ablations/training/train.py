@@ -54,7 +54,7 @@ class Stage:
     groups_per_query: int = 12  # groups per training-collection query
     depth: int = 30
     # teacher margins (or, for kl, logits) are multiplied by this; None: the teacher kind's default
-    # (10 for a bi-encoder's cosines, ~0.1 apart; 1 for a cross-encoder's logits)
+    # (10 for a bi-encoder's cosines, ~0.1 apart; 0.2 for a cross-encoder's logits: teacher.DEFAULT_SCALE)
     teacher_scale: float | None = None
     # judged data
     min_positive: int = 2
