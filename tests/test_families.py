@@ -300,9 +300,8 @@ def test_a_roberta_cross_encoder_runs_through_evaluate_run_and_probe(roberta_tok
     assert ok(run.main, [*common, "--remove", "doc2query", "--out", str(tmp_path / "ab"), "--no-progress"])
     summary = pd.read_parquet(tmp_path / "ab" / "summary.parquet")
     assert len(summary) and summary["mean"].notna().all()
-    assert (
-        probe_run.main([*common, "--out", str(tmp_path / "pr"), "--attribution-pairs", "1", "--no-progress"])
-        == 0
+    assert ok(
+        probe_run.main, [*common, "--out", str(tmp_path / "pr"), "--attribution-pairs", "1", "--no-progress"]
     )
     flows = pd.read_parquet(tmp_path / "pr" / "flows.parquet")
     assert flows["layer"].nunique() == 3
