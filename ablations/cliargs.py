@@ -19,6 +19,17 @@ DEFAULT_BOOTSTRAP = 10_000  # = ablations.evaluation.stats.DEFAULT_BOOTSTRAP (te
 DEFAULT_TIE_TOL = 1e-6  # = ablations.evaluation.stats.DEFAULT_TIE_TOL
 
 
+def add_max_query_length(p: argparse.ArgumentParser) -> None:
+    """``--max-query-length``, the same on every scoring CLI."""
+    p.add_argument(
+        "--max-query-length",
+        type=int,
+        default=None,
+        help="tokens of a query kept (longer queries are cut, noted on stderr; "
+        "default: half of --max-length)",
+    )
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -35,13 +46,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="max tokens per pair (default: the model's own, from its folder, else 256)",
     )
-    p.add_argument(
-        "--max-query-length",
-        type=int,
-        default=None,
-        help="tokens of a query kept (longer queries are cut, noted on stderr; "
-        "default: half of --max-length)",
-    )
+    add_max_query_length(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--measures",

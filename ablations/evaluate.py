@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablations.cliargs import add_max_query_length
 from ablations.evaluation.measures import aggregate
 from ablations.evaluation.rerank import evaluate_model
 from ablations.paths import resolve_model
@@ -44,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="max tokens per pair (default: the model's own, from its folder, else 256)",
     )
-    p.add_argument(
-        "--max-query-length",
-        type=int,
-        default=None,
-        help="tokens of a query kept (longer queries are cut, noted on stderr; "
-        "default: half of --max-length)",
-    )
+    add_max_query_length(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--out", type=Path, default=Path("results/evaluate"), help="output folder (default results/evaluate)"

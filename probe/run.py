@@ -27,6 +27,7 @@ import argparse
 
 import pandas as pd
 
+from ablations.cliargs import add_max_query_length
 from ablations.experiments.probe import ProbeConfig, probe
 from ablations.results import check_output_dir
 
@@ -117,13 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.max_length,
         help=f"max tokens per pair (default: the model folder's max_seq_length, else {DEFAULT_MAX_LENGTH})",
     )
-    p.add_argument(
-        "--max-query-length",
-        type=int,
-        default=None,
-        help="tokens of a query kept (longer queries are cut, noted on stderr; "
-        "default: half of --max-length)",
-    )
+    add_max_query_length(p)
     p.add_argument(
         "--seed", type=int, default=d.seed, help=f"torch seed, recorded in the manifest (default {d.seed})"
     )
