@@ -223,8 +223,11 @@ def test_compile_layers_heads_and_dedup():
 def test_compile_checks_against_the_model():
     with pytest.raises(BadInput, match="starts at layer 6"):
         compile_mask(MaskSpec.remove("doc2query", layers="6-8"), 6, 4)
-    with pytest.raises(BadInput, match="heads"):
-        compile_mask(MaskSpec.remove("doc2query", heads="3-4"), 6, 4)
+    with pytest.raises(BadInput, match="starts at head 4"):
+        compile_mask(MaskSpec.remove("doc2query", heads="4-5"), 6, 4)
+    cm = compile_mask(MaskSpec.remove("doc2query", heads="3-4"), 6, 4)  # heads follow the layers' rule
+    assert cm.notices == ["heads 3-4 → 3: the model has 4 heads"]
+    assert not cm.allowed[:, 3, D, Q].any() and cm.allowed[:, :3, D, Q].all()
     cm = compile_mask(MaskSpec.remove("doc2query", layers="0-6"), 6, 4)
     assert cm.notices == ["layers 0-6 → 0-5: the model has 6 layers"] and cm.masked_layers == tuple(range(6))
 

@@ -211,21 +211,21 @@ def test_bad_input_is_one_line_and_exit_2(tiny_setup, capsys, extra, message):
 
 
 def test_a_model_without_hookable_attention_fails_cleanly(tmp_path, tokenizer):
-    """A DistilBERT classifier has no encoder.layer attention stack: one line on stderr, exit 2 (real
-    process)."""
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    """A DeBERTa-v2 classifier loads in transformers but its attention cannot be intercepted: one line on
+    stderr naming the family and why, exit 2, nothing written (real process)."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-    cfg = DistilBertConfig(
+    cfg = DebertaV2Config(
         vocab_size=tokenizer.vocab_size,
-        dim=32,
-        n_layers=2,
-        n_heads=4,
-        hidden_dim=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
         max_position_embeddings=128,
         num_labels=1,
     )
     torch.manual_seed(0)
-    DistilBertForSequenceClassification(cfg).save_pretrained(tmp_path / "distil")
+    DebertaV2ForSequenceClassification(cfg).save_pretrained(tmp_path / "distil")
     tokenizer.save_pretrained(tmp_path / "distil")
     beir = write_beir(tmp_path / "beir")
     proc = subprocess.run(
@@ -249,11 +249,10 @@ def test_a_model_without_hookable_attention_fails_cleanly(tmp_path, tokenizer):
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
-    expected = (
-        "error: model DistilBertForSequenceClassification has no encoder.layer stack; "
-        "expected a BERT-family encoder"
-    )
-    assert proc.stderr.strip().splitlines() == [expected]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: model family 'deberta-v2' is not supported: DeBERTa's disentangled")
+    assert not (tmp_path / "out").exists()
 
 
 def test_help_documents_every_option():
