@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lite", default=None, help="LITE baseline folder (ablations.retrain --student lite)")
     p.add_argument("--collections", nargs="+", default=d.collections, help="default: dl19 dl20 scifact")
     p.add_argument(
+        "--step-collections",
+        nargs="+",
+        default=None,
+        help="collections the masked steps 0-3 are scored on (default: all of --collections); each step "
+        "costs a full cross-encoder pass",
+    )
+    p.add_argument(
         "--queries", type=int, default=None, help="first N queries of each collection (default all)"
     )
     p.add_argument(

@@ -556,3 +556,31 @@ def test_the_paper_numbers_sit_beside_ours():
     assert abs(table.loc[("mice-retrained", "dl20"), "minus_paper"] - (0.7 - 0.693)) < 1e-12
     assert table.loc[("mice-retrained", "dl19"), "speedup"] == 10.0
     assert table.loc[("mice-retrained", "dl19"), "paper_speedup"] == 4.2
+
+
+def test_paper_steps_on_a_subset_of_the_collections(tiny, capsys):
+    """--step-collections scores the four masked steps (each a full cross-encoder pass) on some collections
+    only; their other cells are missing, never filled in; a step collection that is not compared is one
+    line, exit 2, before any model loads."""
+    from ablations import paper as paper_cli
+
+    root, model, beir = tiny
+    other = write_tiny_beir(root / "beir-other")
+    out = root / "paper-steps"
+    args = ["--reference", str(model), "--collections", str(beir), str(other), "--latency-queries", "1"]
+    bad = run_in_process(paper_cli.main, [*args, "--step-collections", "dl19", "--out", str(out)], capsys)
+    assert bad.returncode == 2 and not out.exists()
+    assert bad.stderr.strip() == f"error: --step-collections 'dl19' is not one of --collections: {beir}, {other}"
+    res = run_in_process(
+        paper_cli.main,
+        [*args, "--depth", "2", "--step-collections", str(beir), "--bootstrap", "200", "--out", str(out)],
+        capsys,
+    )
+    assert res.returncode == 0, res.stderr
+    table = pd.read_parquet(out / "paper.parquet")
+    steps = table[table["model"].str.startswith("mice-step")]
+    assert len(steps) == 4 and set(steps["collection"]) == {str(beir)}
+    assert set(table.loc[~table["model"].str.startswith("mice-step"), "collection"]) == {str(beir), str(other)}
+    step_line = next(line for line in res.stdout.splitlines() if line.startswith("mice-step2"))
+    assert "–" in step_line  # its cell on the other collection
+    assert f"not scored on {other}" in res.stdout

@@ -72,6 +72,8 @@ class CompareConfig:
     config: str | None = None
     # mask presets / interactions: the reference under each mask (one row each, named by the mask)
     masks: list[str] | None = None
+    # collections the mask rows are scored on (None: all); each mask row costs a full cross-encoder pass
+    mask_collections: list[str] | None = None
     mice: str | None = None  # retrained MICE model folder
     maxsim: str | None = None
     lite: str | None = None
@@ -235,6 +237,13 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             first = rs
         cap = cfg.queries if _domain(name) == "ID" else (cfg.ood_queries or cfg.queries)
         sets[name] = rs.subset(cap, cfg.depth)
+    if cfg.mask_collections is not None:
+        unknown = [c for c in cfg.mask_collections if c not in sets]
+        if unknown:
+            raise BadInput(
+                f"mask collection {unknown[0]!r} is not one of the compared collections: {', '.join(sets)}"
+            )
+    masked_rows = set(cfg.masks or [])
     tidy, facts = [], {m: {"parameters": _params(s)} for m, s in models.items()}
     out = Path(cfg.out)
     model_keys = {m: _model_key(s) for m, s in models.items()}
@@ -243,6 +252,9 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         print(f"{name}: {len(rs.queries)} queries, {len(pairs)} pairs ({_domain(name)})", flush=True)
         set_key = _set_key(rs)
         for model, scorer in models.items():
+            if model in masked_rows and cfg.mask_collections is not None and name not in cfg.mask_collections:
+                print(f"  {model:16s} not scored on {name} (mask collections: {', '.join(cfg.mask_collections)})")
+                continue
             key = f"{model_keys[model]}|{set_key}"
             resumed = _load_partial(out, name, model, key)
             if resumed is not None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from probe.errors import BadInput
 from ablations.experiments.compare import REFERENCE, CompareConfig, compare
 from ablations.mice.export import export
 
@@ -83,6 +84,8 @@ class PaperConfig:
     maxsim: str | None = None
     lite: str | None = None
     collections: list[str] = field(default_factory=lambda: list(COLLECTIONS))
+    # collections the masked steps 0-3 are scored on (None: all): each step is a full cross-encoder pass
+    step_collections: list[str] | None = None
     queries: int | None = None  # first N queries of each collection (default: all)
     depth: int | None = None  # candidates per query (default: all 100)
     latency_queries: int = 5
@@ -92,11 +95,20 @@ class PaperConfig:
     out: Path = Path("results/paper")
     progress: bool = False
 
+    def __post_init__(self):
+        if self.step_collections is not None:
+            for c in self.step_collections:
+                if c not in self.collections:
+                    raise BadInput(
+                        f"--step-collections {c!r} is not one of --collections: {', '.join(self.collections)}"
+                    )
+
     def compare_config(self) -> CompareConfig:
         return CompareConfig(
             reference=self.reference,
             config=self.config,
             masks=list(STEPS),
+            mask_collections=None if self.step_collections is None else list(self.step_collections),
             mice=self.mice,
             maxsim=self.maxsim,
             lite=self.lite,
