@@ -253,7 +253,8 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         set_key = _set_key(rs)
         for model, scorer in models.items():
             if model in masked_rows and cfg.mask_collections is not None and name not in cfg.mask_collections:
-                print(f"  {model:16s} not scored on {name} (mask collections: {', '.join(cfg.mask_collections)})")
+                only = ", ".join(cfg.mask_collections)
+                print(f"  {model:16s} not scored on {name} (mask collections: {only})", flush=True)
                 continue
             key = f"{model_keys[model]}|{set_key}"
             resumed = _load_partial(out, name, model, key)

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probe.errors import BadInput
 from ablations.experiments.compare import REFERENCE, CompareConfig, compare
 from ablations.mice.export import export
+from probe.errors import BadInput
 
 #: Where the paper's numbers come from.
 PAPER_SOURCE = (
