@@ -23,9 +23,8 @@ import torch
 
 from .errors import BadInput
 from .model import CrossEncoder, Pair, PairBatch
+from .options import IG_LAYERS as LAYERS
 from .roles import FLOW_ROLES, ROLE_NAMES, Role
-
-LAYERS = ("embeddings", "word_embeddings")
 
 
 def embedding_layer(scorer: CrossEncoder, layer: str = "embeddings") -> torch.nn.Module:

@@ -45,6 +45,7 @@ from .attention import AttentionContext, attention_context, hook_name, self_atte
 from .errors import BadInput
 from .flows import role_flows, role_onehot, source_weights
 from .model import CrossEncoder, Pair, PairBatch
+from .options import BACKENDS  # noqa: F401 - the capture backends
 from .progress import bar as progress_bar
 from .ranges import parse_indices
 from .roles import Role
@@ -52,7 +53,6 @@ from .roles import Role
 HOOK_ROLE_FLOW = "blocks.{layer}.attn.hook_role_flow"
 HOOK_CLS_ROLLOUT = "blocks.{layer}.hook_cls_rollout"
 WHAT = ("pattern", "flows", "rollout")
-BACKENDS = ("hf", "transformer_lens")
 
 
 def flow_name(layer: int) -> str:

@@ -24,12 +24,12 @@ from transformers.utils import logging as hf_logging
 
 from .errors import BadInput
 from .families import pair_template
+from .options import DEFAULT_MAX_LENGTH
 from .progress import bar as progress_bar
 from .roles import token_roles
 
 Pair = tuple[str, str]
 
-DEFAULT_MAX_LENGTH = 256
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 

@@ -25,17 +25,10 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 from ablations.cliargs import add_max_query_length
-from ablations.experiments.probe import ProbeConfig, probe
-from ablations.results import check_output_dir
 
-from .attributions import LAYERS as IG_LAYERS
-from .capture import BACKENDS
 from .errors import cli
-from .model import DEFAULT_MAX_LENGTH
-from .summary import summary
+from .options import BACKENDS, DEFAULT_MAX_LENGTH, IG_LAYERS, ProbeConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,14 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    check_output_dir(args.out)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # stderr keeps to our own progress and, on bad input, one line
-    fields = vars(args)
+    fields = vars(build_parser().parse_args(argv))
     progress = not fields.pop("no_progress")
     cfg = ProbeConfig(**fields, progress=progress)
+    cfg.validate()  # syntax and choices, before seconds of torch / transformers imports
+    import pandas as pd
+    from transformers.utils import logging as hf_logging
+
+    from ablations.experiments.probe import probe
+    from ablations.results import check_output_dir
+
+    from .summary import summary
+
+    check_output_dir(cfg.out)
+    hf_logging.disable_progress_bar()  # stderr keeps to our own progress and, on bad input, one line
     tables = probe(cfg)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
         print(summary(tables).to_string(index=False))

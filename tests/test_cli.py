@@ -176,6 +176,9 @@ def test_reports_refuse_an_unknown_measure(tmp_path):
         ("ablations.sweep", ["--interactions", "nope"], "unknown interaction 'nope'"),
         ("ablations.sweep", ["--layer-units", "3-1"], "malformed layers range '3-1'"),
         ("ablations.search", ["--interactions", "q2d"], "unknown interaction 'q2d'"),
+        ("probe.run", ["--layers", "5-1"], "malformed layers range '5-1'"),
+        ("probe.run", ["--heads", "x"], "malformed heads range 'x'"),
+        ("probe.run", ["--queries", "0"], "--queries 0 must be >= 1"),
     ],
 )
 def test_a_bad_interaction_or_range_is_answered_before_torch_is_imported(module, argv, needle, tmp_path):

@@ -195,7 +195,7 @@ def test_both_backends_write_the_same_flows(tiny_setup, capsys, tmp_path):
     [
         (["--layers", "3"], "error: layer 3 is out of range; this model has layers 0-2"),
         (["--heads", "0-9"], "error: head 4 is out of range; this model has heads 0-3"),
-        (["--layers", "x"], "error: layer selection 'x' is malformed"),
+        (["--layers", "x"], "error: malformed layers range 'x'"),
         (["--queries", "0"], "error: --queries 0 must be >= 1"),
         (["--flow-pairs", "-1"], "error: --flow-pairs -1 must be >= 0"),
         (["--collection", "nope"], "error: unknown collection 'nope'"),

@@ -9,7 +9,7 @@ the table columns are listed in ``probe/run.py``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,48 +20,12 @@ from ablations.data.collections import RerankSet, load_collection
 from ablations.paths import resolve_model
 from ablations.results import manifest, write_table
 from ablations.scorers import load_cross_encoder
-from probe.attributions import LAYERS as IG_LAYERS
 from probe.attributions import integrated_gradients, role_summary
 from probe.capture import capture, flow_name, parse_indices, rollout_name, run_with_cache
-from probe.errors import BadInput
 from probe.flows import aggregate_flows, flow_table, per_query_flows
 from probe.model import CrossEncoder
+from probe.options import ProbeConfig  # noqa: F401 - re-exported: the probe driver's settings
 from probe.rollout import cls_role_shares, shares_table
-
-
-@dataclass
-class ProbeConfig:
-    """Everything one probe run depends on (recorded in every manifest as ``settings``)."""
-
-    model: str | None = None
-    collection: str = "dl19"
-    queries: int = 20
-    depth: int = 10
-    layers: str = "all"
-    heads: str = "all"
-    backend: str = "hf"
-    rollout: bool = True
-    flow_pairs: int = 3
-    attributions: bool = True
-    attribution_pairs: int = 10
-    ig_steps: int = 32
-    ig_layer: str = "embeddings"
-    batch_size: int = 16
-    max_length: int | None = None  # None: the model folder's own (sentence_bert_config), else 256
-    max_query_length: int | None = None  # None: half of max_length
-    seed: int = 0
-    out: str = "results/probe"
-    progress: bool = True
-
-    def validate(self) -> None:
-        for name in ("queries", "depth", "batch_size", "ig_steps"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
-        for name in ("flow_pairs", "attribution_pairs"):
-            if getattr(self, name) < 0:
-                raise BadInput(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
-        if self.ig_layer not in IG_LAYERS:
-            raise BadInput(f"--ig-layer {self.ig_layer!r} is unknown; expected one of {', '.join(IG_LAYERS)}")
 
 
 def spread_pairs(rs: RerankSet, n: int) -> list[int]:
