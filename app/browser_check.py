@@ -69,11 +69,10 @@ PAGES = (
         "pair",
         {
             "score metric": METRIC,
-            "attention heatmap": IMAGE,
-            "attribution chart": VEGA,
+            "attention heatmap and attribution chart": VEGA,
             "token strip": ".token-strip",
         },
-        ("Score (full model)", "Attention", "Integrated Gradients"),
+        ("Score (full model)", "Attention", "Heatmap rows × columns", "Integrated Gradients"),
     ),
     Page(
         "flow", "flow", {"flow heatmaps": IMAGE, "spread chart": VEGA}, ("role→role", "Spread over queries")

@@ -7,6 +7,7 @@ an HTML string. Layers are 0-based in every label.
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Sequence
 
@@ -36,39 +37,114 @@ def token_label(i: int, token: str, role: str) -> str:
     return f"{i} {token}" if role not in SPECIAL_ROLES else f"{i} {token} ({role})"
 
 
-def attention_heatmap(tokens: Sequence[str], roles: Sequence[str], matrix: np.ndarray, title: str):
-    """Token × token attention (rows attend to columns); labels coloured by role, special tokens in bold,
-    lines at the role boundaries."""
-    n = len(tokens)
-    size = float(np.clip(0.16 * n + 2.5, 5.0, 22.0))
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(
-        matrix,
-        cmap="viridis",
-        vmin=0.0,
-        vmax=max(float(matrix.max()), 1e-9),
-        aspect="equal",
-        interpolation="nearest",
-    )
-    fontsize = float(np.clip(480.0 / max(n, 1), 3.5, 9.0))
+#: Crops of the token × token pattern: which rows (attending tokens) and columns (attended tokens) to show.
+CROPS = {
+    "all tokens": (None, None),
+    "query → document": (("query",), ("doc",)),
+    "document → query": (("doc",), ("query",)),
+    "[CLS] → all": (("cls",), None),
+    "query side → all": (("cls", "query", "sep1"), None),
+}
+
+
+def crop_positions(roles: Sequence[str], crop: str) -> tuple[list[int], list[int]]:
+    """Row and column positions of ``crop`` (a key of :data:`CROPS`); all positions where it names none."""
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}; expected one of {', '.join(CROPS)}")
+    row_roles, col_roles = CROPS[crop]
+    every = list(range(len(roles)))
+
+    def pick(wanted):
+        return every if wanted is None else [i for i, r in enumerate(roles) if r in wanted]
+
+    return pick(row_roles), pick(col_roles)
+
+
+def attention_heatmap(
+    tokens: Sequence[str],
+    roles: Sequence[str],
+    matrix: np.ndarray,
+    title: str,
+    *,
+    crop: str = "all tokens",
+    width: int = 900,
+) -> alt.Chart:
+    """Token × token attention as an interactive Altair heatmap (rows attend to columns).
+
+    Hover a cell for the attending token, the attended token, their roles and the weight; scroll to zoom
+    and drag to pan (both axes are token positions, labelled with the tokens once zoomed in far enough to
+    fit them); ``crop`` (:data:`CROPS`) keeps only, e.g., query rows × document columns. Rule lines mark
+    the role boundaries. Works for 256-token pairs (65,536 cells)."""
+    rows, cols = crop_positions(roles, crop)
     labels = [token_label(i, t, r) for i, (t, r) in enumerate(zip(tokens, roles))]
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=fontsize)
-    ax.set_yticks(range(n), labels, fontsize=fontsize)
-    for axis_labels in (ax.get_xticklabels(), ax.get_yticklabels()):
-        for lab, role in zip(axis_labels, roles):
-            lab.set_color(ROLE_COLORS.get(role, "black"))
-            if role in SPECIAL_ROLES:
-                lab.set_fontweight("bold")
-    for i in range(1, n):
-        if roles[i] != roles[i - 1]:
-            ax.axhline(i - 0.5, color="white", linewidth=0.8)
-            ax.axvline(i - 0.5, color="white", linewidth=0.8)
-    ax.set_xlabel("attended token (key)")
-    ax.set_ylabel("attending token (query row)")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02, label="attention weight")
-    fig.tight_layout()
-    return fig
+    sub = np.asarray(matrix, dtype=np.float32)[np.ix_(rows, cols)]
+    r_idx, c_idx = np.repeat(rows, len(cols)), np.tile(cols, len(rows))
+    df = pd.DataFrame(
+        {
+            "row": r_idx,
+            "col": c_idx,
+            "weight": sub.ravel().astype(float),
+            "source": np.asarray(labels, dtype=object)[r_idx] if len(r_idx) else [],
+            "target": np.asarray(labels, dtype=object)[c_idx] if len(c_idx) else [],
+        }
+    )
+    df["row0"], df["row1"] = df["row"] - 0.5, df["row"] + 0.5
+    df["col0"], df["col1"] = df["col"] - 0.5, df["col"] + 0.5
+    js_labels = json.dumps([(lab if len(lab) <= 18 else lab[:17] + "…") for lab in labels])
+    label_expr = f"datum.value % 1 === 0 && datum.value >= 0 ? {js_labels}[datum.value] : ''"
+
+    def axis(title_text: str) -> alt.Axis:
+        return alt.Axis(
+            title=title_text,
+            labelExpr=label_expr,
+            tickMinStep=1,
+            labelOverlap="greedy",
+            labelFontSize=10,
+            labelLimit=140,
+            grid=False,
+        )
+
+    def domain(positions: list[int]) -> list[float]:
+        return [min(positions) - 0.5, max(positions) + 0.5] if positions else [0, 1]
+
+    height = int(np.clip(14 * len(rows), 160, 900))
+    vmax = max(float(sub.max()) if sub.size else 0.0, 1e-9)
+    cells = (
+        alt.Chart(df, title=title)
+        .mark_rect(clip=True)
+        .encode(
+            x=alt.X(
+                "col0:Q",
+                scale=alt.Scale(domain=domain(cols), nice=False, zero=False),
+                axis=axis("attended token (key)"),
+            ),
+            x2="col1:Q",
+            y=alt.Y(
+                "row0:Q",
+                scale=alt.Scale(domain=domain(rows)[::-1], nice=False, zero=False),
+                axis=axis("attending token (query row)"),
+            ),
+            y2="row1:Q",
+            color=alt.Color(
+                "weight:Q", scale=alt.Scale(scheme="viridis", domain=[0.0, vmax]), title="attention weight"
+            ),
+            tooltip=[
+                alt.Tooltip("source:N", title="attending token"),
+                alt.Tooltip("target:N", title="attended token"),
+                alt.Tooltip("weight:Q", title="weight", format=".4f"),
+            ],
+        )
+    )
+    bounds = [i - 0.5 for i in range(1, len(roles)) if roles[i] != roles[i - 1]]
+    layers = [cells]
+    for channel, positions in (("x", cols), ("y", rows)):
+        lo, hi = domain(positions)
+        inside = [b for b in bounds if lo < b < hi]
+        if inside:
+            lines = pd.DataFrame({"at": inside})
+            rule = alt.Chart(lines).mark_rule(color="white", strokeWidth=0.8, clip=True)
+            layers.append(rule.encode(**{channel: "at:Q"}))
+    return alt.layer(*layers).properties(width=width, height=height).interactive()
 
 
 def token_strip(

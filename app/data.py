@@ -327,27 +327,52 @@ class PairAttention:
     score: float
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def pair_attention(
-    _ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str, layer: int
-) -> PairAttention:
-    """Every head's attention pattern in ``layer`` for one pair (``probe.capture``), under the spec's mask."""
+@dataclass
+class PairPatterns:
+    tokens: list[str]
+    roles: list[str]
+    patterns: np.ndarray  # (layers, heads, n, n) float32, post-softmax, the pair's real tokens
+    score: float
+    seconds: float  # the forward + capture that made them
+
+
+@st.cache_data(show_spinner=False, max_entries=6)
+def pair_patterns(
+    _ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str
+) -> PairPatterns:
+    """Every layer's and head's attention pattern for one pair in one forward (``probe.capture``), under
+    the spec's mask; cached per (model, mask, pair), so a layer or head change only re-slices.
+
+    A 12-layer × 12-head × 256-token pair is 38 MB of float32; 6 pairs are kept at most."""
+    import time
+
     from probe.capture import capture, pattern_name
     from probe.roles import ROLE_NAMES
 
+    start = time.perf_counter()
     scorer = _masked(_ce, spec_json)
     ce = _unmasked(scorer)
     batch = ce.encode([(query, doc)])
-    with capture(ce, ("pattern",), layers=[layer]) as cap:
+    with capture(ce, ("pattern",)) as cap:
         if scorer is not ce:  # the mask's bias on the same interception point the hooks use
             cap.context.bias = scorer.bias(batch)
         scores = cap.forward(batch)
     cache = cap.cache
-    pattern = cache[pattern_name(layer)][0].numpy().astype(np.float32)
     roles = [ROLE_NAMES[int(r)] for r in cache.roles[0]]
     n = len(roles)
+    patterns = np.stack(
+        [cache[pattern_name(layer)][0].numpy()[:, :n, :n] for layer in range(ce.num_layers)]
+    ).astype(np.float32)
     tokens = ce.tokenizer.convert_ids_to_tokens(batch.input_ids[0, :n].tolist())
-    return PairAttention(tokens, roles, pattern, float(scores[0]))
+    return PairPatterns(tokens, roles, patterns, float(scores[0]), time.perf_counter() - start)
+
+
+def pair_attention(
+    ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str, layer: int
+) -> PairAttention:
+    """Every head's attention pattern in ``layer`` for one pair: a slice of :func:`pair_patterns`."""
+    p = pair_patterns(ce, model_key, spec_json, query, doc)
+    return PairAttention(p.tokens, p.roles, p.patterns[layer], p.score)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

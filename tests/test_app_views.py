@@ -79,6 +79,16 @@ def first_pair(demo) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------- pair
+def heatmap_cells(at) -> pd.DataFrame:
+    """The cells (row, col, weight, tokens) the token × token attention heatmap was given."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    chart = next(c for c in at.get("vega_lite_chart") if "attending token" in c.proto.spec)
+    frames = [convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.proto.datasets]
+    (cells,) = [f for f in frames if "weight" in f.columns]  # the other datasets: role boundary lines
+    return cells
+
+
 def test_pair_view_score_attention_and_attributions(demo, ce):
     at = open_app(demo, "pair")
     no_trouble(at)
@@ -86,7 +96,10 @@ def test_pair_view_score_attention_and_attributions(demo, ce):
     assert at.text_area(key="pair_query_input").value == query
     assert at.text_area(key="pair_doc_input").value == doc
     assert metric(at, "Score (full model)") == pytest.approx(float(ce.score([(query, doc)])[0]), abs=1e-4)
-    assert at.get("image"), "the attention heatmap is drawn"
+    heatmaps = [c for c in at.get("vega_lite_chart") if "attending token" in c.proto.spec]
+    assert heatmaps, "the interactive attention heatmap is drawn"
+    spec = json.loads(heatmaps[0].proto.spec)
+    assert any(p.get("bind") == "scales" for p in spec.get("params", [])), "scroll zooms, drag pans"
 
     _, cache = run_with_cache(ce, [(query, doc)], ("pattern",), layers="0-2")
     table = frame(at, "attention_from_source")
@@ -103,6 +116,14 @@ def test_pair_view_score_attention_and_attributions(demo, ce):
     pattern2 = cache["blocks.2.attn.hook_pattern"][0].numpy()
     np.testing.assert_allclose(table["attention_from_source"], pattern2[1][3], atol=1e-6)
     np.testing.assert_allclose(table["attention_received"], pattern2[1].mean(0), atol=1e-6)
+
+    at.radio(key="pair_crop").set_value("query → document").run()
+    no_trouble(at)
+    cells = heatmap_cells(at)
+    roles_of = dict(zip(table["position"], table["role"]))
+    assert len(cells) == list(table["role"]).count("query") * list(table["role"]).count("doc")
+    assert set(cells["row"].map(roles_of)) == {"query"} and set(cells["col"].map(roles_of)) == {"doc"}
+    np.testing.assert_allclose(cells["weight"], pattern2[1][cells["row"], cells["col"]], atol=1e-6)
 
     roles = frame(at, "abs_share")
     assert list(roles["role"]) == ["cls", "query", "sep1", "doc", "sep2"]

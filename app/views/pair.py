@@ -182,8 +182,9 @@ def attention_section(ce, key: str, spec_json: str | None, query: str, doc: str)
         key="pair_head",
         format_func=lambda h: "mean over heads" if h == "mean" else f"head {h}",
     )
-    with st.spinner(f"Capturing layer {layer} …"):
-        att = data.pair_attention(ce, key, spec_json, query, doc, int(layer))
+    with st.spinner("Capturing every layer's attention (one forward) …", show_time=True):
+        patterns = data.pair_patterns(ce, key, spec_json, query, doc)
+    att = data.PairAttention(patterns.tokens, patterns.roles, patterns.patterns[int(layer)], patterns.score)
     matrix = att.pattern.mean(axis=0) if head == "mean" else att.pattern[int(head)]
     labels = [charts.token_label(i, t, r) for i, (t, r) in enumerate(zip(att.tokens, att.roles))]
     source = c3.selectbox(
@@ -203,10 +204,28 @@ def attention_section(ce, key: str, spec_json: str | None, query: str, doc: str)
             f"{head_txt}); hover a token for its value",
         )
     )
-    fig = charts.attention_heatmap(
-        att.tokens, att.roles, matrix, f"layer {layer}, {head_txt}: rows attend to columns"
+    crop = st.radio(
+        "Heatmap rows × columns",
+        list(charts.CROPS),
+        horizontal=True,
+        key="pair_crop",
+        help="rows attend to columns; crop to, e.g., query rows × document columns",
     )
-    st.pyplot(fig, clear_figure=True, width=int(min(1100, 320 + 24 * len(att.tokens))))
+    rows, cols = charts.crop_positions(att.roles, crop)
+    if not rows or not cols:
+        st.info(f"This pair has no tokens for {crop!r}.")
+    else:
+        st.altair_chart(
+            charts.attention_heatmap(
+                att.tokens, att.roles, matrix, f"layer {layer}, {head_txt}: rows attend to columns", crop=crop
+            ),
+            key="pair_heatmap",
+        )
+        st.caption(
+            f"{len(rows)} × {len(cols)} tokens · hover a cell for both tokens and the weight · scroll to "
+            "zoom, drag to pan, double-click to reset · every layer captured in one forward "
+            f"({patterns.seconds:.2f} s), so layer and head changes only re-slice"
+        )
     table = pd.DataFrame(
         {
             "position": range(len(att.tokens)),
