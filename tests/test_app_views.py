@@ -217,7 +217,7 @@ def test_a_mice_model_is_explored_as_mice(demo, ce):
     )  # docs never read it
     assert table.loc[table["role"] == "doc", "attention_from_source"].sum() > 0.5
 
-    edits = {"edited_rows": {0: {"layer 1": True}}, "added_rows": [], "deleted_rows": []}
+    edits = {"edited_rows": {0: {"L1": True}}, "added_rows": [], "deleted_rows": []}
     at = open_app(
         demo,
         "ablation",
@@ -335,8 +335,13 @@ def test_views_without_results_say_what_to_run(demo, tmp_path):
 def test_ablation_live_toggles_rescore_the_pair(demo, ce):
     query = "capital of france"
     doc = "Paris is the capital and largest city of France."
-    edits = {"edited_rows": {1: {"layer 0": True, "layer 2": True}}, "added_rows": [], "deleted_rows": []}
-    at = open_app(demo, "ablation", state={"pair_query": query, "pair_doc": doc, "abl_toggles_3": edits})
+    edits = {"edited_rows": {1: {"L0": True, "L2": True}}, "added_rows": [], "deleted_rows": []}
+    at = open_app(
+        demo,
+        "ablation",
+        collection="none",  # a typed pair
+        state={"pair_query": query, "pair_doc": doc, "abl_toggles_3": edits},
+    )
     no_trouble(at)
     spec = MaskSpec([Rule("doc2query", "0,2")])
     expected = float(MaskedCrossEncoder(ce, spec).score([(query, doc)])[0])
@@ -356,8 +361,37 @@ def test_ablation_live_toggles_rescore_the_pair(demo, ce):
     assert any("unknown interaction" in e.value and "bogus2thing" in e.value for e in at.error)
 
 
+def test_ablation_live_picks_the_collections_queries_and_candidates(demo, ce):
+    """Opened on a collection, the live view scores that collection's pairs (not a built-in example); a
+    ticked cell rescoring the picked pair."""
+    rs = load_collection(str(demo.beir))
+    at = open_app(demo, "ablation")
+    no_trouble(at)
+    qid = rs.query_ids[1]
+    at.selectbox(key="pick_qid").set_value(qid).run()
+    no_trouble(at)
+    cands = rs.candidates[rs.candidates["query_id"] == qid].sort_values("rank")["doc_id"].tolist()
+    at.selectbox(key="pick_did").set_value(cands[-1]).run()
+    query, doc = rs.queries[qid], rs.docs[cands[-1]]
+    assert at.text_area(key="abl_query_input").value == query
+    assert metric(at, "Score (full model)") == pytest.approx(float(ce.score([(query, doc)])[0]), abs=1e-4)
+    at.session_state["abl_toggles_3"] = {
+        "edited_rows": {1: {"L1": True}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run()
+    expected = float(MaskedCrossEncoder(ce, MaskSpec([Rule("doc2query", "1")])).score([(query, doc)])[0])
+    assert metric(at, "Score (masked)") == pytest.approx(expected, abs=1e-4)
+
+
 def test_ablation_live_with_nothing_removed(demo, ce):
-    at = open_app(demo, "ablation", state={"pair_query": "flu symptoms", "pair_doc": "Fever and cough."})
+    at = open_app(
+        demo,
+        "ablation",
+        collection="none",
+        state={"pair_query": "flu symptoms", "pair_doc": "Fever and cough."},
+    )
     no_trouble(at)
     assert any("Nothing removed yet" in i.value for i in at.info)
     assert metric(at, "Score (full model)") == pytest.approx(

@@ -16,7 +16,7 @@ import streamlit as st
 from ablations.masking.interactions import MASK_PRESETS, NAMED, valid_names
 from ablations.masking.masks import MaskSpec, compile_for, parse_rules
 from app import charts, data
-from app.views.common import Context, check_pair, guard, pair_inputs
+from app.views.common import Context, check_pair, guard, pair_inputs, pick_pair
 from probe.ranges import format_ranges, parse_ranges
 
 NO_PRESET = "none"
@@ -37,7 +37,7 @@ def render(ctx: Context) -> None:
 
 # ------------------------------------------------------------------------------------------ live
 def toggle_table(num_layers: int) -> pd.DataFrame:
-    table = pd.DataFrame(False, index=range(len(NAMED)), columns=[f"layer {i}" for i in range(num_layers)])
+    table = pd.DataFrame(False, index=range(len(NAMED)), columns=[f"L{i}" for i in range(num_layers)])
     table.insert(0, "interaction", list(NAMED))
     return table
 
@@ -46,7 +46,7 @@ def removals(edited: pd.DataFrame, heads: str) -> list[str]:
     """``--remove`` items (``NAME:LAYERS:HEADS``) for every interaction toggled in at least one layer."""
     out = []
     for _, row in edited.iterrows():
-        layers = [int(c.split()[1]) for c in edited.columns[1:] if bool(row[c])]
+        layers = [int(c[1:]) for c in edited.columns[1:] if bool(row[c])]
         if layers:
             out.append(f"{row['interaction']}:{format_ranges(layers)}:{heads}")
     return out
@@ -54,13 +54,15 @@ def removals(edited: pd.DataFrame, heads: str) -> list[str]:
 
 def render_live(ctx: Context) -> None:
     loaded = ctx.load_model()
+    with guard("Collection"):
+        pick_pair(ctx)
     query, doc = pair_inputs("abl")
     if loaded is None:
         return
     ce, path, key = loaded
     st.markdown(
-        "Tick an interaction in a layer to remove it there (**source = the attending token**: "
-        "`doc2query` = document tokens may not read query tokens)."
+        "Tick an interaction in a layer (`L0` = layer 0) to remove it there (**source = the attending "
+        "token**: `doc2query` = document tokens may not read query tokens)."
     )
     c1, c2, c3 = st.columns([1, 1, 2])
     preset = c1.selectbox("Preset (all layers)", [NO_PRESET, *MASK_PRESETS], key="abl_preset")
@@ -80,6 +82,13 @@ def render_live(ctx: Context) -> None:
         hide_index=True,
         disabled=["interaction"],
         num_rows="fixed",
+        column_config={  # narrow checkbox columns: 12 layers (or 24) fit beside the names
+            "interaction": st.column_config.TextColumn("interaction", pinned=True),
+            **{
+                f"L{i}": st.column_config.CheckboxColumn(f"L{i}", width=36, help=f"remove it in layer {i}")
+                for i in range(ce.num_layers)
+            },
+        },
         height=35 * (len(NAMED) + 1) + 3,
     )
     items = (

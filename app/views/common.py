@@ -98,3 +98,61 @@ def check_pair(query: str, doc: str) -> bool:
         )
         return False
     return True
+
+
+def pick_pair(ctx: Context) -> None:
+    """Query and BM25-candidate pickers over the sidebar's collection; picking sets the current pair
+    (shared by the Pair and Ablation views)."""
+    if not ctx.collection:
+        st.caption("Choose a collection in the sidebar to pick pairs from it, or type a pair below.")
+        return
+    with st.spinner(f"Loading collection {ctx.collection} …", show_time=True):
+        rs = data.collection(ctx.collection)
+    qids = rs.query_ids
+    if not qids:
+        st.info(f"Collection {rs.name} has no judged query with candidates.")
+        return
+    relevance = {
+        (q, d): r for q, d, r in rs.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)
+    }
+
+    def candidates(qid: str) -> list[str]:
+        c = rs.candidates[rs.candidates["query_id"] == qid].sort_values("rank")
+        return c["doc_id"].tolist()
+
+    def picked_query() -> None:
+        qid = st.session_state["pick_qid"]
+        docs = candidates(qid)
+        st.session_state["pick_did"] = docs[0]
+        set_pair(rs.queries[qid], rs.docs[docs[0]])
+
+    def picked_doc() -> None:
+        qid, did = st.session_state["pick_qid"], st.session_state["pick_did"]
+        set_pair(rs.queries[qid], rs.docs[did])
+
+    if st.session_state.get("pair_from") != rs.name:  # first visit with this collection: its first pair
+        st.session_state["pair_from"] = rs.name
+        st.session_state.pop("pick_qid", None)
+        st.session_state.pop("pick_did", None)
+        set_pair(rs.queries[qids[0]], rs.docs[candidates(qids[0])[0]])
+    c1, c2 = st.columns(2)
+    qid = c1.selectbox(
+        f"Query from {rs.name} ({len(qids)})",
+        qids,
+        key="pick_qid",
+        on_change=picked_query,
+        format_func=lambda q: f"{q}: {rs.queries[q][:90]}",
+    )
+    docs = candidates(qid)
+    if st.session_state.get("pick_did") not in docs:
+        st.session_state["pick_did"] = docs[0]
+    ranks = dict(zip(rs.candidates["doc_id"], rs.candidates["rank"])) if len(docs) else {}
+    c2.selectbox(
+        f"Document (BM25 candidates of query {qid})",
+        docs,
+        key="pick_did",
+        on_change=picked_doc,
+        format_func=lambda d: (
+            f"#{ranks.get(d, '?')} {d} · rel {relevance.get((qid, d), '–')} · {rs.docs[d][:70]}"
+        ),
+    )
