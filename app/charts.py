@@ -350,3 +350,31 @@ def pareto_chart(
         .encode(x=f"{x}:Q", y=f"{y}:Q")
     )
     return (line + dots + text).properties(height=380)
+
+
+# --------------------------------------------------------------------------------- MICE configuration
+STATE_COLORS = {"kept": "#2ca02c", "removed": "#d9d9d9", "dropped": "#ffffff", "some heads": "#ff7f0e"}
+
+
+def config_grid_chart(grid: pd.DataFrame, title: str = "") -> alt.Chart:
+    """A MICE configuration's layer × interaction grid (``ablations.mice.grid.interaction_grid``): kept
+    (green), removed (grey), kept by some heads (orange), dropped layer (white, outlined)."""
+    df = grid.copy()
+    df["shown"] = [s if s in STATE_COLORS else "some heads" for s in df["state"]]
+    order = list(dict.fromkeys(df["interaction"]))
+    states = list(STATE_COLORS)
+    return (
+        alt.Chart(df, title=title)
+        .mark_rect(stroke="#bbbbbb", strokeWidth=0.5)
+        .encode(
+            x=alt.X("layer:O", title="layer"),
+            y=alt.Y("interaction:N", sort=order, title="interaction (source attends to target)"),
+            color=alt.Color(
+                "shown:N",
+                scale=alt.Scale(domain=states, range=[STATE_COLORS[s] for s in states]),
+                title="attention",
+            ),
+            tooltip=["interaction", "layer", "state"],
+        )
+        .properties(height=16 * len(order) + 20)
+    )

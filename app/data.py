@@ -266,24 +266,54 @@ def variant_from_file(path: str | Path) -> Variant:
     return Variant(spec.label, spec.to_json())
 
 
-def spec_files(root: str | Path) -> list[Path]:
-    """JSON files under ``root`` that hold a MICE configuration or a mask spec (search results, --spec
-    files)."""
-    root = Path(root).expanduser()
+#: Folders never searched for JSON files (environments, caches, version control).
+SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".pytest_cache"}
+MAX_JSON_BYTES = 4_000_000
+
+
+def _json_files(root: Path) -> list[Path]:
     out = []
-    if not root.is_dir():
-        return out
-    for path in sorted(root.rglob("*.json")):
-        if path.with_suffix(".parquet").is_file() or path.name == "sweep.json":
-            continue
-        try:
-            doc = json.loads(path.read_text())
-            if not (isinstance(doc, dict) and is_mice_config(doc)):
-                spec_from_document(doc)
-        except (OSError, ValueError, AttributeError, BadInput):
-            continue
-        out.append(path)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        out.extend(Path(folder) / f for f in sorted(files) if f.endswith(".json"))
     return out
+
+
+@st.cache_data(show_spinner=False, ttl=20, max_entries=16)
+def _spec_files(roots: tuple[str, ...], mice_only: bool) -> list[Path]:
+    out = []
+    for root in roots:
+        root_path = Path(root).expanduser()
+        if not root_path.is_dir():
+            continue
+        for path in _json_files(root_path):
+            if path.with_suffix(".parquet").is_file() or path.name == "sweep.json":
+                continue  # a results manifest or a sweep's progress file
+            try:
+                if path.stat().st_size > MAX_JSON_BYTES:
+                    continue
+                doc = json.loads(path.read_text())
+                if not (isinstance(doc, dict) and is_mice_config(doc)):
+                    if mice_only:
+                        continue
+                    spec_from_document(doc)
+            except (OSError, ValueError, AttributeError, BadInput):
+                continue
+            out.append(path.resolve())
+    return list(dict.fromkeys(out))
+
+
+def spec_files(*roots: str | Path, mice_only: bool = False) -> list[Path]:
+    """JSON files under ``roots`` (each searched recursively, environments and hidden folders skipped)
+    that hold a MICE configuration or, unless ``mice_only``, a mask spec (search results, --spec files).
+    Re-scanned at most every 20 s."""
+    return [p for p in _spec_files(tuple(str(r) for r in roots), mice_only) if p.is_file()]
+
+
+def working_folders(results: str | Path) -> tuple[Path, ...]:
+    """Where the views look for configuration files: the results folder, then the working folder (so
+    ``runs/mice/mice.json``, where the docs' export command writes, is offered too)."""
+    return tuple(dict.fromkeys([Path(results).expanduser().resolve(), Path.cwd().resolve()]))
 
 
 # ------------------------------------------------------------------------------------ one pair

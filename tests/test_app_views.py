@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -485,10 +486,12 @@ def test_mice_view_table_pareto_and_download(demo):
     assert frame(at, "Δ RR@10").set_index("name").loc["maxsim", "Δ RR@10"] == pytest.approx(-0.12)
     buttons = at.get("download_button")
     assert buttons and "MICE configuration" in buttons[0].proto.label
-    assert at.selectbox(key="mice_config").value == "mice.json"
+    assert Path(at.selectbox(key="mice_config").value).name == "mice.json"
+    assert any("layers ×" in m.value for m in at.markdown), [m.value for m in at.markdown]  # its summary
 
 
-def test_mice_view_reads_a_wide_table_with_other_names(demo, tmp_path):
+def test_mice_view_reads_a_wide_table_with_other_names(demo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the working folder is searched for configurations too
     df = pd.DataFrame(
         {
             "system": ["ce", "mice-l2+3", "maxsim"],
@@ -500,11 +503,9 @@ def test_mice_view_reads_a_wide_table_with_other_names(demo, tmp_path):
     )
     elsewhere = tmp_path / "configs" / "cfg.json"
     elsewhere.parent.mkdir()
-    elsewhere.write_text(
-        json.dumps(
-            {"schema_version": 1, "kind": "mice-config", "base_model": "x", "num_layers": 6, "num_heads": 12}
-        )
-    )
+    from ablations.mice.config import preset
+
+    preset("mice-l2+3", 6, 12, "x").save(elsewhere)
     write_table(
         df,
         tmp_path / "results" / "compare",
@@ -517,10 +518,37 @@ def test_mice_view_reads_a_wide_table_with_other_names(demo, tmp_path):
     assert list(table["name"]) == ["ce", "mice-l2+3", "maxsim"]
     assert list(table["kind"]) == ["cross-encoder", "mice", "maxsim"]
     assert "latency (ms_per_query)" in table.columns and "storage (index_bytes)" in table.columns
-    assert at.selectbox(key="mice_config").value == str(elsewhere.resolve())
+    assert at.selectbox(key="mice_config").value == str(Path("configs") / "cfg.json")  # under the cwd
     (tmp_path / "configs" / "cfg.json").unlink()
     at = open_app(demo, "mice", results=tmp_path / "results")
-    assert any("No MICE configuration JSON" in i.value for i in at.info)
+    assert any("No MICE configuration under" in i.value for i in at.info)
+
+
+def test_mice_view_reads_a_configuration_alone(demo, tmp_path, monkeypatch):
+    """No comparison table: the view still shows the configuration found under the working folder (where
+    the docs' export writes, runs/mice/mice.json): summary, layer × interaction grid, table, download."""
+    from ablations.mice.config import MiceConfig, preset
+
+    monkeypatch.chdir(tmp_path)
+    cfg = preset("mice-l4+3", 12, 12, "reference")
+    cfg.save(tmp_path / "runs" / "mice" / "mice.json")
+    at = open_app(demo, "mice", results=tmp_path / "results")
+    no_trouble(at)
+    assert any("No MICE comparison yet" in i.value for i in at.info)
+    assert at.selectbox(key="mice_config").value == str(Path("runs") / "mice" / "mice.json")
+    text = " ".join(m.value for m in at.markdown)
+    assert "12 layers × 12 heads" in text and "layers 0-6 run, 5 dropped" in text
+    assert "interaction from layer 4" in text
+    grid = frame(at, "L11").set_index("interaction")
+    assert list(grid.columns) == [f"L{i}" for i in range(12)]
+    assert grid.loc["query2doc", "L3"] == "removed" and grid.loc["query2doc", "L4"] == "kept"
+    assert grid.loc["doc2query", "L5"] == "removed" and (grid["L7"] == "dropped").all()
+    assert grid.loc["query2query", "L0"] == "kept"
+    charts = [c for c in at.get("vega_lite_chart") if "attention kept per layer" in c.proto.spec]
+    assert charts, "the layer × interaction grid is drawn"
+    buttons = at.get("download_button")
+    assert buttons and "MICE configuration" in buttons[0].proto.label
+    assert MiceConfig.from_json(json.dumps(json.loads((tmp_path / "runs/mice/mice.json").read_text()))) == cfg
 
 
 def test_mice_view_unusable_table_is_a_message(demo, tmp_path):

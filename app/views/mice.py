@@ -165,18 +165,67 @@ def render(ctx: Context) -> None:
         "What does each scorer keep and cost (cross-encoder, masked, MICE, MaxSim, LITE), which are on the "
         "latency–effectiveness Pareto front, and which MICE configuration is it?"
     )
+    preferred: list[Path] = []
     with guard("Results folder"):
         folders = data.comparison_folders(data.scan_results(ctx.results))
         if not folders:
             st.info(NO_COMPARISON.format(root=ctx.results), icon="ℹ️")
-            return
-        labels = {f.label(ctx.results): f for f in folders}
-        chosen = st.selectbox("Comparison", list(labels), key="mice_folder")
-    with guard(f"Comparison {chosen}"):
-        show(labels[chosen])
+        else:
+            labels = {f.label(ctx.results): f for f in folders}
+            chosen = st.selectbox("Comparison", list(labels), key="mice_folder")
+            with guard(f"Comparison {chosen}"):
+                preferred = show(labels[chosen])
+    with guard("MICE configuration"):
+        configuration_section(ctx, preferred)
 
 
-def show(folder: data.ResultFolder) -> None:
+def configuration_section(ctx: Context, preferred: list[Path]) -> None:
+    """A MICE configuration on its own: summary, layer × interaction grid, per-layer table, download; the
+    comparison's own configuration first, then every ``mice.json`` under the results and working folders."""
+    from ablations.mice.config import MiceConfig
+    from ablations.mice.grid import grid_wide, interaction_grid, summary_lines
+
+    st.subheader("MICE configuration")
+    found = [*preferred, *data.spec_files(*data.working_folders(ctx.results), mice_only=True)]
+    files = list(dict.fromkeys(p.resolve() for p in found))
+    if not files:
+        st.info(
+            f"No MICE configuration under `{ctx.results}` or the working folder: export one with "
+            "`python -m ablations.export --from mice-final --out runs/mice/mice.json`.",
+            icon="ℹ️",
+        )
+        return
+    cwd = Path.cwd().resolve()
+    options = {str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p): p for p in files}
+    which = st.selectbox(f"MICE configuration ({len(options)} found)", list(options), key="mice_config")
+    text = options[which].read_text()
+    cfg = MiceConfig.from_json(text, where=which)
+    for line in summary_lines(cfg):
+        st.markdown(f"- {line}")
+    grid = interaction_grid(cfg)
+    st.altair_chart(
+        charts.config_grid_chart(grid, f"{cfg.label}: attention kept per layer"), key="mice_config_grid"
+    )
+    st.caption(
+        "Green: kept; grey: removed (the mask plus the merge rule: no query-side ↔ document-side attention "
+        "before the merge layer); orange: kept by some heads only; white: layer dropped. Source attends to "
+        "target (`doc2query`: document tokens read query tokens)."
+    )
+    with st.expander("Per-layer table"):
+        st.dataframe(grid_wide(grid), hide_index=True, key="mice_config_table")
+    st.download_button(
+        "Download MICE configuration (JSON)",
+        text,
+        file_name=options[which].name,
+        mime="application/json",
+        key="mice_download",
+    )
+    with st.expander("Raw JSON"):
+        st.json(json.loads(text), expanded=False)
+
+
+def show(folder: data.ResultFolder) -> list[Path]:
+    """The comparison; returns the MICE configuration files it names or lies beside."""
     name = (
         data.COMPARISON_TABLE
         if data.COMPARISON_TABLE in folder.tables
@@ -242,23 +291,4 @@ def show(folder: data.ResultFolder) -> None:
         )
     else:
         st.info("The comparison has no latency column, so there is no latency–effectiveness plot.")
-    configs = config_files(folder.path, part, meta)
-    if configs:
-        options = {
-            str(p.relative_to(folder.path)) if p.is_relative_to(folder.path) else str(p): p for p in configs
-        }
-        which = st.selectbox("MICE configuration", list(options), key="mice_config")
-        text = options[which].read_text()
-        st.download_button(
-            "Download MICE configuration (JSON)",
-            text,
-            file_name=options[which].name,
-            mime="application/json",
-            key="mice_download",
-        )
-        with st.expander("Configuration"):
-            st.json(json.loads(text))
-    else:
-        st.info(
-            "No MICE configuration JSON next to the comparison (export one with the MICE tools, issue #5)."
-        )
+    return config_files(folder.path, part, meta)

@@ -31,8 +31,6 @@ def render(ctx: Context) -> None:
         pick_pair(ctx)
     query, doc = pair_inputs("pair")
     variant = choose_variant(ctx)
-    if variant is False:
-        return
     loaded = ctx.load_model(variant.model if variant is not None else None)
     if loaded is None or not check_pair(query, doc):
         return
@@ -73,9 +71,16 @@ def render(ctx: Context) -> None:
 
 
 # --------------------------------------------------------------------------------------- picking
-def choose_variant(ctx: Context) -> data.Variant | None | bool:
-    """``None`` for the full model, a :class:`~app.data.Variant`, or ``False`` when the chosen file cannot
-    be used (a message says why)."""
+def _shown(path: Path) -> str:
+    """A found file as the picker shows it: relative to the working folder when under it."""
+    cwd = Path.cwd().resolve()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
+
+
+def choose_variant(ctx: Context) -> data.Variant | None:
+    """``None`` for the full model (also while no usable file is chosen: a message says why, and the
+    score and attention sections stay, with the layer and head the reader chose), or a
+    :class:`~app.data.Variant`."""
     variant = st.radio("Scorer", (FULL, PRESET, FILE), horizontal=True, key="pair_variant")
     if variant == FULL:
         return None
@@ -93,22 +98,28 @@ def choose_variant(ctx: Context) -> data.Variant | None | bool:
             )
             preset = f"mice-step3@{int(k)}"
         return data.Variant(preset, MaskSpec([Rule(preset)]).to_json())
-    files = [str(p) for p in data.spec_files(ctx.results)]
+    found = data.spec_files(*data.working_folders(ctx.results))
+    files = [_shown(p) for p in found]
     c1, c2 = st.columns(2)
-    chosen = c1.selectbox(f"Files found under {ctx.results}", ["(type a path)", *files], key="pair_spec_pick")
+    chosen = c1.selectbox(
+        f"Files found under {ctx.results} and the working folder ({len(files)})",
+        [*files, "(type a path)"],
+        key="pair_spec_pick",
+    )
     typed = c2.text_input("…or a JSON file path", key="pair_spec_path")
     path = typed.strip() or (chosen if chosen != "(type a path)" else "")
     if not path:
         st.info(
             "Choose or type a JSON file: a MICE configuration (`mice.json`), a mask spec (`--spec` file) "
-            "or the `search.json` of `python -m ablations.search` (its removed set)."
+            "or the `search.json` of `python -m ablations.search` (its removed set). Until then the full "
+            "model is shown."
         )
-        return False
+        return None
     try:
         variant = data.variant_from_file(path)
     except Exception as exc:  # noqa: BLE001
-        st.error(f"Cannot use {path!r}: {data.message(exc)}", icon="⚠️")
-        return False
+        st.error(f"Cannot use {path!r}: {data.message(exc)}; the full model is shown.", icon="⚠️")
+        return None
     st.caption(
         f"`{Path(path).name}`: {variant.label}" + (f" · model `{variant.model}`" if variant.model else "")
     )
