@@ -208,6 +208,13 @@ class CrossEncoder(Scorer):
         (path / "sentence_bert_config.json").write_text(
             json.dumps({"max_seq_length": self.max_length}) + "\n"
         )
+        # transformers writes the weights through a private temporary file (mode 0600): give every file
+        # the mode the umask gives new files, so a shared model folder is readable by colleagues
+        mask = os.umask(0)
+        os.umask(mask)
+        for f in path.iterdir():
+            if f.is_file():
+                f.chmod(0o666 & ~mask)
 
     @property
     def device(self) -> torch.device:

@@ -106,3 +106,18 @@ def test_a_long_query_is_cut_at_its_limit_and_said_once(tiny_ce, capsys):
         tiny_ce.encode([(long_query, "a document")])
     with pytest.raises(BadInput, match="max_query_length 0 must be >= 1"):
         tiny_ce.set_max_query_length(0)
+
+
+def test_a_saved_model_folder_honours_the_umask(tiny_ce, tmp_path):
+    """transformers writes the weights 0600; a saved folder (a trained or retrained model) is shared, so
+    every file gets the umask's mode."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        tiny_ce.save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "m").iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
