@@ -30,6 +30,8 @@ ROLE_COLORS = {
     "pad": "#bbbbbb",
 }
 SPECIAL_ROLES = ("cls", "sep1", "sep2")
+#: Signed attributions: a diverging orange / purple scale (PuOr), distinct from every role colour above.
+RAISES, LOWERS = "230,97,1", "94,60,153"
 
 
 def token_label(i: int, token: str, role: str) -> str:
@@ -155,14 +157,15 @@ def token_strip(
     signed: bool = False,
     caption: str = "",
 ) -> str:
-    """HTML: the pair's tokens in reading order, each shaded by ``weights`` (orange; or red/blue when
-    ``signed``), special tokens boxed and labelled, roles underlined in their colour."""
+    """HTML: the pair's tokens in reading order, each shaded by ``weights`` (orange; or, when ``signed``,
+    orange for positive and purple for negative: never a role colour), special tokens boxed and labelled,
+    roles underlined in their colour."""
     w = np.asarray(weights, dtype=float)
     scale = float(np.abs(w).max()) if len(w) and np.abs(w).max() > 0 else 1.0
     parts = []
     for tok, role, value in zip(tokens, roles, w):
         alpha = min(abs(value) / scale, 1.0)
-        rgb = ("214,39,40" if value >= 0 else "31,119,180") if signed else "255,127,14"
+        rgb = (RAISES if value >= 0 else LOWERS) if signed else "255,127,14"
         text = html.escape(tok[2:] if tok.startswith("##") else tok)
         gap = "" if tok.startswith("##") else " "
         border = (
@@ -234,7 +237,7 @@ def flow_grid(
             ax=ax,
             annot=annot,
             fmt="",
-            cmap="rocket_r",
+            cmap="viridis",  # as the reports' flow heatmaps
             vmin=0.0,
             vmax=top,
             cbar=False,

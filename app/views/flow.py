@@ -10,10 +10,10 @@ import streamlit as st
 
 from app import charts, data
 from app.views.common import Context, guard
-from probe.flows import SEP_TARGET, aggregate_flows, per_query_flows
+from probe.flows import aggregate_flows, per_query_flows
 from probe.roles import FLOW_ROLES
 
-TARGETS = (*FLOW_ROLES, SEP_TARGET)
+TARGETS = FLOW_ROLES  # the report's columns: every role, sep1 and sep2 apart (no merged "sep")
 
 
 def render(ctx: Context) -> None:
@@ -109,8 +109,8 @@ def show(folder: data.ResultFolder) -> None:
     n_queries = fpq["query_id"].nunique()
     st.pyplot(charts.flow_grid(panels, columns=cols, vmax=1.0), clear_figure=True)
     st.caption(
-        f"± = standard deviation over {n_queries} queries (each query's pairs averaged first). "
-        "Targets include `sep` = sep1 + sep2."
+        f"± = standard deviation over {n_queries} queries (each query's pairs averaged first); colour: "
+        "share of the source's attention, viridis 0–1 as in the reports."
     )
     keep = [
         c

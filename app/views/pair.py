@@ -217,7 +217,7 @@ def attribution_section(ce, key: str, spec_json: str | None, query: str, doc: st
             tokens["role"].tolist(),
             tokens["attribution"].to_numpy(),
             signed=True,
-            caption="red raises the score, blue lowers it",
+            caption="orange raises the score, purple lowers it (role colours only underline)",
         )
     )
     st.altair_chart(charts.attribution_bars(tokens))
