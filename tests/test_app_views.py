@@ -420,6 +420,27 @@ def test_ablation_results_sweep_heatmap(demo):
             assert mark == ("***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "")
 
 
+def test_a_partial_sweep_is_marked_partial(demo, tmp_path):
+    import shutil
+
+    from ablations.results import read_manifest, write_table
+
+    meta = read_manifest(demo.sweep, "summary")
+    assert meta["finished"] == meta["cells"] == 9  # the demo's sweep is whole: no warning
+    at = open_app(demo, "ablation")
+    at.selectbox(key="abl_folder").set_value("ablations/sweep").run()
+    assert not [w for w in at.warning if "Partial sweep" in w.value]
+    part = tmp_path / "results" / "sweep"
+    shutil.copytree(demo.sweep, part)
+    summary = read_table(demo.sweep, "summary")
+    first = summary["cell_interaction"].iloc[0]
+    write_table(summary[summary["cell_interaction"] == first], part, "summary", {**meta, "finished": 3})
+    at = open_app(demo, "ablation", results=tmp_path / "results")
+    at.selectbox(key="abl_folder").set_value("sweep").run()
+    no_trouble(at)
+    assert any("Partial sweep: 3 of 9 cells finished" in w.value for w in at.warning)
+
+
 def test_ablation_results_search_minimal_set(demo):
     at = open_app(demo, "ablation")
     at.selectbox(key="abl_folder").set_value("ablations/search").run()

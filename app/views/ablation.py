@@ -177,7 +177,7 @@ def render_results(ctx: Context) -> None:
     if "steps" in folder.tables or search_doc.is_file():
         show_search(folder, summary)
     elif "cell_interaction" in summary.columns:
-        show_sweep(summary)
+        show_sweep(summary, meta)
     else:
         show_runs(summary)
 
@@ -206,7 +206,14 @@ def _heatmap(
         st.dataframe(long, hide_index=True, key=table_key)
 
 
-def show_sweep(summary: pd.DataFrame) -> None:
+def show_sweep(summary: pd.DataFrame, meta: dict | None = None) -> None:
+    cells, finished = (meta or {}).get("cells"), (meta or {}).get("finished")
+    if isinstance(cells, int) and isinstance(finished, int) and finished < cells:
+        st.warning(
+            f"Partial sweep: {finished} of {cells} cells finished; unfinished cells are blank. Rerun the "
+            "same `python -m ablations.sweep` command to resume it.",
+            icon="⏳",
+        )
     measure = _measure(list(dict.fromkeys(summary["measure"])), "abl_measure")
     rows = summary[summary["measure"] == measure]
     index = ["cell_interaction", "cell_heads"] if rows["cell_heads"].nunique() > 1 else ["cell_interaction"]
