@@ -10,7 +10,6 @@ page), so the contents page can give each section's page number.
 from __future__ import annotations
 
 import io
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,19 +31,61 @@ MONO_EM = 0.602  # DejaVu Sans Mono advance width per em
 SANS_EM = 0.56  # a conservative average for DejaVu Sans text
 COLORS = {"text": "#222222", "note": "#555555", "missing": "#a05a00", "warning": "#b3261e"}
 
+BOLD_EM = 0.62  # DejaVu Sans Bold, conservative
+BREAKS = "/_.-,=:"
+
 Op = Callable[[MplFigure], None]
+
+
+def _pieces(word: str, width: int) -> list[str]:
+    """``word`` cut into pieces of at most ``width`` characters, after a path or name separator
+    (``/ _ . - , = :``) where one is near enough, else hard."""
+    out = []
+    while len(word) > width:
+        cut = max((i + 1 for i, ch in enumerate(word[:width]) if ch in BREAKS), default=0)
+        cut = cut if cut >= width // 3 else width
+        out.append(word[:cut])
+        word = word[cut:]
+    return [*out, word] if word else out
+
+
+def wrap_text(text: str, width: int) -> list[str]:
+    """Greedy word wrap at ``width`` characters; a word longer than a line breaks after a separator
+    (``results/paper/summary.parquet`` → ``results/paper/`` + ``summary.parquet``), never mid-word when
+    a separator allows."""
+    width = max(4, width)
+    lines: list[str] = []
+    cur = ""
+    for word in text.split():
+        for k, piece in enumerate(_pieces(word, width)):
+            sep = " " if cur and k == 0 else ""
+            if len(cur) + len(sep) + len(piece) <= width:
+                cur += sep + piece
+            else:
+                if cur:
+                    lines.append(cur)
+                cur = piece
+    if cur or not lines:
+        lines.append(cur)
+    return lines
 
 
 class Layout:
     def __init__(self, footer: str):
         self.pages: list[list[Op]] = []
+        self.kinds: list[list[str]] = []  # per page, one per op: heading, text, table, figure (for tests)
         self.footer = footer
         self.y = 0.0
+        # headings just placed, not yet followed by content: {"page", "ops", "y0", "items"}; a page break
+        # before their content moves them along, so a heading never ends a page
+        self._trail: dict | None = None
+        self._in_heading = False
         self.new_page()
 
     # --- pages
     def new_page(self) -> None:
         self.pages.append([])
+        self.kinds.append([])
         self.y = TOP
 
     @property
@@ -55,11 +96,28 @@ class Layout:
         return H - BOTTOM - self.y
 
     def ensure(self, h: float) -> None:
-        if h > self.room() and self.y > TOP + 1e-9:
+        """Start a new page unless ``h`` inches fit below; headings that would end this page go along."""
+        if h <= self.room() or self.y <= TOP + 1e-9:
+            return
+        trail = self._trail if self._trail and self._trail["page"] == self.page_no else None
+        if trail is None:
             self.new_page()
+            return
+        if trail["y0"] <= TOP + 1e-9:
+            return  # the headings open this page: moving them cannot help; what follows splits or shrinks
+        del self.pages[-1][trail["ops"] :]
+        del self.kinds[-1][trail["ops"] :]
+        self.y = trail["y0"]
+        self._trail = None
+        self.new_page()
+        for args in trail["items"]:
+            self._heading_lines(*args)
 
-    def op(self, fn: Op) -> None:
+    def op(self, fn: Op, kind: str = "text") -> None:
         self.pages[-1].append(fn)
+        self.kinds[-1].append("heading" if self._in_heading else kind)
+        if not self._in_heading:
+            self._trail = None
 
     # --- text
     def line(
@@ -106,7 +164,7 @@ class Layout:
         after: float = 0.08,
     ) -> None:
         width = int((AVAIL - indent) * 72 / (size * SANS_EM))
-        for ln in textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=False) or [""]:
+        for ln in wrap_text(text, width):
             self.line(ln, size=size, color=color, indent=indent, style=style)
         self.y += after
 
@@ -114,11 +172,26 @@ class Layout:
         self.y += h
 
     # --- blocks
-    def heading(self, text: str, size: float = 11, keep: float = 0.6) -> None:
-        self.ensure(0.12 + size * 1.35 / 72 + keep)  # keep a heading with (the start of) what follows
-        self.space(0.08)
-        self.line(text, size=size, weight="bold")
-        self.space(0.04)
+    def heading(self, text: str, size: float = 11, keep: float = 0.6, before: float = 0.08) -> None:
+        """A bold heading, wrapped, kept with (the start of) what follows: ``keep`` inches of it."""
+        lines = wrap_text(text, int(AVAIL * 72 / (size * BOLD_EM)))
+        self.ensure(before + len(lines) * size * 1.35 / 72 + 0.04 + min(keep, H - TOP - BOTTOM - 1.0))
+        self._heading_lines(text, size, before)
+
+    def _heading_lines(self, text: str, size: float, before: float) -> None:
+        trail = self._trail if self._trail and self._trail["page"] == self.page_no else None
+        start = {"page": self.page_no, "ops": len(self.pages[-1]), "y0": self.y, "items": []}
+        self._in_heading = True
+        try:
+            if self.y > TOP + 1e-9:
+                self.space(before)
+            for ln in wrap_text(text, int(AVAIL * 72 / (size * BOLD_EM))):
+                self.line(ln, size=size, weight="bold")
+            self.space(0.04)
+        finally:
+            self._in_heading = False
+        self._trail = trail or start
+        self._trail["items"].append((text, size, before))
 
     def sources(self, sources: list[str]) -> None:
         if sources:
@@ -128,7 +201,7 @@ class Layout:
     def _sources_height(sources: list[str]) -> float:
         if not sources:
             return 0.0
-        lines = textwrap.wrap("Source: " + ", ".join(sources), int(AVAIL * 72 / (7 * SANS_EM)))
+        lines = wrap_text("Source: " + ", ".join(sources), int(AVAIL * 72 / (7 * SANS_EM)))
         return len(lines) * 7 * 1.35 / 72 + 0.14
 
     def start_height(self, block) -> float:
@@ -174,12 +247,11 @@ class Layout:
         for w in widths:
             xs.append(xs[-1] + (w + pad) * char)
 
-        def wrap(text: str, w: int) -> list[str]:
-            return textwrap.wrap(text, width=w, break_long_words=True, break_on_hyphens=False) or [""]
+        wrap = wrap_text
 
         header = [wrap(c, w) for c, w in zip(cols, widths)]
         rows = [[wrap(v, w) for v, w in zip(r, widths)] for r in cells]
-        caption_h = len(textwrap.wrap(block.caption, int(AVAIL * 72 / (8 * SANS_EM)))) * 8 * 1.35 / 72 + 0.04
+        caption_h = len(wrap_text(block.caption, int(AVAIL * 72 / (8 * SANS_EM)))) * 8 * 1.35 / 72 + 0.04
         total = (
             caption_h
             + sum(max(len(x) for x in r) * lh + 0.03 for r in [header, *rows])
@@ -192,8 +264,8 @@ class Layout:
         lay = self._table_layout(block, size)
         xs, header, rows, lh = lay["xs"], lay["header"], lay["rows"], lay["lh"]
         caption_h, total = lay["caption_h"], lay["total"]
-        if total <= H - TOP - BOTTOM and total > self.room():
-            self.new_page()  # a table that fits on one page is not split
+        if total <= H - TOP - BOTTOM:
+            self.ensure(total)  # a table that fits on one page is not split (unless its heading opens a page)
         else:
             self.ensure(caption_h + 3 * (lh + 0.03))
         self.paragraph(block.caption, size=8, after=0.04)
@@ -238,7 +310,7 @@ class Layout:
                     )
                 )
 
-            self.op(draw)
+            self.op(draw, "table")
             self.y += h
 
         def head_height() -> float:
@@ -260,7 +332,11 @@ class Layout:
 
     def figure(self, block: Figure) -> None:
         w, h = self._figure_size(block)
-        self.ensure(h + 0.45 + self._sources_height(block.sources))
+        extra = 0.45 + self._sources_height(block.sources)
+        self.ensure(h + extra)
+        if h + extra > self.room():  # its heading opens this page: shrink the figure to fit beside it
+            scale = max(0.3, (self.room() - extra) / h)
+            w, h = w * scale, h * scale
         y = self.y
         x0 = MX + (AVAIL - w) / 2
 
@@ -285,7 +361,7 @@ class Layout:
             sub.set_facecolor("none")
             block.draw(sub)
 
-        self.op(draw)
+        self.op(draw, "figure")
         self.y += h + 0.05
         self.paragraph(block.caption, size=8, after=0.02)
         self.sources(block.sources)
@@ -297,11 +373,15 @@ def layout_report(
     lay = Layout(title)
     starts: dict[str, int] = {}
     # contents page: drawn after layout, when page numbers are known (placeholder page 1)
+    lay.new_page()  # the body starts on page 2
     for s in sections:
-        lay.new_page()
+        first = s.blocks[0] if s.blocks else None
+        keep = max(1.2, lay.start_height(first)) if first is not None else 0.6
+        if isinstance(first, Heading) and len(s.blocks) > 1:
+            keep = max(keep, 0.4 + lay.start_height(s.blocks[1]))
+        lay.heading(f"{sections.index(s) + 1}. {s.title}", size=14, keep=keep, before=0.3)
         starts[s.id] = lay.page_no
-        lay.line(f"{sections.index(s) + 1}. {s.title}", size=14, weight="bold", gap=1.6)
-        lay.space(0.06)
+        lay.space(0.04)
         for i, b in enumerate(s.blocks):
             if isinstance(b, Heading):
                 nxt = s.blocks[i + 1] if i + 1 < len(s.blocks) else None
@@ -320,11 +400,12 @@ def layout_report(
         if s.missing:
             lay.paragraph("missing: " + s.missing, color=COLORS["missing"])
     # the contents page (page 1)
-    body = lay.pages
-    lay.pages = [[]]
+    body, body_kinds = lay.pages, lay.kinds
+    lay.pages, lay.kinds = [[]], [[]]
     lay.y = TOP
-    lay.line(title, size=17, weight="bold", gap=1.5)
-    lay.space(0.05)
+    for ln in wrap_text(title, int(AVAIL * 72 / (17 * BOLD_EM))):  # a long model name wraps, never cut
+        lay.line(ln, size=17, weight="bold", gap=1.35)
+    lay.space(0.08)
     for m in meta_lines:
         lay.paragraph(m, size=8.5, color="#444444", after=0.02)
     lay.space(0.2)
@@ -341,6 +422,7 @@ def layout_report(
     if len(lay.pages) != 1:
         raise RuntimeError("the contents page overflowed")
     lay.pages = lay.pages + body[1:]  # body[0] is the empty page the layout started with
+    lay.kinds = lay.kinds + body_kinds[1:]
     starts = {k: v for k, v in starts.items()}
     return lay, starts
 
