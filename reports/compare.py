@@ -407,12 +407,12 @@ def direction_checks(srcs: list[Source], opts) -> tuple[Table | None, str, str]:
     if not rows:
         return None, "", "; ".join(notes) or "the comparison tables hold no ID/OOD rows to compare"
     failed = [r for r in rows if r["reproduced"] == "NO"]
-    summary = f"{len(rows) - len(failed)} of {len(rows)} checked directions reproduced. " + (
-        "Not reproduced: "
+    summary = f"{len(rows) - len(failed)} of {len(rows)} checked directions reproduced" + (
+        ". Not reproduced: "
         + "; ".join(f"{r['model']}: {r['direction']} (observed {r['observed']})" for r in failed)
         + "."
         if failed
-        else "Every one reproduced."
+        else "."
     )
     table = Table(
         pd.DataFrame(rows),

@@ -787,7 +787,14 @@ def sources_section(results: Results, opts: Options) -> Section:
     return sec
 
 
+def _findings(results: Results, opts: Options) -> Section:
+    from .findings import findings_section
+
+    return findings_section(results, opts)
+
+
 BUILDERS: list[tuple[str, str, Callable[[Results, Options], Section]]] = [
+    ("findings", "Summary of findings", _findings),
     ("setup", "Setup", setup_section),
     ("flows", "Attention flows", flows_section),
     ("ablations", "Ablations", ablations_section),
