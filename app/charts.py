@@ -338,7 +338,7 @@ def pareto_chart(
         y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
     )
     dots = base.mark_circle(size=90).encode(
-        color=alt.Color(f"{color}:N", title=color),
+        color=alt.Color(f"{color}:N", title=color, legend=alt.Legend(orient="bottom")),  # never under a label
         tooltip=[
             label,
             color,

@@ -213,7 +213,8 @@ def comparison_blocks(srcs: list[Source], opts) -> list:
                 how = (
                     f" Latency: {lat.get('collection', '–')}, {len(lat.get('queries', []))} queries of "
                     f"{lat.get('candidates_per_query', '–')} candidates, batch {lat.get('batch_size', '–')}, "
-                    f"{lat.get('torch_threads', '–')} torch threads (manifest)."
+                    f"{lat.get('torch_threads', '–')} torch threads (manifest); measured there once, so the "
+                    "same number stands for every collection."
                 )
             blocks.append(Table(pd.DataFrame(cols), "Latency and storage per model." + how, [src.rel]))
             pts = (

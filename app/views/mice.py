@@ -159,6 +159,19 @@ def compare_table(part: pd.DataFrame, measure: str, used: dict[str, str]) -> pd.
     return wide.join(extra).reset_index()
 
 
+def _latency_note(meta: dict, collection: str) -> str:
+    """Where the latency was measured, said when it is not the collection shown."""
+    lat = meta.get("latency") if isinstance(meta.get("latency"), dict) else {}
+    where = lat.get("collection")
+    if not where:
+        return ""
+    text = (
+        f" Latency: measured on {where} ({len(lat.get('queries', []))} queries × "
+        f"{lat.get('candidates_per_query', '?')} candidates), the same for every collection"
+    )
+    return text + (f", not on {collection}." if str(where) != str(collection) else ".")
+
+
 def render(ctx: Context) -> None:
     st.header("MICE: effectiveness, latency, storage")
     st.caption(
@@ -257,17 +270,38 @@ def show(folder: data.ResultFolder) -> list[Path]:
     )
     log_x = c3.toggle("Log latency axis", key="mice_logx")
     part = df[df["collection"] == coll]
-    st.dataframe(compare_table(part, measure, used), hide_index=True, key="mice_table")
+    table = compare_table(part, measure, used)
+    lat_col = f"latency ({used.get('latency', 'n/a')})"
+    sto_col = f"storage ({used.get('storage', 'n/a')})"
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="mice_table",
+        column_config={
+            lat_col: st.column_config.NumberColumn(lat_col, format="%.1f"),
+            sto_col: st.column_config.NumberColumn(sto_col, format="%.4g", width="medium"),
+            "p": st.column_config.NumberColumn(
+                "p", format="%.2g", help="paired t-test vs the reference; blank for the reference itself"
+            ),
+            **{m: st.column_config.NumberColumn(m, format="%.4f") for m in measures if m in table.columns},
+            **(
+                {f"Δ {measure}": st.column_config.NumberColumn(f"Δ {measure}", format="%+.4f")}
+                if f"Δ {measure}" in table.columns
+                else {}
+            ),
+        },
+    )
     st.caption(
         f"Mean per query on {coll}"
         + (f" ({part['domain'].iloc[0]})" if part["domain"].iloc[0] else "")
         + (
             f"; Δ and p: {measure} against the reference (paired t-test: * p < 0.05, ** p < 0.01, "
-            "*** p < 0.001)"
+            "*** p < 0.001; blank for the reference itself)"
             if "delta" in part.columns
             else ""
         )
         + "."
+        + _latency_note(meta, coll)
     )
     points = part[part["measure"] == measure].dropna(subset=["value"])
     if points["latency"].notna().any():
