@@ -109,7 +109,11 @@ def attention_heatmap(
     def domain(positions: list[int]) -> list[float]:
         return [min(positions) - 0.5, max(positions) + 0.5] if positions else [0, 1]
 
-    height = int(np.clip(14 * len(rows), 160, 900))
+    # cells about square, 3-24 px a side: a 16-token pair is 16 × 24 px, 256 tokens fill 900 px
+    cell_w = float(np.clip(width / max(len(cols), 1), 3, 24))
+    cell_h = float(np.clip(width / max(len(rows), 1), 3, 24))
+    width = int(max(cell_w * len(cols), 120))
+    height = int(max(cell_h * len(rows), 60))
     vmax = max(float(sub.max()) if sub.size else 0.0, 1e-9)
     cells = (
         alt.Chart(df, title=title)

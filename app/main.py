@@ -13,6 +13,7 @@ URL query parameters preset the sidebar: ``?view=flow&model=PATH&collection=dl19
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,10 +107,18 @@ def sidebar() -> tuple[str, Context]:
 
 
 def main() -> None:
+    start = time.perf_counter()
     st.set_page_config(page_title="mice-toolkit explorer", page_icon="🔎", layout="wide")
     view, ctx = sidebar()
     with guard(f"{view} view"):
         VIEWS[view](ctx)
+    # the script run's own time (what a widget change costs on the server; the browser test reads it)
+    seconds = time.perf_counter() - start
+    st.session_state["_runs"] = st.session_state.get("_runs", 0) + 1
+    st.sidebar.caption(
+        f"this rerun: {seconds:.2f} s (run {st.session_state['_runs']})",
+        help="server time of the last script run; the browser test reads it",
+    )
 
 
 main()

@@ -46,3 +46,45 @@ def test_browser_every_view_renders_in_chromium(tmp_path, tokenizer):
         shot = shots / f"{page.name}.png"
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert shot.stat().st_size > 20_000, shot  # a rendered page, not a blank one
+
+
+def _no_reference() -> str | None:
+    from ablations.paths import resolve_model
+
+    try:
+        resolve_model("reference")
+    except Exception as exc:  # noqa: BLE001
+        return f"the 12-layer reference is not available: {exc}"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+@pytest.mark.skipif(_no_reference() is not None, reason=_no_reference() or "")
+def test_browser_interactions_on_the_12_layer_reference(tmp_path):
+    """A reader's session on the real 12-layer model (DL 2019): pick a pair, change head and layer (re-sliced
+    from one cached capture: < 1 s on the server), switch query (one forward + capture + < 1 s), toggle one
+    ablation grid cell (the score changes), open the MICE view with only a mice.json. Times: docs/app.md."""
+    pytest.importorskip("selenium", reason="pip install selenium")
+    from app import browser_timing
+
+    out = tmp_path / "timing"
+    mice_only = browser_timing.write_config_only(tmp_path / "mice-only", "reference")
+    params = {"model": "reference", "collection": "dl19", "results": str(tmp_path / "empty")}
+    timing = browser_timing.run(params, out, second_query="1037798", mice_only=mice_only, timeout=600)
+    (SHOTS / "timing").mkdir(parents=True, exist_ok=True)
+    for path in out.iterdir():
+        if path.is_file():
+            shutil.copyfile(path, SHOTS / "timing" / path.name)
+    problems = {s.name: s.problem for s in timing.steps if s.problem}
+    assert not problems, problems
+    for name in ("head → 3", "layer → 11", "head → mean", "layer → 5"):
+        assert timing.step(name).server_s < 1.0, (name, timing.step(name))
+    switch = timing.step("another query (new forward + capture, attributions off)")
+    assert timing.capture_s is not None and switch.server_s <= timing.capture_s + 1.0, (
+        switch,
+        timing.capture_s,
+    )
+    full, masked = (float(v) for v in timing.step("ablation: toggle doc2query in L0").value.split()[1::2])
+    assert masked != full, "the toggled cell changed the score"
+    assert timing.step("MICE view, configuration only").value == "grid shown"
