@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     spec = search.spec_for(removed)
     print(
         f"search ({config.strategy}, {config.measure} drop ≤ {config.tolerance}"
-        f"{'' if config.alpha is None else f', p ≥ {config.alpha}'}): {search.evaluations} evaluations in "
+        f"{'' if config.alpha is None else f', p ≥ {config.alpha}'}): {len(search.steps)} steps, "
+        f"{search.distinct_masks} distinct masks ({search.evaluations} computed now, the rest reused) in "
         f"{time.perf_counter() - start:.1f} s; {len(removed)} of {len(search.units)} units removed"
     )
     if removed:

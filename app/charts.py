@@ -300,8 +300,9 @@ def delta_heatmap(delta: pd.DataFrame, marks: pd.DataFrame, title: str):
         annot_kws={"fontsize": 8},
         linewidths=0.5,
         linecolor="white",
-        cbar_kws={"label": "Δ"},
+        cbar_kws={"label": ""},
     )
+    ax.collections[0].colorbar.ax.set_title("Δ", fontsize=9)  # upright above the bar, not rotated beside it
     ax.set_xlabel("layers")
     ax.set_ylabel("interaction removed")
     ax.set_title(title, fontsize=10)

@@ -641,7 +641,11 @@ def _search_source(sec: Section, src: Source) -> None:
                 else df["unit"].nunique()
             ),
         ),
-        ("evaluations", str(len(df))),
+        (
+            "steps",
+            f"{len(df)} (a step that repeats an earlier step's mask reuses its result; "
+            "python -m ablations.search prints the distinct masks)",
+        ),
         ("removed", str(doc.get("removed_label") or "none")),
         (
             "surviving",

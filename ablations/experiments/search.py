@@ -124,6 +124,11 @@ class Search:
         self._cache[key] = row
         return row
 
+    @property
+    def distinct_masks(self) -> int:
+        """Masks evaluated (a step that repeats an earlier step's mask reuses its result)."""
+        return len(self._cache)
+
     def acceptable(self, row: pd.Series) -> bool:
         drop = row["baseline_mean"] - row["mean"]
         ok = drop <= self.config.tolerance + 1e-12

@@ -203,7 +203,12 @@ def _heatmap(
     long.columns = ["interaction", "layers", "delta", "p"]
     long["significance"] = [charts.stars(float(v)) for v in long["p"]]
     with st.expander("Grid (table)"):
-        st.dataframe(long, hide_index=True, key=table_key)
+        st.dataframe(
+            long,
+            hide_index=True,
+            key=table_key,
+            column_config={"p": st.column_config.NumberColumn("p", format="%.2g")},
+        )
 
 
 def show_sweep(summary: pd.DataFrame, meta: dict | None = None) -> None:
@@ -281,7 +286,12 @@ def show_search(folder: data.ResultFolder, summary: pd.DataFrame) -> None:
     )
     if len(steps):
         with st.expander("Search steps"):
-            st.dataframe(steps, hide_index=True, key="abl_steps")
+            st.dataframe(
+                steps,
+                hide_index=True,
+                key="abl_steps",
+                column_config={"p": st.column_config.NumberColumn("p", format="%.2g")},
+            )
 
 
 def _layers(text: str) -> list[int]:
@@ -333,5 +343,10 @@ def show_runs(summary: pd.DataFrame) -> None:
         )
         if c in rows.columns
     ]
-    st.dataframe(rows[cols], hide_index=True, key="abl_runs")
+    st.dataframe(
+        rows[cols],
+        hide_index=True,
+        key="abl_runs",
+        column_config={"p": st.column_config.NumberColumn("p", format="%.2g")},
+    )
     st.caption("Runs of `python -m ablations.run`: one row per mask.")
