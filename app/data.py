@@ -397,14 +397,6 @@ def pair_patterns(
     return PairPatterns(tokens, roles, patterns, float(scores[0]), time.perf_counter() - start)
 
 
-def pair_attention(
-    ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str, layer: int
-) -> PairAttention:
-    """Every head's attention pattern in ``layer`` for one pair: a slice of :func:`pair_patterns`."""
-    p = pair_patterns(ce, model_key, spec_json, query, doc)
-    return PairAttention(p.tokens, p.roles, p.patterns[layer], p.score)
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def pair_attributions(
     _ce: CrossEncoder, model_key: str, spec_json: str | None, query: str, doc: str, n_steps: int
