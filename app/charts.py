@@ -386,3 +386,52 @@ def config_grid_chart(grid: pd.DataFrame, title: str = "") -> alt.Chart:
         )
         .properties(height=16 * len(order) + 20)
     )
+
+
+def head_view(tokens: Sequence[str], roles: Sequence[str], rows: np.ndarray, source_label: str) -> alt.Chart:
+    """Where one token looks in every head: ``rows[h, j]`` = attention of the source token to token ``j``
+    in head ``h`` (heads × tokens, hover for the token and the weight; scroll to zoom along the tokens).
+    A compact stand-in for bertviz's head view that stays readable at 256 tokens."""
+    n = len(tokens)
+    labels = [token_label(i, t, r) for i, (t, r) in enumerate(zip(tokens, roles))]
+    heads, cols = rows.shape
+    df = pd.DataFrame(
+        {
+            "head": np.repeat(np.arange(heads), cols),
+            "col": np.tile(np.arange(cols), heads),
+            "weight": np.asarray(rows, dtype=float).ravel(),
+        }
+    )
+    df["target"] = np.asarray(labels, dtype=object)[df["col"]]
+    df["role"] = np.asarray(list(roles), dtype=object)[df["col"]]
+    df["col0"], df["col1"] = df["col"] - 0.5, df["col"] + 0.5
+    js_labels = json.dumps([(lab if len(lab) <= 18 else lab[:17] + "…") for lab in labels])
+    width = int(np.clip(14 * n, 300, 900))
+    return (
+        alt.Chart(df, title=f"what {source_label} attends to, per head")
+        .mark_rect(clip=True)
+        .encode(
+            x=alt.X(
+                "col0:Q",
+                scale=alt.Scale(domain=[-0.5, n - 0.5], nice=False, zero=False),
+                axis=alt.Axis(
+                    title="attended token",
+                    labelExpr=f"datum.value % 1 === 0 && datum.value >= 0 ? {js_labels}[datum.value] : ''",
+                    tickMinStep=1,
+                    labelOverlap="greedy",
+                    grid=False,
+                ),
+            ),
+            x2="col1:Q",
+            y=alt.Y("head:O", title="head"),
+            color=alt.Color("weight:Q", scale=alt.Scale(scheme="viridis", domainMin=0), title="attention"),
+            tooltip=[
+                alt.Tooltip("head:O"),
+                alt.Tooltip("target:N", title="attended token"),
+                alt.Tooltip("role:N"),
+                alt.Tooltip("weight:Q", format=".4f"),
+            ],
+        )
+        .properties(width=width, height=18 * heads)
+        .interactive(bind_y=False)
+    )

@@ -118,6 +118,14 @@ def test_pair_view_score_attention_and_attributions(demo, ce):
     np.testing.assert_allclose(table["attention_from_source"], pattern2[1][3], atol=1e-6)
     np.testing.assert_allclose(table["attention_received"], pattern2[1].mean(0), atol=1e-6)
 
+    heads = next(c for c in at.get("vega_lite_chart") if "per head" in c.proto.spec)  # the head view
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    view = convert_arrow_bytes_to_pandas_df(heads.proto.datasets[0].data.data)
+    assert sorted(view["head"].unique()) == list(range(pattern2.shape[0]))
+    np.testing.assert_allclose(
+        view.sort_values(["head", "col"])["weight"], pattern2[:, 3, :].ravel(), atol=1e-6
+    )  # token 3's row in every head of layer 2
     at.radio(key="pair_crop").set_value("query → document").run()
     no_trouble(at)
     cells = heatmap_cells(at)

@@ -159,6 +159,14 @@ def attention_section(ce, key: str, spec_json: str | None, query: str, doc: str)
             f"{head_txt}); hover a token for its value",
         )
     )
+    st.altair_chart(
+        charts.head_view(att.tokens, att.roles, att.pattern[:, source, :], repr(labels[source])),
+        key="pair_head_view",
+    )
+    st.caption(
+        f"Head view: token {labels[source]!r}'s attention in each of the {att.pattern.shape[0]} heads of "
+        f"layer {layer} (rows = heads); hover a cell, scroll to zoom along the tokens."
+    )
     crop = st.radio(
         "Heatmap rows × columns",
         list(charts.CROPS),
