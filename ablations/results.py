@@ -31,6 +31,15 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def shareable(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or every file under a folder) the mode new files get under the umask:
+    safetensors and transformers write weights 0600, and a shared model or index must be readable."""
+    path = Path(path)
+    mode = _umask_mode()
+    for f in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        f.chmod(mode)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

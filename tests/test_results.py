@@ -77,3 +77,29 @@ def test_trec_run_round_trips_scores_and_metrics_exactly(tmp_path):
     pd.testing.assert_frame_equal(
         per_query(run, qrels, measures), per_query(back, qrels, measures), check_exact=True
     )
+
+
+def test_saved_weights_and_indexes_are_made_shareable(tmp_path):
+    """safetensors writes 0600; ``shareable`` gives a file or a whole model folder the umask's mode (used by
+    the MaxSim/LITE save and the document-state index)."""
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from ablations.results import shareable
+
+    (tmp_path / "m" / "encoder").mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "m" / "head.safetensors"))
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "m" / "encoder" / "model.safetensors"))
+    assert (
+        stat.S_IMODE((tmp_path / "m" / "head.safetensors").stat().st_mode) == 0o600
+    )  # what safetensors does
+    old = os.umask(0o022)
+    try:
+        shareable(tmp_path / "m")
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "m").rglob("*.safetensors")}
+    assert modes == {0o644}

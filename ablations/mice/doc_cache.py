@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ablations.mice.plan import DocStates, doc_key
+from ablations.results import shareable
 from probe.errors import BadInput
 from probe.progress import bar as progress_bar
 from probe.roles import Role
@@ -202,6 +203,7 @@ class DocStateIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(tmp), metadata=meta)
+        shareable(tmp)  # safetensors writes 0600
         os.replace(tmp, path)
         return cls(path, fingerprint, tensors["kv"], offsets, {doc_key(t): i for i, t in enumerate(texts)})
 

@@ -51,6 +51,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ablations.mice.doc_cache import DocStateIndex, tokenizer_hash
 from ablations.paths import resolve_model
+from ablations.results import shareable
 from probe.errors import BadInput
 from probe.model import CrossEncoder, Pair, Scorer, quiet_transformers
 from probe.progress import bar as progress_bar
@@ -179,6 +180,7 @@ class LateInteractionScorer(Scorer):
         }
         save_file(head, str(path / "head.safetensors"))
         (path / CONFIG_FILE).write_text(json.dumps({"schema_version": 1, **self.settings()}, indent=2) + "\n")
+        shareable(path)
         return path
 
     @classmethod
