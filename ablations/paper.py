@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--queries", type=int, default=None, help="first N queries of each collection (default all)"
     )
     p.add_argument(
+        "--ood-queries",
+        type=int,
+        default=None,
+        help="first N queries of the out-of-domain collections (default: --queries; all)",
+    )
+    p.add_argument(
         "--depth", type=int, default=None, help="top-K BM25 candidates per query (default all: 100)"
     )
     p.add_argument("--latency-queries", type=int, default=d.latency_queries)

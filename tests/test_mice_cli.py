@@ -586,3 +586,11 @@ def test_paper_steps_on_a_subset_of_the_collections(tiny, capsys):
     step_line = next(line for line in res.stdout.splitlines() if line.startswith("mice-step2"))
     assert "–" in step_line  # its cell on the other collection
     assert f"not scored on {other}" in res.stdout
+
+
+def test_paper_passes_its_query_caps_to_the_comparison():
+    from ablations.experiments.paper import PaperConfig
+
+    cfg = PaperConfig(queries=7, ood_queries=3, step_collections=["dl19"]).compare_config()
+    assert (cfg.queries, cfg.ood_queries, cfg.mask_collections) == (7, 3, ["dl19"])
+    assert PaperConfig().compare_config().ood_queries is None  # default: every query

@@ -87,6 +87,7 @@ class PaperConfig:
     # collections the masked steps 0-3 are scored on (None: all): each step is a full cross-encoder pass
     step_collections: list[str] | None = None
     queries: int | None = None  # first N queries of each collection (default: all)
+    ood_queries: int | None = None  # first N queries of the out-of-domain collections (default: --queries)
     depth: int | None = None  # candidates per query (default: all 100)
     latency_queries: int = 5
     threads: int | None = None
@@ -114,6 +115,7 @@ class PaperConfig:
             lite=self.lite,
             collections=list(self.collections),
             queries=self.queries,
+            ood_queries=self.ood_queries,
             depth=self.depth,
             latency_queries=self.latency_queries,
             threads=self.threads,
