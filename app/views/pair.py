@@ -48,7 +48,13 @@ def render(ctx: Context) -> None:
             with st.expander("Mask spec"):
                 st.json(compiled.spec.to_dict())
         with st.spinner("Scoring …"):
-            full = data.pair_score(ce, key, None, query, doc)
+            # the full model's score comes from the same cached forward that captures its attention (one
+            # forward for a new pair when no variant is chosen)
+            full = (
+                data.pair_patterns(ce, key, None, query, doc).score
+                if spec_json is None and not isinstance(ce, data.MiceCrossEncoder)
+                else data.pair_score(ce, key, None, query, doc)
+            )
             other = None
             if variant is not None and variant.mice_json:
                 other = data.mice_score(ce, key, variant.mice_json, query, doc)
