@@ -135,6 +135,25 @@ def start_app(port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def stop_app(proc: subprocess.Popen | None) -> None:
+    """Stop an app started by :func:`start_app` (killed if it does not exit within 15 s)."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def missing_browser() -> str | None:
+    """What is missing to drive Chromium (a one-line message), or None."""
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not Path(binary).is_file():
+            return f"{binary} not found; install the Debian packages chromium and chromium-driver"
+    return None
+
+
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -250,12 +269,7 @@ def run(
         finally:
             driver.quit()
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_app(proc)
     return checked
 
 
@@ -268,13 +282,10 @@ def main(argv=None) -> int:
     p.add_argument("--url", default=None, help="an app already running (default: start one)")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for each view (default 180)")
     args = p.parse_args(argv)
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not Path(binary).is_file():
-            print(
-                f"error: {binary} not found; install the Debian packages chromium and chromium-driver",
-                file=sys.stderr,
-            )
-            return 2
+    missing = missing_browser()
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     params = {
         k: v
         for k, v in (("model", args.model), ("collection", args.collection), ("results", args.results))

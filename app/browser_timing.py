@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from app.browser_check import (
-    CHROMEDRIVER,
-    CHROMIUM,
     EXCEPTION,
     METRIC,
     REPO,
@@ -32,7 +30,9 @@ from app.browser_check import (
     browser,
     free_port,
     full_page_screenshot,
+    missing_browser,
     start_app,
+    stop_app,
     wait_healthy,
 )
 
@@ -289,12 +289,7 @@ def run(
         finally:
             driver.quit()
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except Exception:  # noqa: BLE001
-                proc.kill()
+        stop_app(proc)
     (out / "timing.json").write_text(
         json.dumps({"steps": [asdict(s) for s in timing.steps], "capture_s": timing.capture_s}, indent=2)
         + "\n"
@@ -322,13 +317,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "results" / "screenshots" / "timing")
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args(argv)
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not Path(binary).is_file():
-            print(
-                f"error: {binary} not found; install the Debian packages chromium and chromium-driver",
-                file=sys.stderr,
-            )
-            return 2
+    missing = missing_browser()
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     mice_only = write_config_only(args.out / "mice-only", args.model)
     params = {"model": args.model, "collection": args.collection, "results": str(args.out / "empty")}
     timing = run(params, args.out, second_query=args.second_query, mice_only=mice_only, timeout=args.timeout)

@@ -86,6 +86,11 @@ def fmt(value, digits: int = 4, signed: bool = False) -> str:
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
+def fmt_ci(lo, hi) -> str:
+    """A confidence interval of a difference: ``[-0.0175, -0.0013]``."""
+    return f"[{fmt(lo, signed=True)}, {fmt(hi, signed=True)}]"
+
+
 def fmt_p(p) -> str:
     """A p-value: three decimals, two significant digits below 0.001 (as ``ablations.experiments.runner``
     prints)."""

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .blocks import Figure, Heading, Paragraph, Table, fmt, fmt_p, stars
+from .blocks import Figure, Heading, Paragraph, Table, fmt, fmt_ci, fmt_p, stars
 from .discover import Source
 
 MODEL_COLS = ("model", "system", "variant", "scorer", "name", "label")
@@ -167,10 +167,7 @@ def comparison_blocks(srcs: list[Source], opts) -> list:
                     "domain": sig["domain"],
                     measure: sig["value"].map(fmt),
                     "Δ vs reference": sig["delta"].map(lambda v: fmt(v, signed=True)),
-                    "95% CI": [
-                        f"[{fmt(lo, signed=True)}, {fmt(hi, signed=True)}]"
-                        for lo, hi in zip(sig["ci_low"], sig["ci_high"])
-                    ],
+                    "95% CI": [fmt_ci(lo, hi) for lo, hi in zip(sig["ci_low"], sig["ci_high"])],
                     "p": sig["p"].map(fmt_p),
                     "sig.": sig["p"].map(stars),
                 }

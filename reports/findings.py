@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .blocks import Paragraph, Section, Table, fmt, fmt_p
+from .blocks import Paragraph, Section, Table, fmt, fmt_ci, fmt_p
 from .discover import Results
 
 #: Below this many queries an effect is flagged as measured on few queries (low power, wide intervals).
@@ -87,10 +87,7 @@ def findings_section(results: Results, opts) -> Section:
                         "removed": top["spec_label"].astype(str),
                         "collection": top["collection"].astype(str),
                         "Δ": top["delta"].map(lambda v: fmt(v, signed=True)),
-                        "95% CI": [
-                            f"[{fmt(lo, signed=True)}, {fmt(hi, signed=True)}]"
-                            for lo, hi in zip(top["ci_low"], top["ci_high"])
-                        ],
+                        "95% CI": [fmt_ci(lo, hi) for lo, hi in zip(top["ci_low"], top["ci_high"])],
                         "verdict": [_verdict(r, opts.alpha) for _, r in top.iterrows()],
                     }
                 ),

@@ -23,7 +23,7 @@ from probe.roles import FLOW_ROLES
 from probe.summary import summary as probe_summary
 
 from . import plots
-from .blocks import Figure, Heading, Paragraph, Section, Table, fmt, fmt_p, stars
+from .blocks import Figure, Heading, Paragraph, Section, Table, fmt, fmt_ci, fmt_p, stars
 from .discover import Results, Source, side_file
 
 DEFAULT_MEASURE = "nDCG@10"
@@ -428,10 +428,7 @@ def _effects_table(df: pd.DataFrame) -> pd.DataFrame:
             "full": df["baseline_mean"].map(fmt),
             "ablated": df["mean"].map(fmt),
             "Δ": df["delta"].map(lambda v: fmt(v, signed=True)),
-            "95% CI": [
-                f"[{fmt(lo, signed=True)}, {fmt(hi, signed=True)}]"
-                for lo, hi in zip(df["ci_low"], df["ci_high"])
-            ],
+            "95% CI": [fmt_ci(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])],
             "p": df["p"].map(fmt_p),
             "sig.": df["p"].map(stars),
             "W/T/L": [f"{w}/{t}/{lo}" for w, t, lo in zip(df["wins"], df["ties"], df["losses"])],
@@ -658,7 +655,7 @@ def _search_source(sec: Section, src: Source) -> None:
             if not final
             else f"{fmt(final.get('baseline_mean'))} → {fmt(final.get('mean'))} "
             f"(Δ {fmt(final.get('delta'), signed=True)}, "
-            f"95% CI [{fmt(final.get('ci_low'), signed=True)}, {fmt(final.get('ci_high'), signed=True)}], "
+            f"95% CI {fmt_ci(final.get('ci_low'), final.get('ci_high'))}, "
             f"p {fmt_p(final.get('p'))})",
         ),
     ]
