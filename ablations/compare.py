@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maxsim", default=None, help="trained MaxSim baseline folder")
     p.add_argument("--lite", default=None, help="trained LITE baseline folder")
     p.add_argument(
+        "--bm25",
+        dest="first_stage",
+        action="store_true",
+        help="add a row for the first stage itself (the candidates' BM25 order; no latency measured)",
+    )
+    p.add_argument(
         "--collections",
         nargs="+",
         default=None,

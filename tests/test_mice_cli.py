@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 from test_ablation_support import run_cli, save_tiny_model, write_tiny_beir
 
 from ablations import compare as compare_cli
@@ -513,12 +514,23 @@ def test_paper_table_in_one_command(tiny, capsys):
     cfg = MiceConfig.load(out / "mice.json")  # mice-final at this depth: 3 layers -> mice-l1+2
     assert (cfg.num_layers, cfg.merge_layer, cfg.drop_layer) == (3, 1, 3)
     table = pd.read_parquet(out / "paper.parquet")
-    rows = ["cross-encoder", "mice-step0", "mice-step1", "mice-step2", "mice-step3", "mice-masked"]
+    rows = ["bm25", "cross-encoder", "mice-step0", "mice-step1", "mice-step2", "mice-step3", "mice-masked"]
     assert table["model"].tolist() == rows
     assert table["paper_ndcg10"].isna().all()  # the paper reports nothing on this collection
     ref = table[table["model"] == "cross-encoder"].iloc[0]
     assert ref["speedup"] == 1.0 and np.isnan(ref["p"]) and ref["delta"] == 0
-    assert table["latency_ms_per_query"].gt(0).all() and table["p"].iloc[1:].between(0, 1).all()
+    models = table[table["model"] != "bm25"]
+    assert models["latency_ms_per_query"].gt(0).all() and models["p"].iloc[1:].between(0, 1).all()
+    # BM25: the candidates' own order, no latency measured; every other row is tested against it
+    bm25 = table[table["model"] == "bm25"].iloc[0]
+    per_q = pd.read_parquet(out / "per_query.parquet").query("measure == 'nDCG@10'")
+    ce_q = per_q[per_q["model"] == "cross-encoder"].set_index("query_id")["value"]
+    bm_q = per_q[per_q["model"] == "bm25"].set_index("query_id")["value"].reindex(ce_q.index)
+    assert np.isnan(bm25["latency_ms_per_query"]) and np.isnan(bm25["p_bm25"]) and bm25["parameters"] == 0
+    assert bm25["ndcg10"] == pytest.approx(bm_q.mean())
+    assert ref["delta_bm25"] == pytest.approx((ce_q - bm_q).mean())
+    assert ref["p_bm25"] == pytest.approx(stats.ttest_rel(ce_q, bm_q).pvalue, nan_ok=True)
+    assert "against BM25" in res.stdout
     comparison = pd.read_parquet(out / "comparison.parquet")
     meta = json.loads((out / "paper.json").read_text())
     assert meta["kind"] == "mice-paper"

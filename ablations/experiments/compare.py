@@ -59,6 +59,8 @@ from probe.errors import BadInput
 from probe.model import CrossEncoder, Scorer, model_fingerprint
 
 REFERENCE = "cross-encoder"
+#: The first stage's own ranking (the candidates' BM25 order), a row when ``first_stage`` is set.
+FIRST_STAGE = "bm25"
 #: MS MARCO collections: in domain for an MS MARCO cross-encoder (the reference never trained on them).
 IN_DOMAIN = ("dl19", "dl20")
 
@@ -77,6 +79,8 @@ class CompareConfig:
     mice: str | None = None  # retrained MICE model folder
     maxsim: str | None = None
     lite: str | None = None
+    # a row for the first stage itself (the candidates' BM25 ranking: no model, no latency measured)
+    first_stage: bool = False
     collections: list[str] | None = None  # None: dl19 in-domain + every BEIR collection available
     queries: int | None = None
     ood_queries: int | None = None
@@ -245,12 +249,23 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             )
     masked_rows = set(cfg.masks or [])
     tidy, facts = [], {m: {"parameters": _params(s)} for m, s in models.items()}
+    if cfg.first_stage:
+        # BM25 retrieval is not part of re-ranking: no latency or index size is measured for it here
+        facts[FIRST_STAGE] = {
+            "parameters": 0,
+            "latency_ms_per_query": np.nan,
+            "storage_bytes_per_doc": np.nan,
+        }
     out = Path(cfg.out)
     model_keys = {m: _model_key(s) for m, s in models.items()}
     for name, rs in sets.items():
         pairs = rs.pairs()
         print(f"{name}: {len(rs.queries)} queries, {len(pairs)} pairs ({_domain(name)})", flush=True)
         set_key = _set_key(rs)
+        if cfg.first_stage:
+            tidy.append(first_stage_table(rs, name))
+            nd = tidy[-1].query("measure == 'nDCG@10'")["value"].mean()
+            print(f"  {FIRST_STAGE:16s} nDCG@10 {nd:.4f}  (the candidates' own order)", flush=True)
         for model, scorer in models.items():
             if model in masked_rows and cfg.mask_collections is not None and name not in cfg.mask_collections:
                 only = ", ".join(cfg.mask_collections)
@@ -330,6 +345,15 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     return per_q, summary, meta
 
 
+def first_stage_table(rs: RerankSet, name: str) -> pd.DataFrame:
+    """Per-query measures of the candidates' own (BM25) ranking: scored by rank, so ties keep its order."""
+    table = per_query(rs.run_from_scores(-rs.candidates["rank"].to_numpy(dtype=float)), rs.qrels, rs.measures)
+    table.insert(0, "domain", _domain(name))
+    table.insert(0, "collection", name)
+    table.insert(0, "model", FIRST_STAGE)
+    return table
+
+
 def _params(scorer: Scorer) -> int:
     if hasattr(scorer, "num_parameters"):
         return int(scorer.num_parameters())
@@ -396,7 +420,13 @@ def format_table(summary: pd.DataFrame) -> str:
         lines.append(
             f"{model:16s}"
             + "".join(f"{cells[i]:>22s}{cells[i + 1]:>20s}" for i in range(0, len(cells), 2))
-            + f"{first['latency_ms_per_query']:10.0f}{first['storage_bytes_per_doc'] / 1024:9.1f}"
+            + fmt_number(first["latency_ms_per_query"], 10, 0)
+            + fmt_number(first["storage_bytes_per_doc"] / 1024, 9, 1)
             + f"{first['parameters'] / 1e6:7.1f}M"
         )
     return "\n".join(lines)
+
+
+def fmt_number(value: float, width: int, digits: int) -> str:
+    """A right-aligned number, or '–' where it was not measured (NaN)."""
+    return f"{'–':>{width}s}" if not np.isfinite(value) else f"{value:{width}.{digits}f}"

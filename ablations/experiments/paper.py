@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablations.experiments.compare import REFERENCE, CompareConfig, compare
+from ablations.evaluation.stats import paired_stats
+from ablations.experiments.compare import FIRST_STAGE, REFERENCE, CompareConfig, compare, fmt_number
 from ablations.mice.export import export
 from probe.errors import BadInput
 
@@ -56,6 +57,7 @@ STEPS = ("mice-step0", "mice-step1", "mice-step2", "mice-step3")
 COLLECTIONS = ("dl19", "dl20", "scifact")
 #: Rows in the table's order, with what each is.
 ROWS = {
+    FIRST_STAGE: "BM25, the first stage: the candidates' own order (no re-ranking)",
     REFERENCE: "the reference cross-encoder, full attention",
     "mice-step0": "masked, no retraining: attention sinks removed",
     "mice-step1": "masked: + CLS reads the query side only",
@@ -113,6 +115,7 @@ class PaperConfig:
             mice=self.mice,
             maxsim=self.maxsim,
             lite=self.lite,
+            first_stage=True,
             collections=list(self.collections),
             queries=self.queries,
             ood_queries=self.ood_queries,
@@ -134,7 +137,7 @@ def paper(cfg: PaperConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, d
         ccfg.config = str(Path(cfg.out) / "mice.json")
         mice_cfg.save(ccfg.config)
     per_q, summary, meta = compare(ccfg)
-    table = paper_table(summary)
+    table = paper_table(summary, per_q, bootstrap=cfg.bootstrap, seed=cfg.seed)
     missing = {m: RETRAIN_HINT[m] for m in RETRAIN_HINT if getattr(cfg, _flag(m)) is None}
     meta = {
         **meta,
@@ -147,19 +150,45 @@ def paper(cfg: PaperConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, d
     return per_q, summary, table, meta
 
 
+def _against(per_q: pd.DataFrame, base: str, bootstrap: int, seed: int) -> dict:
+    """(model, collection) -> (Δ nDCG@10, paired t-test p) against ``base`` on the same queries."""
+    nd = per_q[per_q["measure"] == "nDCG@10"]
+    ref = nd[nd["model"] == base].set_index(["collection", "query_id"])["value"]
+    out = {}
+    if ref.empty:
+        return out
+    for (model, coll), part in nd[nd["model"] != base].groupby(["model", "collection"], sort=False):
+        if coll not in ref.index.get_level_values(0):
+            continue
+        st = paired_stats(
+            part["value"].to_numpy(),
+            ref.loc[coll].reindex(part["query_id"]).to_numpy(),
+            n_boot=bootstrap,
+            seed=seed,
+        )
+        out[(model, coll)] = (float(st.delta), float(st.p))
+    return out
+
+
 def _flag(model: str) -> str:
     return "mice" if model == "mice-retrained" else model
 
 
-def paper_table(summary: pd.DataFrame) -> pd.DataFrame:
+def paper_table(
+    summary: pd.DataFrame, per_q: pd.DataFrame | None = None, *, bootstrap: int = 10000, seed: int = 0
+) -> pd.DataFrame:
     """One row per model × collection: our nDCG@10, Δ and p against the cross-encoder, the paper's
-    nDCG@10 where it reports one, latency, speed-up (ours and the paper's), storage, parameters."""
+    nDCG@10 where it reports one, latency, speed-up (ours and the paper's), storage, parameters; and,
+    when ``per_q`` holds a BM25 row, Δ and p (paired t-test over queries) against BM25."""
     nd = summary[summary["measure"] == "nDCG@10"]
+    vs_bm25 = _against(per_q, FIRST_STAGE, bootstrap, seed) if per_q is not None else {}
     ref_latency = float(nd.loc[nd["model"] == REFERENCE, "latency_ms_per_query"].iloc[0])
     rows = []
     for _, r in nd.iterrows():
         ours_paper = PAPER.get((r["model"], r["collection"]), np.nan)
-        speedup = ref_latency / r["latency_ms_per_query"] if r["latency_ms_per_query"] > 0 else np.nan
+        latency = r["latency_ms_per_query"]
+        speedup = ref_latency / latency if np.isfinite(latency) and latency > 0 else np.nan
+        d_bm25, p_bm25 = vs_bm25.get((r["model"], r["collection"]), (np.nan, np.nan))
         rows.append(
             {
                 "model": r["model"],
@@ -171,6 +200,8 @@ def paper_table(summary: pd.DataFrame) -> pd.DataFrame:
                 "p": float(r["p"]) if not r["reference"] else np.nan,
                 "paper_ndcg10": ours_paper,
                 "minus_paper": float(r["mean"]) - ours_paper,
+                "delta_bm25": d_bm25,
+                "p_bm25": p_bm25,
                 "latency_ms_per_query": float(r["latency_ms_per_query"]),
                 "speedup": speedup,
                 "paper_speedup": PAPER_SPEEDUP.get(r["model"], np.nan),
@@ -205,16 +236,21 @@ def format_paper(table: pd.DataFrame, missing: dict[str, str] | None = None) -> 
                 cell += f" p={_p(r['p'])}"
             cells.append(cell)
         r = part.iloc[0]
-        speed = f"{r['speedup']:.2f}x" + (
-            f" [{r['paper_speedup']:.1f}x]" if not np.isnan(r["paper_speedup"]) else ""
-        )
+        speed = "–" if np.isnan(r["speedup"]) else f"{r['speedup']:.2f}x"
+        if not np.isnan(r["paper_speedup"]):
+            speed += f" [{r['paper_speedup']:.1f}x]"
         lines.append(
             f"{model:16s}"
             + "".join(f"{c:>28s}" for c in cells)
-            + f"{r['latency_ms_per_query']:10.0f}{speed:>18s}{r['storage_bytes_per_doc'] / 1024:9.1f}"
-            + f"{r['parameters'] / 1e6:7.1f}M"
+            + f"{fmt_number(r['latency_ms_per_query'], 10, 0)}{speed:>18s}"
+            + f"{fmt_number(r['storage_bytes_per_doc'] / 1024, 9, 1)}{r['parameters'] / 1e6:7.1f}M"
         )
     lines.append("[paper's number]: " + PAPER_SOURCE)
+    if "p_bm25" in table and table["p_bm25"].notna().any():
+        lines.append("against BM25 (Δ nDCG@10, paired t-test p):")
+        for model, part in table.dropna(subset=["p_bm25"]).groupby("model", sort=False):
+            cells = [f"{r.collection} {r.delta_bm25:+.4f} (p={_p(r.p_bm25)})" for r in part.itertuples()]
+            lines.append(f"  {model:16s}" + "   ".join(cells))
     for model, hint in (missing or {}).items():
         lines.append(f"not in this run: {model} ({ROWS[model]}); train it with `{hint}`")
     return "\n".join(lines)

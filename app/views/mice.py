@@ -27,7 +27,7 @@ DOMAIN_COLS = ("domain", "split")
 EXTRA_COLS = ("delta", "p", "ci_low", "ci_high", "wins", "ties", "losses", "parameters")
 VALUE_COLS = ("value", "mean")
 CONFIG_COLS = ("config", "mice_config", "config_path")
-KINDS = ("cross-encoder", "masked", "mice", "maxsim", "lite")
+KINDS = ("bm25", "cross-encoder", "masked", "mice", "maxsim", "lite")
 NO_COMPARISON = (
     "No MICE comparison yet: run `python -m ablations.compare` (issue #5) to write a `comparison` "
     "table under the results folder `{root}`."
@@ -48,7 +48,7 @@ def _like(df: pd.DataFrame, needles, exclude=()) -> str | None:
 
 def infer_kind(name: str) -> str:
     low = str(name).lower()
-    for kind in ("maxsim", "lite", "masked", "mice"):
+    for kind in ("bm25", "maxsim", "lite", "masked", "mice"):
         if kind in low:
             return kind
     return "cross-encoder" if any(k in low for k in ("cross", "ce", "reference", "full")) else "other"
