@@ -128,12 +128,21 @@ def probe_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
 
 
 def ablation_folders(folders: list[ResultFolder]) -> list[ResultFolder]:
-    return [
+    """Folders of ablation results, the most informative first: searches (their minimal set), then sweeps
+    (a grid), then folders of single runs (a table); the scan's order within each."""
+    found = [
         f
         for f in folders
         if "summary" in f.tables
         and (f.kinds & set(ABLATION_KINDS) or "steps" in f.tables or "per_query" in f.tables)
     ]
+
+    def rank(f: ResultFolder) -> int:
+        if "ablation-search" in f.kinds or "steps" in f.tables:
+            return 0
+        return 1 if "ablation-sweep" in f.kinds else 2
+
+    return sorted(found, key=rank)
 
 
 def comparison_folders(folders: list[ResultFolder]) -> list[ResultFolder]:

@@ -4,7 +4,8 @@ Text, tables and plots are all drawn by matplotlib, so the PDF needs no system t
 (each is drawn into a region of the page, at the size the HTML uses), fonts are embedded as TrueType
 (``pdf.fonttype: 42``; DejaVu Sans for text, DejaVu Sans Mono for tables), and the file carries no creation
 date, so the same results give the same bytes. Layout is done first (a list of drawing operations per
-page), so the contents page can give each section's page number.
+page), so the contents on page 1 can give each section's page number; the first section (the summary of
+findings) follows the contents on page 1.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Layout:
     # --- text
     def line(
         self,
-        text: str,
+        text: str | Callable[[], str],
         *,
         size: float = 9,
         weight: str = "normal",
@@ -140,7 +141,7 @@ class Layout:
             fig.text(
                 x / W,
                 1 - y / H,
-                text,
+                text() if callable(text) else text,  # a callable: text known only after layout
                 fontsize=size,
                 fontweight=weight,
                 family=family,
@@ -372,8 +373,26 @@ def layout_report(
 ) -> tuple[Layout, dict[str, int]]:
     lay = Layout(title)
     starts: dict[str, int] = {}
-    # contents page: drawn after layout, when page numbers are known (placeholder page 1)
-    lay.new_page()  # the body starts on page 2
+    # front matter on page 1, the body right after it: the findings open the first page. The contents
+    # lines read the section page numbers when they are drawn, after layout.
+    for ln in wrap_text(title, int(AVAIL * 72 / (17 * BOLD_EM))):  # a long model name wraps, never cut
+        lay.line(ln, size=17, weight="bold", gap=1.35)
+    lay.space(0.08)
+    for m in meta_lines:
+        lay.paragraph(m, size=8.5, color="#444444", after=0.02)
+    lay.space(0.2)
+    lay.line("Contents", size=12, weight="bold", gap=1.6)
+    for i, s in enumerate(sections, 1):
+        tag = "   [missing]" if s.missing else ""
+        entry = f"{i}. {s.title}{tag}".ljust(60, " ")
+        lay.line(lambda entry=entry, sid=s.id: f"{entry}page {starts[sid]}", size=9, family=MONO)
+    missing = [s for s in sections if s.missing]
+    if missing:
+        lay.space(0.2)
+        lay.line("Missing sections", size=11, weight="bold", gap=1.6)
+        for s in missing:
+            lay.paragraph(f"{s.title}: {s.missing}", size=8.5, color=COLORS["missing"])
+    lay.space(0.1)
     for s in sections:
         first = s.blocks[0] if s.blocks else None
         keep = max(1.2, lay.start_height(first)) if first is not None else 0.6
@@ -399,31 +418,6 @@ def layout_report(
                 lay.figure(b)
         if s.missing:
             lay.paragraph("missing: " + s.missing, color=COLORS["missing"])
-    # the contents page (page 1)
-    body, body_kinds = lay.pages, lay.kinds
-    lay.pages, lay.kinds = [[]], [[]]
-    lay.y = TOP
-    for ln in wrap_text(title, int(AVAIL * 72 / (17 * BOLD_EM))):  # a long model name wraps, never cut
-        lay.line(ln, size=17, weight="bold", gap=1.35)
-    lay.space(0.08)
-    for m in meta_lines:
-        lay.paragraph(m, size=8.5, color="#444444", after=0.02)
-    lay.space(0.2)
-    lay.line("Contents", size=12, weight="bold", gap=1.6)
-    for i, s in enumerate(sections, 1):
-        tag = "   [missing]" if s.missing else ""
-        lay.line(f"{i}. {s.title}{tag}".ljust(60, " ") + f"page {starts[s.id]}", size=9, family=MONO)
-    missing = [s for s in sections if s.missing]
-    if missing:
-        lay.space(0.2)
-        lay.line("Missing sections", size=11, weight="bold", gap=1.6)
-        for s in missing:
-            lay.paragraph(f"{s.title}: {s.missing}", size=8.5, color=COLORS["missing"])
-    if len(lay.pages) != 1:
-        raise RuntimeError("the contents page overflowed")
-    lay.pages = lay.pages + body[1:]  # body[0] is the empty page the layout started with
-    lay.kinds = lay.kinds + body_kinds[1:]
-    starts = {k: v for k, v in starts.items()}
     return lay, starts
 
 

@@ -449,6 +449,21 @@ def test_a_partial_sweep_is_marked_partial(demo, tmp_path):
     assert any("Partial sweep: 3 of 9 cells finished" in w.value for w in at.warning)
 
 
+def test_ablation_folders_offer_searches_then_sweeps_then_runs():
+    from app.data import ResultFolder, TableInfo, ablation_folders
+
+    def folder(name, kind, *tables):
+        return ResultFolder(Path(name), {t: TableInfo(Path(name), t, kind) for t in ("summary", *tables)})
+
+    found = [
+        folder("runs", "ablation-run", "per_query"),
+        folder("sweep", "ablation-sweep", "per_query"),
+        folder("search", "ablation-search", "steps"),
+        folder("probe", "probe-flows"),
+    ]
+    assert [f.path.name for f in ablation_folders(found)] == ["search", "sweep", "runs"]
+
+
 def test_ablation_results_search_minimal_set(demo):
     at = open_app(demo, "ablation")
     at.selectbox(key="abl_folder").set_value("ablations/search").run()

@@ -287,7 +287,8 @@ def test_pdf_layout_has_no_lone_heading_or_near_empty_page_and_a_whole_title(stu
 
     sections, _, _ = build_report(study["results"])
     title = "Interaction report: /work/shared/models/ms-marco-MiniLM-L-12-v2-dequant-int8 on dl19 and dl20"
-    lay, _ = layout_report(sections, title=title, meta_lines=["meta"])
+    lay, starts = layout_report(sections, title=title, meta_lines=["meta"])
+    assert starts["findings"] == 1  # the findings open page 1, under the contents
     for n, kinds in enumerate(lay.kinds, 1):
         assert kinds, f"page {n} is empty"
         assert kinds[-1] != "heading", f"page {n} ends with a heading: {kinds[-6:]}"
@@ -302,7 +303,9 @@ def test_pdf_layout_has_no_lone_heading_or_near_empty_page_and_a_whole_title(stu
 
     top = texts[0].splitlines()[0]
     assert top != title and len(top) <= int(AVAIL * 72 / (17 * BOLD_EM)), top  # wrapped to the page width
-    for n, text in enumerate(texts[1:-1], 2):
+    assert "1. Summary of findings" in texts[0] and "Significance rule" in texts[0]
+    assert re.search(r"1\. Summary of findings\s+page 1\b", texts[0]), texts[0][:600]  # contents filled in
+    for n, text in enumerate(texts[:-1], 1):
         body = text.replace(f"{title} — page {n} of {len(texts)}", "")
         assert len(body.strip()) > 600, f"page {n} is near-empty: {body.strip()[:200]!r}"
     assert wrap_text("see results/paper/summary.parquet now", 16) == [

@@ -64,6 +64,9 @@ class Stage:
 class TrainConfig:
     out: str
     init_model: str = "minilm-l6"
+    # keep only these encoder layers of init_model (e.g. [1, 3, 5, 7, 9, 11]: a 6-layer student made from the
+    # 12-layer reference's odd layers, its trained head kept); None: every layer
+    init_layers: list[int] | None = None
     train_collections: list[str] = field(default_factory=lambda: ["dl20", "dl21"])
     validation: str = "dl20"  # held-out queries of this training collection select the model
     validation_fraction: float = 0.25
@@ -108,6 +111,12 @@ class TrainConfig:
             raise BadInput(f"bf16 {self.bf16!r} must be 'auto', 'on' or 'off'")
         if self.frozen_layers < 0:
             raise BadInput(f"frozen_layers {self.frozen_layers} must be >= 0")
+        if self.init_layers is not None:
+            layers = list(self.init_layers)
+            if not layers or sorted(set(layers)) != layers or layers[0] < 0:
+                raise BadInput(
+                    f"init_layers {layers} must be distinct layer indices >= 0 in increasing order"
+                )
         if self.micro_batches < 1:
             raise BadInput(f"micro_batches {self.micro_batches} must be >= 1")
         if self.validation not in self.train_collections:
@@ -198,6 +207,26 @@ def train_step(
     return optimizer_step(batch_loss(loss, batch, scores, scale), trainable, optimizer)
 
 
+def keep_layers(model: torch.nn.Module, layers: list[int]) -> None:
+    """Keep only ``layers`` of a BERT-family encoder (``model.base_model.encoder.layer``), in that order:
+    a shallower student initialised from a deeper model's layers (DistilBERT-style)."""
+    base = model.base_model
+    blocks = getattr(getattr(base, "encoder", None), "layer", None)
+    if blocks is None:
+        raise BadInput(f"init_layers: {type(base).__name__} has no encoder.layer list to select from")
+    if layers[-1] >= len(blocks):
+        raise BadInput(
+            f"init_layers {layers}: layer {layers[-1]} does not exist; "
+            f"the model has layers 0-{len(blocks) - 1}"
+        )
+    base.encoder.layer = torch.nn.ModuleList(blocks[i] for i in layers)
+    for i, block in enumerate(base.encoder.layer):  # transformers' per-layer index (caches, masks)
+        for module in block.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = i
+    model.config.num_hidden_layers = len(layers)
+
+
 def freeze(model: torch.nn.Module, layers: int, word_embeddings: bool = True) -> None:
     """Stop gradients to the word embeddings and, when ``layers > 0``, to all embeddings and the lowest
     ``layers`` encoder layers (a BERT-family ``model.base_model.encoder.layer`` list)."""
@@ -241,6 +270,8 @@ def _run(cfg: TrainConfig, progress: bool) -> loop.Run:
     scorer = CrossEncoder.from_pretrained(
         resolve_model(cfg.init_model), new_head=True, max_length=cfg.max_length
     )
+    if cfg.init_layers is not None:
+        keep_layers(scorer.model, list(cfg.init_layers))
     freeze(scorer.model, cfg.frozen_layers, cfg.freeze_word_embeddings)
     use_bf16 = bf16_enabled(cfg.bf16, scorer.device)
     _, held_q = td.split_queries(load_collection(cfg.validation).queries, cfg.validation_fraction, cfg.seed)
