@@ -375,8 +375,13 @@ def config_grid_chart(grid: pd.DataFrame, title: str = "") -> alt.Chart:
         alt.Chart(df, title=title)
         .mark_rect(stroke="#bbbbbb", strokeWidth=0.5)
         .encode(
-            x=alt.X("layer:O", title="layer"),
-            y=alt.Y("interaction:N", sort=order, title="interaction (source attends to target)"),
+            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(
+                "interaction:N",
+                sort=order,
+                title="interaction (source attends to target)",
+                axis=alt.Axis(labelOverlap=False),
+            ),
             color=alt.Color(
                 "shown:N",
                 scale=alt.Scale(domain=states, range=[STATE_COLORS[s] for s in states]),
@@ -384,7 +389,8 @@ def config_grid_chart(grid: pd.DataFrame, title: str = "") -> alt.Chart:
             ),
             tooltip=["interaction", "layer", "state"],
         )
-        .properties(height=16 * len(order) + 20)
+        # the height holds the title and the axes too (Streamlit fits the whole chart into it)
+        .properties(height=16 * len(order) + 80)
     )
 
 
@@ -423,7 +429,7 @@ def head_view(tokens: Sequence[str], roles: Sequence[str], rows: np.ndarray, sou
                 ),
             ),
             x2="col1:Q",
-            y=alt.Y("head:O", title="head"),
+            y=alt.Y("head:O", title="head", axis=alt.Axis(labelOverlap=False)),
             color=alt.Color("weight:Q", scale=alt.Scale(scheme="viridis", domainMin=0), title="attention"),
             tooltip=[
                 alt.Tooltip("head:O"),
@@ -432,6 +438,7 @@ def head_view(tokens: Sequence[str], roles: Sequence[str], rows: np.ndarray, sou
                 alt.Tooltip("weight:Q", format=".4f"),
             ],
         )
-        .properties(width=width, height=18 * heads)
+        # Streamlit fits the whole chart (title and axes too) into this height: 16 px per head plus ~90
+        .properties(width=width, height=16 * heads + 90)
         .interactive(bind_y=False)
     )

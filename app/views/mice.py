@@ -149,11 +149,14 @@ def compare_table(part: pd.DataFrame, measure: str, used: dict[str, str]) -> pd.
     if "delta" in sel.columns:
         extra[f"Δ {measure}"] = sel["delta"]
         if "p" in sel.columns:
-            extra["p"] = sel["p"]
+            # text, so the reference's missing p shows blank (Streamlit draws a missing number as "None")
+            extra["p"] = [
+                "" if pd.isna(v) else f"{float(v):.2g}" for v in pd.to_numeric(sel["p"], errors="coerce")
+            ]
             extra["significance"] = [charts.stars(float(p)) for p in sel["p"].reindex(wide.index)]
     facts = part.groupby(["name", "kind"], sort=False)[["latency", "storage"]].first()
-    extra[f"latency ({used.get('latency', 'n/a')})"] = facts["latency"]
-    extra[f"storage ({used.get('storage', 'n/a')})"] = facts["storage"]
+    extra["latency"] = facts["latency"]  # the source columns are named in the caption and the header help
+    extra["storage"] = facts["storage"]
     if "parameters" in sel.columns:
         extra["parameters"] = sel["parameters"]
     return wide.join(extra).reset_index()
@@ -271,17 +274,17 @@ def show(folder: data.ResultFolder) -> list[Path]:
     log_x = c3.toggle("Log latency axis", key="mice_logx")
     part = df[df["collection"] == coll]
     table = compare_table(part, measure, used)
-    lat_col = f"latency ({used.get('latency', 'n/a')})"
-    sto_col = f"storage ({used.get('storage', 'n/a')})"
+    lat_help = f"from the column {used.get('latency', 'n/a')!r} (milliseconds)"
+    sto_help = f"from the column {used.get('storage', 'n/a')!r}"
     st.dataframe(
         table,
         hide_index=True,
         key="mice_table",
         column_config={
-            lat_col: st.column_config.NumberColumn(lat_col, format="%.1f"),
-            sto_col: st.column_config.NumberColumn(sto_col, format="%.4g", width="medium"),
-            "p": st.column_config.NumberColumn(
-                "p", format="%.2g", help="paired t-test vs the reference; blank for the reference itself"
+            "latency": st.column_config.NumberColumn("latency", format="%.1f", help=lat_help),
+            "storage": st.column_config.NumberColumn("storage", format="%.4g", help=sto_help),
+            "p": st.column_config.TextColumn(
+                "p", help="paired t-test vs the reference; blank for the reference itself"
             ),
             **{m: st.column_config.NumberColumn(m, format="%.4f") for m in measures if m in table.columns},
             **(
