@@ -303,6 +303,16 @@ def test_pdf_layout_has_no_lone_heading_or_near_empty_page_and_a_whole_title(stu
 
     top = texts[0].splitlines()[0]
     assert top != title and len(top) <= int(AVAIL * 72 / (17 * BOLD_EM)), top  # wrapped to the page width
+    if shutil.which("pdftotext"):  # poppler's text, page by page, where it is installed: the same verdict
+        for n in range(1, len(texts)):
+            out = subprocess.run(
+                ["pdftotext", "-f", str(n), "-l", str(n), str(tmp_path / "r.pdf"), "-"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            body = out.replace(f"{title} — page {n} of {len(texts)}", "")
+            assert len(body.strip()) > 600, f"pdftotext: page {n} is near-empty: {body.strip()[:200]!r}"
     assert "1. Summary of findings" in texts[0] and "Significance rule" in texts[0]
     assert re.search(r"1\. Summary of findings\s+page 1\b", texts[0]), texts[0][:600]  # contents filled in
     for n, text in enumerate(texts[:-1], 1):
