@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ablations.training.loop import bf16_enabled, group_loss
-from ablations.training.train import Stage, TrainConfig, freeze, score_pairs, train
+from ablations.training.train import Stage, TrainConfig, freeze, keep_layers, score_pairs, train
 from probe.errors import BadInput
 from probe.model import CrossEncoder
 
@@ -70,6 +70,28 @@ def test_frozen_layers_keep_their_weights_and_the_rest_learns(tiny_ce, pairs):
         freeze(model, 2)
     with pytest.raises(BadInput, match="frozen_layers -1 must be >= 0"):
         TrainConfig(out="x", frozen_layers=-1)
+
+
+def test_init_layers_make_a_shallower_student_from_a_deeper_model(tiny_ce_factory, pairs, tmp_path):
+    """keep_layers(model, [0, 2]) keeps layers 0 and 2 of a 3-layer BERT (their weights, the head): the
+    student computes exactly what those two layers in a row compute, and saves/loads as a 2-layer model."""
+    deep = tiny_ce_factory(layers=3)
+    want = {k: v.clone() for k, v in deep.model.state_dict().items()}
+    keep_layers(deep.model, [0, 2])
+    got = deep.model.state_dict()
+    assert deep.model.config.num_hidden_layers == 2 and len(deep.model.bert.encoder.layer) == 2
+    for k, v in got.items():
+        src = k.replace("encoder.layer.1.", "encoder.layer.2.")
+        assert torch.equal(v, want[src]), k
+    deep.save(tmp_path / "student")
+    again = CrossEncoder.from_pretrained(tmp_path / "student")
+    assert again.num_layers == 2
+    torch.testing.assert_close(again.score(pairs), deep.score(pairs))
+    with pytest.raises(BadInput, match=r"layer 3 does not exist; the model has layers 0-1"):
+        keep_layers(again.model, [0, 3])
+    for bad in ([], [2, 1], [1, 1], [-1, 0]):
+        with pytest.raises(BadInput, match="must be distinct layer indices >= 0 in increasing order"):
+            TrainConfig(out="x", init_layers=bad)
 
 
 def _tiny_config(tiny_ce, tmp_path, out):
