@@ -1,9 +1,13 @@
 """Re-rank collections with a model and evaluate it with ir_measures, beside BM25 (the quick-start job).
 
-    python -m ablations.evaluate [--model M] [--collection C ...] [--queries N] [--depth K] [--out DIR]
+    python -m ablations.evaluate [--model M [--model M2 ...]] [--collection C ...] [--queries N]
+                                 [--depth K] [--out DIR]
 
 Prints BM25 and the model side by side; writes ``metrics.parquet`` (one row per run × query × measure) +
-``metrics.json`` and one TREC run per run. Library: :mod:`ablations.evaluation`.
+``metrics.json`` and one TREC run per run. With several ``--model`` (say a trained student and its
+teacher), every model re-ranks the same candidates, each run is named after its model, and ``stats.parquet``
+(+ manifest) holds every run against BM25 and against the first model: mean Δ, paired t-test over queries,
+bootstrap CI, wins/ties/losses. Library: :mod:`ablations.evaluation`.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import pandas as pd
 
 from ablations.cliargs import add_max_query_length
 from ablations.evaluation.measures import aggregate
-from ablations.evaluation.rerank import evaluate_model
+from ablations.evaluation.rerank import evaluate_models
+from ablations.evaluation.stats import paired_table
 from ablations.paths import resolve_model
-from ablations.results import check_output_dir
+from ablations.results import check_output_dir, manifest, write_table
 from ablations.scorers import load_scorer, run_label
 from probe.errors import cli
 
@@ -26,10 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ablations.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--model",
+        action="append",
         default=None,
         help="cross-encoder folder, hub id, 'reference', a MICE configuration "
         "(mice.json or a retrained MICE folder) or a MaxSim/LITE folder from ablations.retrain "
-        "(default: $MICE_MODEL or the reference cross-encoder)",
+        "(default: $MICE_MODEL or the reference cross-encoder); repeat it to compare models: each run is "
+        "then named after its model and tested against BM25 and the first model",
     )
     p.add_argument(
         "--collection",
@@ -54,27 +61,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_labels(names: list[str]) -> list[str]:
+    """Run tags for several models: the name as given (``reference``) or a folder's last part, made unique."""
+    out: list[str] = []
+    for name in names:
+        base = Path(name.rstrip("/")).name or name
+        tag, n = base, 2
+        while tag in out or tag == "bm25":
+            tag, n = f"{base}-{n}", n + 1
+        out.append(tag)
+    return out
+
+
 @cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_output_dir(args.out)
-    model_path = resolve_model(args.model)
-    scorer = load_scorer(model_path, max_length=args.max_length, max_query_length=args.max_query_length)
-    table = evaluate_model(
-        scorer,
-        run_label(scorer),
+    names = args.model or [None]
+    paths = [resolve_model(m) for m in names]  # every model found before any is loaded
+    scorers = [
+        load_scorer(p, max_length=args.max_length, max_query_length=args.max_query_length) for p in paths
+    ]
+    labels = [run_label(scorers[0])] if len(names) == 1 else run_labels([str(n) for n in names])
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    table = evaluate_models(
+        dict(zip(labels, scorers)),
         args.collection or ["dl19"],
         args.out,
-        model=model_path,
+        models={tag: str(p) for tag, p in zip(labels, paths)},
         queries=args.queries,
         depth=args.depth,
         batch_size=args.batch_size,
         progress=not args.no_progress,
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        settings=settings,
     )
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
         print(aggregate(table).to_string(index=False))
-    print(f"wrote {args.out / 'metrics.parquet'} and TREC runs in {args.out}")
+    wrote = [str(args.out / "metrics.parquet")]
+    if len(labels) > 1:
+        stats = paired_table(table, ["bm25", labels[0]])
+        meta = manifest(kind="evaluate-stats", models=dict(zip(labels, map(str, paths))), settings=settings)
+        write_table(stats, args.out, "stats", meta)
+        wrote.append("stats.parquet")
+        shown = stats[stats["measure"] == "nDCG@10"]
+        print("\nnDCG@10, paired t-test over queries (Δ = run − against):")
+        for r in shown.itertuples():
+            print(
+                f"  {r.collection:8s} {r.run:>24s} vs {r.against:<24s} Δ {r.delta:+.4f}  "
+                f"95% CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}]  p {r.p:.2g}  W/T/L {r.wins}/{r.ties}/{r.losses}"
+            )
+    print(f"wrote {', '.join(wrote)} and TREC runs in {args.out}")
     return 0
 
 

@@ -86,6 +86,34 @@ def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
     assert len(run_lines) == 30 and run_lines[0].split()[3] == "1"
 
 
+@pytest.mark.slow
+def test_evaluate_several_models_side_by_side_with_paired_tests(tiny_model_dir, tiny_ce_factory, tmp_path):
+    """Two --model: both re-rank the same candidates, runs named after the models, and stats.parquet holds
+    each run against BM25 and against the first model, equal to a paired t-test on the metrics table."""
+    from scipy import stats as sps
+
+    other = tmp_path / "other" / "tiny"  # a second tiny BERT (another seed), the same folder name
+    tiny_ce_factory(seed=1).save(other)
+    out = tmp_path / "out"
+    common = ["--collection", "dl19", "--queries", "6", "--depth", "10", "--max-length", "64"]
+    proc = run(
+        "ablations.evaluate", "--model", tiny_model_dir, "--model", str(other), *common, "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_parquet(out / "metrics.parquet")
+    assert set(table["run"]) == {"bm25", "tiny", "tiny-2"}
+    st = pd.read_parquet(out / "stats.parquet")
+    pairs = set(zip(st["run"], st["against"]))
+    assert pairs == {("tiny", "bm25"), ("tiny-2", "bm25"), ("tiny-2", "tiny")}
+    nd = table[table["measure"] == "nDCG@10"].pivot(index="query_id", columns="run", values="value")
+    row = st[(st["measure"] == "nDCG@10") & (st["run"] == "tiny-2") & (st["against"] == "tiny")].iloc[0]
+    assert row["delta"] == pytest.approx((nd["tiny-2"] - nd["tiny"]).mean())
+    assert row["p"] == pytest.approx(sps.ttest_rel(nd["tiny-2"], nd["tiny"]).pvalue, nan_ok=True)
+    meta = json.loads((out / "stats.json").read_text())
+    assert meta["kind"] == "evaluate-stats" and meta["models"]["tiny-2"] == str(other)
+    assert "paired t-test" in proc.stdout and (out / "dl19.tiny-2.trec").is_file()
+
+
 @pytest.mark.parametrize(
     "module, extra",
     [

@@ -106,3 +106,28 @@ def paired_stats(
         ties=int((np.abs(deltas) <= tie_tol).sum()),
         losses=int((deltas < -tie_tol).sum()),
     )
+
+
+def paired_table(per_query, against, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0):
+    """Every run of a tidy per-query table (``collection, run, query_id, measure, value``) against each run
+    named in ``against`` on the same queries: one row per collection × measure × run × baseline run with
+    :class:`PairedStats`' fields (``mean`` the run's, ``baseline_mean`` the baseline's). A baseline is not
+    tested again against an earlier one (``against=["bm25", "teacher"]``: teacher vs BM25, not BM25 vs
+    teacher)."""
+    import pandas as pd
+
+    rows = []
+    for (coll, measure), part in per_query.groupby(["collection", "measure"], sort=False):
+        wide = part.pivot_table(index="query_id", columns="run", values="value", sort=False)
+        for i, base in enumerate(against):
+            if base not in wide.columns:
+                continue
+            for run in wide.columns:
+                if run == base or run in against[:i]:  # an earlier baseline was already tested against this
+                    continue
+                both = wide[[run, base]].dropna()
+                st = paired_stats(both[run].to_numpy(), both[base].to_numpy(), n_boot=n_boot, seed=seed)
+                key = {"collection": coll, "measure": measure, "run": run, "against": base}
+                rows.append({**key, **st.as_dict()})
+    columns = ["collection", "measure", "run", "against", *PairedStats.__dataclass_fields__]
+    return pd.DataFrame(rows, columns=columns)
