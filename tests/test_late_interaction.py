@@ -131,3 +131,28 @@ def test_affine_head_sees_how_strongly_a_query_token_matches(tokenizer):
     affine = _lite(tokenizer, norm="affine")
     strong, weak = _one_match(affine, 0.9), _one_match(affine, 0.3)
     assert abs(strong - weak) > 0.01 and abs(strong - weak) > 100 * layer_gap, (strong, weak, layer_gap)
+
+
+@pytest.mark.parametrize("kind", ["maxsim", "lite"])
+@pytest.mark.parametrize("budget", [None, 1])
+def test_documents_are_encoded_once_per_call_with_the_pairwise_scores(tokenizer, monkeypatch, kind, budget):
+    """Without an index, each distinct document is encoded once per call (chunked under the memory
+    budget: 1 byte makes every document its own chunk), with the scores of encoding every pair apart."""
+    import ablations.mice.doc_cache as dc
+
+    if budget is not None:
+        monkeypatch.setattr(dc, "DOC_STATE_BUDGET", budget)
+    ce = CrossEncoder(make_tiny_bert(tokenizer, layers=2), tokenizer, max_length=64, name="tiny")
+    li = LateInteractionScorer.from_cross_encoder(ce, kind, max_doc_length=40, max_query_length=16)
+    docs = [d for ds in DOCS for d in ds]
+    pairs = [(q, d) for q in QUERIES for d in docs]  # every document under both queries
+    encoded = []
+    real = li.encode_docs
+    monkeypatch.setattr(li, "encode_docs", lambda texts, *a: encoded.extend(texts) or real(texts, *a))
+    scores = li.score(pairs, batch_size=3)
+    assert sorted(encoded) == sorted(docs)
+    assert li.index is None
+    li.module.eval()
+    with torch.no_grad():
+        one_by_one = np.array([float(li.train_scores([p])[0]) for p in pairs])
+    assert np.abs(scores - one_by_one).max() < 1e-5

@@ -118,3 +118,34 @@ def test_save_and_load_round_trip(built, pairs, tmp_path):
     again = MiceModel.load(folder)
     assert again.config.weights == "." and again.plan.shape == "doc-cache"
     assert np.abs(again.score(pairs) - online).max() < 1e-5
+
+
+def _repeating_pairs(pairs):
+    """Every query with every document: documents recur across queries, as in a BEIR collection."""
+    queries = list(dict.fromkeys(q for q, _ in pairs))
+    docs = list(dict.fromkeys(d for _, d in pairs))
+    return [(q, d) for q in queries for d in docs]
+
+
+@pytest.mark.parametrize("budget", [None, 1])
+def test_documents_are_computed_once_per_call_with_the_plans_scores(tokenizer, pairs, monkeypatch, budget):
+    """Without an index, a doc-cache model computes each distinct document's states once per call (in
+    chunks under the memory budget: 1 byte makes every document its own chunk); the scores are the
+    masked full forward's, whatever the chunking."""
+    import ablations.mice.doc_cache as dc
+
+    if budget is not None:
+        monkeypatch.setattr(dc, "DOC_STATE_BUDGET", budget)
+    mice = _mice(tokenizer)
+    many = _repeating_pairs(pairs)
+    computed = []
+    real = dc.DocStateIndex.compute
+    monkeypatch.setattr(
+        dc.DocStateIndex, "compute", staticmethod(lambda m, t, **kw: computed.extend(t) or real(m, t, **kw))
+    )
+    scores = mice.score(many, batch_size=3)
+    assert sorted(computed) == sorted({d for _, d in many})  # each distinct document once
+    assert mice.index is None  # nothing left attached
+    with mice.using_plan("masked"):
+        masked = mice.score(many)
+    assert np.abs(scores - masked).max() < 1e-5

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,10 @@ from ablations.results import shareable
 from probe.errors import BadInput
 from probe.progress import bar as progress_bar
 from probe.roles import Role
+
+#: Bytes of document states a scorer holds at once when it computes them itself for one ``score`` call
+#: (no index attached): the distinct documents are processed in chunks of at most this size.
+DOC_STATE_BUDGET = 2 * 2**30
 
 FORMAT = "mice-doc-states"
 FORMAT_VERSION = 1
@@ -63,6 +67,44 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(np.ascontiguousarray(tensors[name].numpy()).data)
     return h.hexdigest()
+
+
+def document_chunks(
+    pairs: Sequence[tuple[str, str]],
+    token_counts: Callable[[list[str]], list[int]],
+    bytes_per_token: int,
+    budget: int | None = None,
+) -> Iterator[tuple[list[str], list[int]]]:
+    """The distinct documents of ``pairs`` (first appearance order) in chunks whose states
+    (``token_counts(texts)[i] * bytes_per_token`` each) fit in ``budget`` bytes, each with the positions
+    of the pairs whose document it holds: documents are computed once per call, memory stays bounded
+    (``budget`` default: :data:`DOC_STATE_BUDGET`; a document larger than it is a chunk of its own)."""
+    budget = DOC_STATE_BUDGET if budget is None else budget
+    texts = list(dict.fromkeys(d for _, d in pairs))
+    if not texts:
+        return
+    sizes = [n * bytes_per_token for n in token_counts(texts)]
+    chunk_of, chunks, used = {}, [[]], 0
+    for text, size in zip(texts, sizes):
+        if chunks[-1] and used + size > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(text)
+        chunk_of[text] = len(chunks) - 1
+        used += size
+    rows: list[list[int]] = [[] for _ in chunks]
+    for i, (_, d) in enumerate(pairs):
+        rows[chunk_of[d]].append(i)
+    yield from zip(chunks, rows)
+
+
+def _pack(texts: list[str], pieces: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-document pieces concatenated: (states, offsets, blake2b keys of the texts)."""
+    lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
+    offsets = torch.zeros(len(texts) + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(lengths, 0)
+    keys = torch.tensor(np.frombuffer(b"".join(doc_key(t) for t in texts), dtype=np.uint8).reshape(-1, 16))
+    return torch.cat(pieces, 0).contiguous(), offsets, keys
 
 
 @dataclass
@@ -145,19 +187,18 @@ class DocStateIndex:
         return DocStates(kv.to(device), mask.long().to(device), roles.to(device))
 
     # ------------------------------------------------------------------------------ build / open
-    @classmethod
-    def build(
-        cls, model, docs: Iterable[str], path: str | Path, *, batch_size: int = 16, progress: bool = False
-    ) -> DocStateIndex:
-        """Compute and write the states of every distinct text of ``docs`` for ``model`` (a MiceModel)."""
+    @staticmethod
+    def compute(
+        model, texts: list[str], *, batch_size: int = 16, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """The states of each text of ``texts`` for ``model`` (a MiceModel with a ``doc-cache`` plan), in
+        order: ``(tokens_i, layers, 2, hidden)`` each, in the configuration's cache dtype, computed in
+        length-sorted batches."""
         if model.plan.shape != "doc-cache":
             raise BadInput(
                 f"this MICE model runs plan {model.plan.shape!r}; a document-state index needs the "
                 f"'doc-cache' plan (valid here: {', '.join(model.plan.valid)})"
             )
-        texts = list(dict.fromkeys(docs))
-        if not texts:
-            raise BadInput("no documents to index")
         ex = model.executor
         tok = ex.tokenize_docs(texts)
         order = np.argsort([-len(t) for t in tok], kind="stable")
@@ -175,7 +216,24 @@ class DocStateIndex:
                     pieces[i] = states.kv[j, : lengths[j]].to("cpu", dtype).clone()
                 bar.update(len(rows))
         bar.close()
+        return pieces
+
+    @classmethod
+    def build(
+        cls, model, docs: Iterable[str], path: str | Path, *, batch_size: int = 16, progress: bool = False
+    ) -> DocStateIndex:
+        """Compute and write the states of every distinct text of ``docs`` for ``model`` (a MiceModel)."""
+        texts = list(dict.fromkeys(docs))
+        if not texts:
+            raise BadInput("no documents to index")
+        pieces = cls.compute(model, texts, batch_size=batch_size, progress=progress)
         return cls.write(path, texts, pieces, expected_fingerprint(model))
+
+    @classmethod
+    def in_memory(cls, texts: list[str], pieces: list[torch.Tensor], fingerprint: dict) -> DocStateIndex:
+        """An index held in memory only (no file): what a scorer builds for the documents of one call."""
+        kv, offsets, _ = _pack(texts, pieces)
+        return cls(Path(""), fingerprint, kv, offsets, {doc_key(t): i for i, t in enumerate(texts)})
 
     @classmethod
     def write(
@@ -183,13 +241,8 @@ class DocStateIndex:
     ) -> DocStateIndex:
         """Write per-document token states ``pieces[i] (tokens_i, ...)`` of ``texts[i]`` (any per-token shape:
         MICE keys/values, or the token embeddings of a late-interaction model)."""
-        lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
-        offsets = torch.zeros(len(texts) + 1, dtype=torch.long)
-        offsets[1:] = torch.cumsum(lengths, 0)
-        keys = torch.tensor(
-            np.frombuffer(b"".join(doc_key(t) for t in texts), dtype=np.uint8).reshape(-1, 16)
-        )
-        tensors = {"kv": torch.cat(pieces, 0).contiguous(), "offsets": offsets, "keys": keys}
+        kv, offsets, keys = _pack(texts, pieces)
+        tensors = {"kv": kv, "offsets": offsets, "keys": keys}
         meta = {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),

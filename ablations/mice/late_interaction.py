@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from ablations.mice.doc_cache import DocStateIndex, tokenizer_hash
+from ablations.mice.doc_cache import DocStateIndex, document_chunks, tokenizer_hash
 from ablations.paths import resolve_model
 from ablations.results import shareable
 from probe.errors import BadInput
@@ -269,23 +269,34 @@ class LateInteractionScorer(Scorer):
         return self.module.interact(q[where], qm[where], d, dm)
 
     # ------------------------------------------------------------------------------ index
+    def _doc_pieces(
+        self, texts: list[str], batch_size: int = 16, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Each text's token embeddings ``(tokens_i, dim)`` in order, computed in length-sorted batches."""
+        pieces: list[torch.Tensor | None] = [None] * len(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        was = self.module.training
+        self.module.eval()
+        try:
+            with torch.inference_mode():
+                for s in progress_bar(
+                    range(0, len(order), batch_size), disable=not progress, desc="document embeddings"
+                ):
+                    rows = order[s : s + batch_size].tolist()
+                    emb, mask = self.encode_docs([texts[i] for i in rows])
+                    for j, i in enumerate(rows):
+                        pieces[i] = emb[j, : int(mask[j].sum())].cpu().clone()
+        finally:
+            self.module.train(was)
+        return pieces
+
     def build_index(
         self, docs: Iterable[str], path: str | os.PathLike, *, batch_size: int = 16, progress: bool = False
     ) -> DocStateIndex:
         texts = list(dict.fromkeys(docs))
         if not texts:
             raise BadInput("no documents to index")
-        pieces: list[torch.Tensor | None] = [None] * len(texts)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        self.module.eval()
-        with torch.inference_mode():
-            for s in progress_bar(
-                range(0, len(order), batch_size), disable=not progress, desc="document embeddings"
-            ):
-                rows = order[s : s + batch_size].tolist()
-                emb, mask = self.encode_docs([texts[i] for i in rows])
-                for j, i in enumerate(rows):
-                    pieces[i] = emb[j, : int(mask[j].sum())].cpu().clone()
+        pieces = self._doc_pieces(texts, batch_size, progress)
         self.index = DocStateIndex.write(path, texts, pieces, self.expected_fingerprint())
         return self.index
 
@@ -302,6 +313,10 @@ class LateInteractionScorer(Scorer):
 
     # ------------------------------------------------------------------------------ scoring
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Scores of ``pairs``. Without an attached index each distinct document is encoded once for the
+        whole call (in memory-bounded chunks, :data:`~ablations.mice.doc_cache.DOC_STATE_BUDGET`)."""
+        if self.index is None and len(pairs):
+            return self._score_documents_once(pairs, batch_size, progress)
         scores = np.zeros(len(pairs), dtype=np.float32)
         by_query: dict[str, list[int]] = {}
         for i, (q, _) in enumerate(pairs):
@@ -330,4 +345,26 @@ class LateInteractionScorer(Scorer):
                 bar.close()
         finally:
             self.module.train(was)
+        return scores
+
+    def _score_documents_once(self, pairs: Sequence[Pair], batch_size: int, progress: bool) -> np.ndarray:
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        ld = self.module.ld
+
+        def counts(texts: list[str]) -> list[int]:
+            ids = self.tokenizer(list(texts), truncation=True, max_length=ld)["input_ids"]
+            return [len(i) for i in ids]
+
+        bar = progress_bar(
+            total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair"
+        )
+        try:
+            for texts, rows in document_chunks(pairs, counts, self.bytes_per_token):
+                self.index = DocStateIndex.in_memory(texts, self._doc_pieces(texts), {})
+                scores[rows] = self.score([pairs[i] for i in rows], batch_size=batch_size)
+                self.index = None
+                bar.update(len(rows))
+        finally:
+            self.index = None
+            bar.close()
         return scores

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ablations.mice.config import MiceConfig
-from ablations.mice.doc_cache import DocStateIndex, expected_fingerprint
+from ablations.mice.doc_cache import DocStateIndex, document_chunks, expected_fingerprint
 from ablations.mice.plan import MiceBatch, Plan, PlanExecutor, compile_plan
 from ablations.paths import resolve_model
 from probe.errors import BadInput
@@ -170,6 +170,11 @@ class MiceModel(Scorer):
                 yield self.encode(sub, chunk, with_docs=need_docs)
 
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Scores of ``pairs`` (grouped by query). A ``doc-cache`` plan without an attached index computes
+        each distinct document's states once for the whole call (in memory-bounded chunks,
+        :data:`~ablations.mice.doc_cache.DOC_STATE_BUDGET`), as an index would hold them."""
+        if self.index is None and self.plan.shape == "doc-cache" and len(pairs):
+            return self._score_documents_once(pairs, batch_size, progress)
         scores = np.zeros(len(pairs), dtype=np.float32)
         was_training = self.ce.model.training
         self.ce.model.eval()
@@ -184,6 +189,30 @@ class MiceModel(Scorer):
                 bar.close()
         finally:
             self.ce.model.train(was_training)
+        return scores
+
+    def _score_documents_once(self, pairs: Sequence[Pair], batch_size: int, progress: bool) -> np.ndarray:
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        ex, plan = self.executor, self.plan
+        itemsize = torch.empty(0, dtype=getattr(torch, self.config.cache_dtype)).element_size()
+        per_token = (plan.drop - plan.merge) * 2 * self.ce.model.config.hidden_size * itemsize
+        counts = lambda texts: [len(t) for t in ex.tokenize_docs(texts)]  # noqa: E731
+        bar = progress_bar(
+            total=len(pairs), disable=not progress, desc=f"scoring {self.name[-40:]}", unit="pair"
+        )
+        was_training, strict = self.ce.model.training, self.strict_index
+        self.ce.model.eval()
+        try:
+            for texts, rows in document_chunks(pairs, counts, per_token):
+                pieces = DocStateIndex.compute(self, texts)
+                self.index, self.strict_index = DocStateIndex.in_memory(texts, pieces, {}), True
+                scores[rows] = self.score([pairs[i] for i in rows], batch_size=batch_size)
+                self.index = None
+                bar.update(len(rows))
+        finally:
+            self.index, self.strict_index = None, strict
+            self.ce.model.train(was_training)
+            bar.close()
         return scores
 
     def train_scores(self, pairs: Sequence[Pair], shape: str | None = None) -> torch.Tensor:
