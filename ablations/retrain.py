@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--loss", default="margin-mse", help=f"one of {', '.join(LOSSES)} (default margin-mse)")
     p.add_argument("--data", default=None, help="distill (teacher-scored groups) or judged (labels)")
+    p.add_argument(
+        "--cls-weight",
+        type=float,
+        default=0.0,
+        help="MICE only: also distil the teacher's final [CLS] state (weight of its MSE; default 0: "
+        "scores only)",
+    )
     defaults = RetrainConfig(out="-", config="-")
     for name in (
         "steps",

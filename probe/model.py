@@ -332,6 +332,11 @@ class CrossEncoder(Scorer):
         out = self.model(**batch.to(self.device).model_inputs())
         return self.logits_to_scores(out.logits)
 
+    def cls_states(self, batch: PairBatch) -> torch.Tensor:
+        """The last layer's ``[CLS]`` states ``(n, H)`` of one batch: what the pooler and classifier read."""
+        base = getattr(self.model, self.model.base_model_prefix)
+        return base(**batch.to(self.device).model_inputs()).last_hidden_state[:, 0]
+
     def score(self, pairs: Sequence[Pair], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         return self.score_batches(self.batches(pairs, batch_size), len(pairs), progress=progress)
 

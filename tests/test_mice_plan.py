@@ -61,6 +61,26 @@ def test_every_plan_shape_equals_the_masked_forward(tiny_ce_factory, pairs, name
         assert (scores - ref).abs().max() < TOL, shape
 
 
+@pytest.mark.parametrize("name", ["mice-step2", "mice-l2+1"])
+def test_cls_states_are_what_the_head_reads(tiny_ce_factory, pairs, name):
+    """``forward(head=False)`` returns, for every plan shape, the CLS states whose head gives the scores
+    (what retraining distils with ``--cls-weight``); with the full model they are the cross-encoder's own."""
+    ce = _scale_head(tiny_ce_factory(layers=4))
+    cfg = _cfg(name)
+    ex = PlanExecutor(ce, cfg, compile_plan(cfg))
+    batch = ex.encode(pairs)
+    with torch.inference_mode():
+        for shape in compile_plan(cfg).valid:
+            states = ex.forward(batch, shape, head=False)
+            assert states.shape == (len(pairs), ce.model.config.hidden_size)
+            assert (ex.head(states) - ex.forward(batch, shape)).abs().max() < TOL, shape
+        full = MiceConfig("tiny", 4, 4, doc_positions="joint", **SMALL)
+        whole = PlanExecutor(ce, full, compile_plan(full))
+        mine = whole.forward(whole.encode(pairs), "masked", head=False)
+        theirs = ce.cls_states(ce.encode(pairs))
+    assert (mine - theirs).abs().max() < TOL
+
+
 def test_plans_on_arbitrary_tables(tiny_ce_factory, pairs):
     """Per-layer sets beyond the presets: per-head removals, a merge layer given on top of a mask, a role
     that keeps only itself (the diagonal fallback), a two-label head."""

@@ -89,6 +89,43 @@ def test_resume_after_interruption_gives_the_same_model(setup, pairs):
         retrain(_cfg(tmp_path, "other", lr=1e-4), groups=groups, progress=False)
 
 
+def test_cls_distillation_brings_the_students_cls_states_to_the_teachers(setup, tokenizer, pairs):
+    """``cls_weight``: the MICE student also learns the teacher's final [CLS] states. The student starts
+    from another random model's weights, far from the teacher's states; with the feature loss it moves
+    much closer to them than with the score margins alone."""
+    from ablations.training.retrain import TeacherStates
+
+    tmp_path, groups = setup
+    CrossEncoder(make_tiny_bert(tokenizer, layers=3, seed=7), tokenizer, max_length=64, name="o").save(
+        tmp_path / "other"
+    )
+    teacher = TeacherStates(CrossEncoder.from_pretrained(str(tmp_path / "ce")))
+
+    def distance(model: MiceModel) -> float:
+        ex = model.executor
+        model.ce.model.eval()
+        with torch.no_grad():
+            states = ex.forward(ex.encode(pairs), "split", head=False)
+        return float(torch.nn.functional.mse_loss(states, teacher(pairs)))
+
+    before = distance(MiceModel.load(tmp_path / "mice.json", weights=str(tmp_path / "other")))
+    common = dict(teacher=str(tmp_path / "ce"), init=str(tmp_path / "other"), steps=30, lr=3e-3)
+    retrain(_cfg(tmp_path, "cls", cls_weight=10.0, **common), groups=groups, progress=False)
+    retrain(_cfg(tmp_path, "scores", **common), groups=groups, progress=False)
+    with_cls = distance(MiceModel.load(tmp_path / "cls"))
+    scores_only = distance(MiceModel.load(tmp_path / "scores"))
+    assert with_cls < 0.5 * before and with_cls < 0.5 * scores_only, (before, with_cls, scores_only)
+
+
+def test_cls_distillation_needs_a_mice_student_and_a_teacher(tmp_path):
+    with pytest.raises(BadInput, match="no \\[CLS\\] head"):
+        RetrainConfig(out=str(tmp_path), config="x", student="maxsim", cls_weight=1.0)
+    with pytest.raises(BadInput, match="needs the teacher"):
+        RetrainConfig(out=str(tmp_path), config="x", loss="lce", cls_weight=1.0)
+    with pytest.raises(BadInput, match=">= 0"):
+        RetrainConfig(out=str(tmp_path), config="x", cls_weight=-1.0)
+
+
 @pytest.mark.parametrize("kind", ["maxsim", "lite"])
 def test_late_interaction_baselines_train_with_the_same_loop(setup, pairs, kind):
     tmp_path, groups = setup

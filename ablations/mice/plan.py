@@ -373,7 +373,14 @@ class PlanExecutor:
             input_ids=ids, token_type_ids=torch.full_like(ids, self.doc_type), position_ids=pos
         )
 
-    def _head(self, cls: torch.Tensor) -> torch.Tensor:
+    def head(self, states: torch.Tensor) -> torch.Tensor:
+        """Scores from ``(n, H)`` CLS states (what ``forward(..., head=False)`` returns)."""
+        return self._head(states[:, None])
+
+    def _head(self, cls: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """Scores from the ``(n, 1, H)`` CLS states, or (``head=False``) the ``(n, H)`` states themselves."""
+        if not head:
+            return cls[:, 0]
         return self.ce.logits_to_scores(classifier_logits(self.ce.model, cls))
 
     def _run(self, h: torch.Tensor, roles: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -405,8 +412,11 @@ class PlanExecutor:
         return DocStates(stacked, mask, roles)
 
     # --------------------------------------------------------------------------- plans
-    def forward(self, b: MiceBatch, shape: str | None = None, docs: DocStates | None = None) -> torch.Tensor:
-        """Scores of the batch (autograd-friendly) with the plan's shape, or ``shape`` if given."""
+    def forward(
+        self, b: MiceBatch, shape: str | None = None, docs: DocStates | None = None, *, head: bool = True
+    ) -> torch.Tensor:
+        """Scores of the batch (autograd-friendly) with the plan's shape, or ``shape`` if given; with
+        ``head=False`` the CLS states that the head reads, ``(n, H)`` (feature distillation)."""
         shape = shape or self.plan.shape
         if shape not in self.plan.valid:
             raise BadInput(
@@ -414,12 +424,12 @@ class PlanExecutor:
             )
         b = b.to(self.device)
         if shape == "masked":
-            return self._masked(b)
+            return self._masked(b, head)
         if shape == "split":
-            return self._split(b)
+            return self._split(b, head)
         if docs is None:
             docs = self.doc_states(b.d_ids, b.d_mask, b.d_roles, b.d_pos)
-        return self._doc_cache(b, docs)
+        return self._doc_cache(b, docs, head)
 
     def _joint_inputs(self, b: MiceBatch):
         """The contiguous pair sequences ``[CLS] q [SEP] d [SEP] [PAD]*`` with their positions and roles."""
@@ -440,10 +450,10 @@ class PlanExecutor:
             mask[i, : lq + ld] = 1
         return ids, pos, types, roles, mask
 
-    def _masked(self, b: MiceBatch) -> torch.Tensor:
+    def _masked(self, b: MiceBatch, head: bool = True) -> torch.Tensor:
         """The reference: the masked full forward over the kept layers."""
         ids, pos, types, roles, mask = self._joint_inputs(b)
-        return self.joint_forward(ids, pos, types, roles, mask)
+        return self.joint_forward(ids, pos, types, roles, mask, head=head)
 
     def joint_forward(
         self,
@@ -452,10 +462,12 @@ class PlanExecutor:
         types: torch.Tensor,
         roles: torch.Tensor,
         mask: torch.Tensor,
+        *,
+        head: bool = True,
     ) -> torch.Tensor:
-        """Scores of joint pair sequences (the ``_joint_inputs`` layout): the kept layers, each with the
-        table's bias (``expand_table``, as the masked cross-encoder) plus the padding mask, then the head on
-        CLS.
+        """Scores (or, ``head=False``, CLS states) of joint pair sequences (the ``_joint_inputs``
+        layout): the kept layers, each with the table's bias (``expand_table``, as the masked
+        cross-encoder) plus the padding mask, then the head on CLS.
 
         The layers are the model's own modules, so :func:`probe.attention.attention_context` hooks and biases
         apply inside (this is how the probe and the ablation runner see a MICE model)."""
@@ -468,25 +480,25 @@ class PlanExecutor:
             if key not in cache:
                 cache[key] = pad if bool(tab.all()) else pad + expand_table(tab, roles, h.dtype)
             h = self.layers[i](h, cache[key])
-        return self._head(h[:, :1])
+        return self._head(h[:, :1], head)
 
-    def _split(self, b: MiceBatch) -> torch.Tensor:
+    def _split(self, b: MiceBatch, head: bool = True) -> torch.Tensor:
         merge, drop = self.plan.merge, self.plan.drop
         hq = self.query_states(b)
         if merge >= drop:  # no interaction at all: the score reads the query side only
-            return self._head(hq[b.pair_query, :1])
+            return self._head(hq[b.pair_query, :1], head)
         hd = self._run(self._embed_docs(b.d_ids, b.d_pos), b.d_roles, 0, merge)
         h = torch.cat([hq[b.pair_query], hd], 1)
         roles = torch.cat([b.q_roles[b.pair_query], b.d_roles], 1)
         h = self._run(h, roles, merge, drop - 1)
         last = _Biases(self.table, roles[:, :1], roles, h.dtype)(drop - 1)
-        return self._head(layer_rows(self.layers[drop - 1], h[:, :1], h, last))
+        return self._head(layer_rows(self.layers[drop - 1], h[:, :1], h, last), head)
 
-    def _doc_cache(self, b: MiceBatch, docs: DocStates) -> torch.Tensor:
+    def _doc_cache(self, b: MiceBatch, docs: DocStates, head: bool = True) -> torch.Tensor:
         merge, drop = self.plan.merge, self.plan.drop
         hq = self.query_states(b)  # (nq, Lq, H), each distinct query once
         if merge >= drop:
-            return self._head(hq[b.pair_query, :1])
+            return self._head(hq[b.pair_query, :1], head)
         if docs.kv.shape[0] != len(b):
             raise ValueError(f"document states for {docs.kv.shape[0]} pairs, batch has {len(b)}")
         q_roles = b.q_roles[b.pair_query]
@@ -501,4 +513,4 @@ class PlanExecutor:
             else:
                 h = layer_rows(self.layers[i], h[:, :1], h, cls(i), extra, expand)
             expand = None
-        return self._head(h[:, :1])
+        return self._head(h[:, :1], head)

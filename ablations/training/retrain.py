@@ -53,6 +53,9 @@ class RetrainConfig:
     teacher: str = "reference"  # the full cross-encoder distilled from (margin-MSE)
     teacher_cache: str | None = None  # teacher-score file (default: $MICE_CACHE/teacher/<key>.parquet)
     loss: str = "margin-mse"
+    # feature distillation (MICE only): + cls_weight × MSE between the student's last [CLS] state and the
+    # teacher's final-layer [CLS] state, what the shared pooler and classifier read (0: scores only)
+    cls_weight: float = 0.0
     data: str | None = None  # distill | judged (default: distill for margin-mse/kl/mse, judged otherwise)
     steps: int = 300
     lr: float = 3e-5
@@ -90,6 +93,15 @@ class RetrainConfig:
             raise BadInput(f"--loss {self.loss} needs teacher scores: use --data distill")
         if self.steps < 1 or self.groups_per_step < 1 or self.group_size < 2:
             raise BadInput("--steps and --groups-per-step must be >= 1, --group-size >= 2")
+        if not isinstance(self.cls_weight, (int, float)) or self.cls_weight < 0:
+            raise BadInput(f"--cls-weight {self.cls_weight!r} must be a number >= 0")
+        if self.cls_weight and self.student != "mice":
+            raise BadInput(
+                f"--cls-weight distils the teacher's [CLS] state into a MICE student; a {self.student} "
+                "student has no [CLS] head: leave it at 0"
+            )
+        if self.cls_weight and self.data != "distill":
+            raise BadInput("--cls-weight needs the teacher: use --data distill")
         if self.bf16 not in ("auto", "on", "off"):
             raise BadInput(f"--bf16 {self.bf16!r}; expected auto, on or off")
         if self.validation not in self.train_collections:
@@ -132,6 +144,12 @@ class Student:
             return self.train_view.executor.forward(self.train_view.encode(pairs), self.shape)
         return self.scorer.train_scores(pairs, max_doc_length=self.max_doc_length)
 
+    def scores_and_cls(self, pairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """A MICE student's scores and the ``(n, H)`` CLS states its head read (one forward)."""
+        ex = self.train_view.executor
+        states = ex.forward(self.train_view.encode(pairs), self.shape, head=False)
+        return ex.head(states), states
+
     def param_groups(self, cfg: RetrainConfig) -> list[dict]:
         if self.kind == "mice":
             return [{"params": [p for p in self.module.parameters() if p.requires_grad], "lr": cfg.lr}]
@@ -141,6 +159,24 @@ class Student:
             {"params": enc, "lr": cfg.lr},
             {"params": [p for p in self.module.parameters() if id(p) not in ids], "lr": cfg.head_lr},
         ]
+
+
+class TeacherStates:
+    """The teacher's final-layer ``[CLS]`` states of pairs, computed once per distinct pair (in memory)."""
+
+    def __init__(self, ce: CrossEncoder):
+        self.ce, self.seen = ce, {}
+        ce.model.eval()
+
+    def __call__(self, pairs) -> torch.Tensor:
+        todo = list(dict.fromkeys(p for p in pairs if p not in self.seen))
+        if todo:
+            with torch.inference_mode():
+                for batch in self.ce.batches(todo, batch_size=len(todo)):
+                    states = self.ce.cls_states(batch).float().cpu()
+                    for j, i in enumerate(batch.index):
+                        self.seen[todo[i]] = states[j].clone()
+        return torch.stack([self.seen[p] for p in pairs])
 
 
 # ------------------------------------------------------------------------------------------ retrain
@@ -182,6 +218,14 @@ def _run(
             "drop layer"
         )
     student = Student(cfg, mice_cfg, config_path)
+    teacher_ce = None
+    if cfg.cls_weight:
+        teacher_ce = CrossEncoder.from_pretrained(resolve_model(cfg.teacher))
+        if teacher_ce.model.config.hidden_size != student.module.config.hidden_size:
+            raise BadInput(
+                f"--cls-weight: the teacher's [CLS] states have {teacher_ce.model.config.hidden_size} "
+                f"dimensions, the student's {student.module.config.hidden_size}; they must match"
+            )
 
     if groups is None:
         from ablations.data.collections import load_collection
@@ -193,7 +237,9 @@ def _run(
             val_set = td.validation_set(cfg.validation, sorted(held_out), cfg.validation_depth)
         excluded = td.test_passages(cfg.test)
         if cfg.data == "distill":
-            teacher = CrossEncoderTeacher(CrossEncoder.from_pretrained(resolve_model(cfg.teacher)))
+            teacher = CrossEncoderTeacher(
+                teacher_ce or CrossEncoder.from_pretrained(resolve_model(cfg.teacher))
+            )
             groups = td.distillation_groups(
                 cfg.train_collections,
                 exclude_queries=held_out,
@@ -223,10 +269,21 @@ def _run(
     device = next(module.parameters()).device
     use_bf16 = bf16_enabled(cfg.bf16, device)
 
+    teacher_states = TeacherStates(teacher_ce) if teacher_ce is not None else None
+
     def step(batch: list[td.Group], optimizer) -> float:
+        pairs = pairs_of(batch)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            scores = student.scores(pairs_of(batch)).float()
-        return float(optimizer_step(batch_loss(cfg.loss, batch, scores, 1.0), module.parameters(), optimizer))
+            if teacher_states is None:
+                scores = student.scores(pairs).float()
+            else:
+                scores, states = student.scores_and_cls(pairs)
+                scores = scores.float()
+        loss = batch_loss(cfg.loss, batch, scores, 1.0)
+        if teacher_states is not None:
+            target = teacher_states(pairs).to(states.device)
+            loss = loss + cfg.cls_weight * torch.nn.functional.mse_loss(states.float(), target)
+        return float(optimizer_step(loss, module.parameters(), optimizer))
 
     def fixed_loss() -> float:  # the first batch, without dropout: the same measurement before and after
         module.eval()
