@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ablations.experiments.compare import CompareConfig, compare, format_table
+from ablations.experiments.compare import CompareConfig, compare, format_table, parse_variants
 from ablations.results import check_output_dir, manifest, write_table
 from probe.errors import cli
 
@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask presets or interactions: the reference under each, one row each (mice-step0 ...)",
     )
     p.add_argument("--mice", default=None, help="retrained MICE model folder (python -m ablations.retrain)")
+    p.add_argument(
+        "--mice-variant",
+        action="append",
+        default=None,
+        metavar="LABEL=FOLDER",
+        help="another retrained MICE model (another recipe), a row 'mice-retrained-LABEL'; repeatable",
+    )
     p.add_argument("--maxsim", default=None, help="trained MaxSim baseline folder")
     p.add_argument("--lite", default=None, help="trained LITE baseline folder")
     p.add_argument(
@@ -76,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     fields = vars(build_parser().parse_args(argv))
     progress = not fields.pop("no_progress")
+    fields["mice_variants"] = parse_variants(fields.pop("mice_variant"))
     cfg = CompareConfig(**fields, progress=progress)
     check_output_dir(cfg.out)
     per_q, summary, meta = compare(cfg)

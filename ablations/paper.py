@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ablations.experiments.compare import parse_variants
 from ablations.experiments.paper import PaperConfig, format_paper, paper
 from ablations.results import check_output_dir, manifest, write_table
 from probe.errors import cli
@@ -31,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default=d.config, help="MICE architecture: a preset or a mice.json (default mice-final)"
     )
     p.add_argument("--mice", default=None, help="retrained MICE folder (python -m ablations.retrain)")
+    p.add_argument(
+        "--mice-variant",
+        action="append",
+        default=None,
+        metavar="LABEL=FOLDER",
+        help="another retrained MICE model (another recipe), a row 'mice-retrained-LABEL'; repeatable",
+    )
     p.add_argument(
         "--maxsim", default=None, help="MaxSim baseline folder (ablations.retrain --student maxsim)"
     )
@@ -68,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     fields = vars(build_parser().parse_args(argv))
     progress = not fields.pop("no_progress")
+    fields["mice_variants"] = parse_variants(fields.pop("mice_variant"))
     cfg = PaperConfig(**fields, progress=progress)
     check_output_dir(cfg.out)
     per_q, summary, table, meta = paper(cfg)

@@ -235,6 +235,8 @@ def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
             str(cfg),
             "--mice",
             str(root / "cmp" / "mice-model"),
+            "--mice-variant",
+            f"again={root / 'cmp' / 'mice-model'}",
             "--maxsim",
             str(root / "cmp" / "maxsim"),
             "--lite",
@@ -254,7 +256,14 @@ def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
     table = pd.read_parquet(out / "comparison.parquet")
     meta = json.loads((out / "comparison.json").read_text())
     assert meta["kind"] == "mice-compare" and meta["reference"] == "cross-encoder"
-    assert set(table["model"]) == {"cross-encoder", "mice-masked", "mice-retrained", "maxsim", "lite"}
+    assert set(table["model"]) == {
+        "cross-encoder",
+        "mice-masked",
+        "mice-retrained",
+        "mice-retrained-again",  # --mice-variant LABEL=FOLDER: one more retrained MICE row
+        "maxsim",
+        "lite",
+    }
     assert {"nDCG@10", "RR@10"} <= set(table["measure"])
     ref = table[table["reference"]]
     assert ref["p"].isna().all() and (ref["delta"] == 0).all()
@@ -262,6 +271,8 @@ def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
     mm = table[table["model"] == "mice-masked"].set_index("measure")["mean"]
     mr = table[table["model"] == "mice-retrained"].set_index("measure")["mean"]
     assert (mm - mr).abs().max() < 1e-9
+    again = table[table["model"] == "mice-retrained-again"].set_index("measure")["mean"]
+    assert (again - mr).abs().max() < 1e-9
     assert (table[table["model"] == "maxsim"]["storage_bytes_per_doc"] > 0).all()
     assert (table[table["model"] == "cross-encoder"]["storage_bytes_per_doc"] == 0).all()
     assert (table["latency_ms_per_query"] > 0).all() and (table["parameters"] > 0).all()
@@ -544,7 +555,7 @@ def test_the_paper_numbers_sit_beside_ours():
     from ablations.experiments.paper import PAPER, paper_table
 
     rows = []
-    for model, lat in (("cross-encoder", 100.0), ("mice-retrained", 10.0)):
+    for model, lat in (("mice-retrained-cls", 20.0), ("cross-encoder", 100.0), ("mice-retrained", 10.0)):
         for coll in ("dl19", "dl20"):
             rows.append(
                 {
@@ -568,6 +579,28 @@ def test_the_paper_numbers_sit_beside_ours():
     assert abs(table.loc[("mice-retrained", "dl20"), "minus_paper"] - (0.7 - 0.693)) < 1e-12
     assert table.loc[("mice-retrained", "dl19"), "speedup"] == 10.0
     assert table.loc[("mice-retrained", "dl19"), "paper_speedup"] == 4.2
+    # a MICE variant (another recipe) is MICE-ℓK+3 retrained too: same paper numbers, listed with that row
+    assert table.loc[("mice-retrained-cls", "dl20"), "paper_ndcg10"] == 0.693
+    assert table.loc[("mice-retrained-cls", "dl19"), "speedup"] == 5.0
+    order = list(dict.fromkeys(table.index.get_level_values("model")))
+    assert order == ["cross-encoder", "mice-retrained", "mice-retrained-cls"]
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [("cls", "expected LABEL=FOLDER"), ("=x", "expected LABEL=FOLDER"), ("a b=x", "letters, digits")],
+)
+def test_a_bad_mice_variant_is_one_line(tiny, capsys, value, message):
+    from ablations import paper as paper_cli
+
+    root, model, beir = tiny
+    res = run_in_process(
+        paper_cli.main,
+        ["--reference", str(model), "--mice-variant", value, "--out", str(root / "pv")],
+        capsys,
+    )
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (root / "pv").exists()
 
 
 def test_paper_steps_on_a_subset_of_the_collections(tiny, capsys):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -77,6 +78,8 @@ class CompareConfig:
     # collections the mask rows are scored on (None: all); each mask row costs a full cross-encoder pass
     mask_collections: list[str] | None = None
     mice: str | None = None  # retrained MICE model folder
+    # more retrained MICE models (another recipe), label -> folder: rows "mice-retrained-<label>"
+    mice_variants: dict[str, str] | None = None
     maxsim: str | None = None
     lite: str | None = None
     # a row for the first stage itself (the candidates' BM25 ranking: no model, no latency measured)
@@ -97,6 +100,31 @@ class CompareConfig:
     def __post_init__(self):
         if self.latency_queries < 1 or self.batch_size < 1:
             raise BadInput("--latency-queries and --batch-size must be >= 1")
+        for label in self.mice_variants or {}:
+            if not MICE_VARIANT_LABEL.fullmatch(label):
+                raise BadInput(
+                    f"--mice-variant label {label!r}: use letters, digits, '.', '_' or '-' (e.g. cls=FOLDER)"
+                )
+
+
+#: A ``--mice-variant`` label: short, safe in a row name and a file name.
+MICE_VARIANT_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+MICE_RETRAINED = "mice-retrained"
+
+
+def parse_variants(items: list[str] | None) -> dict[str, str] | None:
+    """``["LABEL=FOLDER", ...]`` (the ``--mice-variant`` flag) -> ``{label: folder}``; bad input: one line."""
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            raise BadInput(f"--mice-variant {item!r}: expected LABEL=FOLDER (e.g. cls=runs/mice12/model-c)")
+        if label in out:
+            raise BadInput(f"--mice-variant label {label!r} is given twice")
+        out[label] = folder
+    return out
 
 
 def default_collections() -> list[str]:
@@ -152,10 +180,13 @@ def build_models(cfg: CompareConfig) -> tuple[dict[str, Scorer], dict[str, str]]
             ce, mice_cfg, name="mice-masked"
         )  # the reference's weights, not retrained
         paths["mice-masked"] = f"{cfg.config} on {ref_path}"
-    if cfg.mice:
-        models["mice-retrained"] = MiceModel.load(cfg.mice)
-        models["mice-retrained"].name = "mice-retrained"
-        paths["mice-retrained"] = str(cfg.mice)
+    retrained = ([(MICE_RETRAINED, cfg.mice)] if cfg.mice else []) + [
+        (f"{MICE_RETRAINED}-{label}", folder) for label, folder in (cfg.mice_variants or {}).items()
+    ]
+    for row, folder in retrained:
+        models[row] = MiceModel.load(folder)
+        models[row].name = row
+        paths[row] = str(folder)
     for kind in ("maxsim", "lite"):
         folder = getattr(cfg, kind)
         if folder:

@@ -34,7 +34,14 @@ import numpy as np
 import pandas as pd
 
 from ablations.evaluation.stats import paired_stats
-from ablations.experiments.compare import FIRST_STAGE, REFERENCE, CompareConfig, compare, fmt_number
+from ablations.experiments.compare import (
+    FIRST_STAGE,
+    MICE_RETRAINED,
+    REFERENCE,
+    CompareConfig,
+    compare,
+    fmt_number,
+)
 from ablations.mice.export import export
 from probe.errors import BadInput
 
@@ -83,6 +90,7 @@ class PaperConfig:
     reference: str = "reference"
     config: str = "mice-final"  # the MICE architecture (a preset or a mice.json)
     mice: str | None = None
+    mice_variants: dict[str, str] | None = None  # label -> folder: rows "mice-retrained-<label>"
     maxsim: str | None = None
     lite: str | None = None
     collections: list[str] = field(default_factory=lambda: list(COLLECTIONS))
@@ -113,6 +121,7 @@ class PaperConfig:
             masks=list(STEPS),
             mask_collections=None if self.step_collections is None else list(self.step_collections),
             mice=self.mice,
+            mice_variants=self.mice_variants,
             maxsim=self.maxsim,
             lite=self.lite,
             first_stage=True,
@@ -170,6 +179,12 @@ def _against(per_q: pd.DataFrame, base: str, bootstrap: int, seed: int) -> dict:
     return out
 
 
+def _paper_row(model: str) -> str:
+    """The paper's row a model stands for: a MICE variant (``mice-retrained-<label>``, another recipe)
+    is MICE-ℓK+3 retrained too, so it sits under that row and is set beside the same paper numbers."""
+    return MICE_RETRAINED if model.startswith(MICE_RETRAINED + "-") else model
+
+
 def _flag(model: str) -> str:
     return "mice" if model == "mice-retrained" else model
 
@@ -185,7 +200,8 @@ def paper_table(
     ref_latency = float(nd.loc[nd["model"] == REFERENCE, "latency_ms_per_query"].iloc[0])
     rows = []
     for _, r in nd.iterrows():
-        ours_paper = PAPER.get((r["model"], r["collection"]), np.nan)
+        row = _paper_row(r["model"])
+        ours_paper = PAPER.get((row, r["collection"]), np.nan)
         latency = r["latency_ms_per_query"]
         speedup = ref_latency / latency if np.isfinite(latency) and latency > 0 else np.nan
         d_bm25, p_bm25 = vs_bm25.get((r["model"], r["collection"]), (np.nan, np.nan))
@@ -204,14 +220,15 @@ def paper_table(
                 "p_bm25": p_bm25,
                 "latency_ms_per_query": float(r["latency_ms_per_query"]),
                 "speedup": speedup,
-                "paper_speedup": PAPER_SPEEDUP.get(r["model"], np.nan),
+                "paper_speedup": PAPER_SPEEDUP.get(row, np.nan),
                 "storage_bytes_per_doc": float(r["storage_bytes_per_doc"]),
                 "parameters": int(r["parameters"]),
             }
         )
     out = pd.DataFrame(rows)
     order = {m: i for i, m in enumerate(ROWS)}
-    out["_o"] = out["model"].map(lambda m: order.get(m, len(order)))
+    # a variant sits right after its paper row
+    out["_o"] = out["model"].map(lambda m: 2 * order.get(_paper_row(m), len(order)) + (m != _paper_row(m)))
     return out.sort_values(["_o", "collection"], kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
