@@ -5,6 +5,9 @@ What a path holds decides the kind (:func:`model_kind`):
 - ``mice`` — a MICE configuration (``mice.json``) or a retrained MICE folder holding one;
 - ``late-interaction`` — a MaxSim or LITE folder from ``python -m ablations.retrain``
   (``late_interaction.json``);
+- ``bi-encoder`` — a sentence-transformers bi-encoder folder (``modules.json``; e.g. ``minilm-l6``, the
+  trainer's free teacher): cosine of the query's and the document's embeddings
+  (:class:`~ablations.data.teacher.BiEncoder`), for scoring only;
 - ``cross-encoder`` — anything else: a transformers / sentence-transformers cross-encoder folder or hub id.
 
 :func:`load_scorer` loads it for one of two uses. For *scoring* (``attention=False``, ``ablations.evaluate``)
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ablations.data.teacher import BiEncoder, is_bi_encoder
 from ablations.mice.late_interaction import CONFIG_FILE as LATE_CONFIG
 from ablations.mice.late_interaction import LateInteractionScorer
 from ablations.mice.model import MiceModel
@@ -28,15 +32,17 @@ from ablations.paths import mice_config_path, resolve_model
 from probe.errors import BadInput
 from probe.model import CrossEncoder, Scorer, quiet_transformers
 
-CROSS_ENCODER, MICE, LATE = "cross-encoder", "mice", "late-interaction"
+CROSS_ENCODER, MICE, LATE, BI_ENCODER = "cross-encoder", "mice", "late-interaction", "bi-encoder"
 
 
 def model_kind(path: str) -> str:
-    """``mice``, ``late-interaction`` or ``cross-encoder``, read from what ``path`` holds."""
+    """``mice``, ``late-interaction``, ``bi-encoder`` or ``cross-encoder``, read from what ``path`` holds."""
     if mice_config_path(path) is not None:
         return MICE
     if (Path(path).expanduser() / LATE_CONFIG).is_file():
         return LATE
+    if is_bi_encoder(path):
+        return BI_ENCODER
     return CROSS_ENCODER
 
 
@@ -76,10 +82,10 @@ def load_scorer(
     kind = model_kind(path)
     if kind != CROSS_ENCODER and max_query_length is not None:
         raise BadInput(
-            f"--max-query-length {max_query_length} does not apply to {path!r}: a MICE or late-interaction "
-            "model's own configuration sets its query length"
+            f"--max-query-length {max_query_length} does not apply to {path!r}: only a cross-encoder "
+            "cuts the query to a budget (a MICE or late-interaction model's own configuration sets it)"
         )
-    if kind != CROSS_ENCODER and max_length is not None:
+    if kind in (MICE, LATE) and max_length is not None:
         holder = "its mice.json" if kind == MICE else f"its {LATE_CONFIG}"
         model = "MICE model" if kind == MICE else "late-interaction model"
         raise BadInput(
@@ -101,6 +107,13 @@ def load_scorer(
                     "attention to capture or mask; give a cross-encoder or a MICE model"
                 )
             return LateInteractionScorer.load(path, device=device)
+        if kind == BI_ENCODER:
+            if attention:
+                raise BadInput(
+                    f"{path!r} is a sentence-transformers bi-encoder: query and document never attend to "
+                    "each other; give a cross-encoder or a MICE model"
+                )
+            return BiEncoder(path, **({"max_length": max_length} if max_length else {}))
         ce = CrossEncoder.from_pretrained(path, max_length=max_length, device=device)
         ce.set_max_query_length(max_query_length)
         ce.query_limit  # noqa: B018 - an explicit length that leaves no room for the document is refused now
@@ -127,9 +140,12 @@ def load_cross_encoder(
 
 
 def run_label(scorer: Scorer) -> str:
-    """The run tag of a scorer's results: ``cross-encoder``, ``mice``, ``maxsim`` or ``lite``."""
+    """The run tag of a scorer's results: ``cross-encoder``, ``mice``, ``maxsim``, ``lite`` or
+    ``bi-encoder``."""
     if isinstance(scorer, (MiceModel, MiceCrossEncoder)):
         return MICE
+    if isinstance(scorer, BiEncoder):
+        return BI_ENCODER
     if isinstance(scorer, LateInteractionScorer):
         return scorer.module.kind
     return CROSS_ENCODER

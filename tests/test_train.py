@@ -261,6 +261,37 @@ def test_the_teacher_kind_is_read_from_the_model_folder(tiny_ce, tokenizer, tmp_
         teacher_kind(str(tmp_path / "two"))
     with pytest.raises(BadInput, match="no model folder at"):
         teacher_kind(str(tmp_path / "missing"))
+    # a sentence-transformers cross-encoder folder may hold a modules.json: its classifier head decides
+    (tmp_path / "ce" / "modules.json").write_text("[]")
+    assert teacher_kind(str(tmp_path / "ce")) == "cross-encoder"
+
+
+@pytest.mark.slow
+def test_the_bi_encoder_teacher_is_a_scorer_of_the_evaluation_cli(tmp_path, capsys):
+    """``ablations.evaluate --model minilm-l6`` scores with the bi-encoder (what the trainer's free
+    teacher ranks like: the cosine of the two embeddings); the attention tools refuse it in one line."""
+    from ablations import evaluate as evaluate_cli
+    from ablations.data.collections import load_collection
+    from ablations.data.teacher import BiEncoder
+    from ablations.scorers import load_cross_encoder, load_scorer, run_label
+
+    scorer = load_scorer("minilm-l6")
+    assert isinstance(scorer, BiEncoder) and run_label(scorer) == "bi-encoder"
+    with pytest.raises(BadInput, match="bi-encoder: query and document never attend"):
+        load_cross_encoder("minilm-l6")
+    from ablations.data.readers import read_trec_run
+
+    out = tmp_path / "eval"
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_cli.main(
+            ["--model", "minilm-l6", "--queries", "2", "--depth", "5", "--no-progress", "--out", str(out)]
+        )
+    assert exit_.value.code == 0, capsys.readouterr().err
+    run = read_trec_run(out / "dl19.bi-encoder.trec")
+    rs = load_collection("dl19").subset(2, 5)
+    direct = rs.candidates[["query_id", "doc_id"]].assign(direct=BiEncoder().score(rs.pairs()))
+    both = direct.merge(run, on=["query_id", "doc_id"])
+    assert len(both) == 10 and np.allclose(both["score"], both["direct"], atol=1e-5)
 
 
 @pytest.mark.parametrize("teacher", ["missing", "encoder"])

@@ -94,6 +94,22 @@ class CrossEncoderTeacher:
 BiEncoder.kind = "bi-encoder"
 
 
+def _architectures(path: Path) -> list[str]:
+    try:
+        return json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def is_bi_encoder(path: str | Path) -> bool:
+    """A sentence-transformers bi-encoder folder: ``modules.json`` and no sequence-classification head (a
+    sentence-transformers cross-encoder folder can hold a ``modules.json`` too)."""
+    path = Path(path).expanduser()
+    return (path / "modules.json").is_file() and not any(
+        a.endswith("ForSequenceClassification") for a in _architectures(path)
+    )
+
+
 def teacher_kind(name_or_path: str) -> str:
     """``"cross-encoder"`` or ``"bi-encoder"`` for a model name or folder, from its files (a
     sentence-transformers ``modules.json``, or a ``*ForSequenceClassification`` config); anything else is
@@ -104,7 +120,7 @@ def teacher_kind(name_or_path: str) -> str:
             f"teacher {name_or_path!r}: no model folder at {path}; expected a cross-encoder folder or name "
             "(e.g. reference) or a sentence-transformers bi-encoder (e.g. minilm-l6)"
         )
-    if (path / "modules.json").is_file():
+    if is_bi_encoder(path):
         return "bi-encoder"
     try:
         config = json.loads((path / "config.json").read_text())
