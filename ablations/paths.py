@@ -27,6 +27,9 @@ REFERENCE_MODEL = "ms-marco-MiniLM-L-12-v2-dequant-int8"
 TRAINED_MODELS = {
     "minilm-l6-ce-dl19": "minilm-l6-ce-dl19",
     "minilm-l6-ce-dl20": "minilm-l6-ce-dl20",
+    # the first recipe (``--preset bi-dl19|bi-dl20``): all-MiniLM-L6-v2 distilled from the bi-encoder
+    "minilm-l6-bi-dl19": "minilm-l6-bi-dl19",
+    "minilm-l6-bi-dl20": "minilm-l6-bi-dl20",
 }
 #: Earlier names of the trained models (before the real reference), still accepted.
 TRAINED_ALIASES = {"reference-dl19": "minilm-l6-ce-dl19", "reference-dl20": "minilm-l6-ce-dl20"}

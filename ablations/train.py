@@ -8,7 +8,7 @@ there; a finished run (``<out>/train.json`` present) is not redone.
 
     python -m ablations.train --preset dl19            # <= 45 min on 2 CPU cores (README: Training)
     python -m ablations.train --preset dl20 --out DIR
-    python -m ablations.train --preset dl19 --teacher minilm-l6 --out DIR   # the bi-encoder teacher
+    python -m ablations.train --preset bi-dl19          # the first recipe: the bi-encoder teacher
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     cfg = TRAINING_PRESETS[args.preset]()
     shared_copy = shared_dir() / "models" / Path(cfg.out).name
     if (
-        args.preset in ("dl19", "dl20")
+        args.preset != "smoke"
         and not (args.out or args.config or args.seed is not None or args.teacher)
         and (shared_copy / "config.json").is_file()
     ):

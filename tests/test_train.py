@@ -1,6 +1,7 @@
 """Trainer: losses, resume after an interruption, and a real (short) training run that learns."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -372,3 +373,23 @@ def test_distilling_a_cross_encoder_teacher_caches_its_scores_and_shares_them(ti
     with pytest.raises(BadInput, match=made_for):
         train(config("third", teacher="other"), progress=False)
     assert not (tmp_path / "third").exists()
+
+
+@pytest.mark.parametrize("preset", ["dl19", "dl20", "bi-dl19", "bi-dl20"])
+def test_presets_never_train_or_select_on_their_test_collection(preset, tmp_path, monkeypatch):
+    """Each preset tests on one TREC DL year and neither trains nor validates on it; the ``bi-`` presets
+    (the first recipe) distil the bi-encoder into all-MiniLM-L6-v2, the others the 12-layer reference into
+    its even layers; every trained model lands under $MICE_CACHE/models under a name resolve_model knows."""
+    from ablations.paths import TRAINED_MODELS
+    from ablations.training.train import STUDENT_LAYERS, TRAINING_PRESETS
+
+    monkeypatch.setenv("MICE_CACHE", str(tmp_path))
+    cfg = TRAINING_PRESETS[preset]()
+    (test,) = cfg.test
+    assert test == preset[-4:] and test not in cfg.train_collections and cfg.validation != test
+    assert Path(cfg.out).parent == tmp_path / "models" and Path(cfg.out).name in TRAINED_MODELS
+    if preset.startswith("bi-"):
+        assert (cfg.teacher, cfg.init_model, cfg.init_layers) == ("minilm-l6", "minilm-l6", None)
+        assert [s.loss for s in cfg.stages] == ["margin-mse", "lce"]
+    else:
+        assert (cfg.teacher, cfg.init_model, cfg.init_layers) == ("reference", "reference", STUDENT_LAYERS)

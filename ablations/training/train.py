@@ -3,12 +3,15 @@
 Settings are one dataclass (:class:`TrainConfig`, a list of :class:`Stage`) with named presets
 (:data:`TRAINING_PRESETS`):
 
-- ``dl19`` — the reference cross-encoder. Starts from all-MiniLM-L6-v2 with a fresh head; stage 1 distils
-  the bi-encoder teacher (margin-MSE) on MS MARCO dev-small + DL20/DL21 queries with bm25s candidates
-  from the DL20 + DL21 passage pools; stage 2 fine-tunes on DL20 + DL21 judged pairs (localized
-  contrastive loss, BM25 hard negatives). Early stopping and model selection on held-out DL20 queries.
-  DL 2019 is never trained or selected on; it is evaluated once at the end.
+- ``dl19`` — a 6-layer cross-encoder distilled from the 12-layer reference cross-encoder. The student starts
+  from the teacher's even layers and its head; one stage distils the teacher's logits (margin-MSE) on DL20 +
+  DL21 training queries (their BM25 top-100 and judged passages) and MS MARCO dev-small queries (bm25s
+  candidates from the DL20 + DL21 passage pools); model selection on held-out DL20 queries. DL 2019 is
+  never trained or selected on, nor are its passages; it is evaluated once at the end.
 - ``dl20`` — the mirror: trains on DL19 + DL21, validates on held-out DL19 queries, tests on DL 2020.
+- ``bi-dl19`` / ``bi-dl20`` — the first recipe, on the same splits: all-MiniLM-L6-v2 with a fresh head,
+  distilled from the bi-encoder teacher (all-MiniLM-L6-v2's cosine), then fine-tuned on judged pairs
+  (localized contrastive loss, BM25 hard negatives), with early stopping.
 - ``smoke`` — a one-minute run of the same code path (for CI).
 
 :func:`train` builds the model, the validation set and one :class:`~ablations.training.loop.Phase` per stage,
@@ -157,10 +160,30 @@ def _reference(test: str, train: list[str]) -> TrainConfig:
     )
 
 
+def _bi_encoder(test: str, train: list[str]) -> TrainConfig:
+    """The first recipe (before the 12-layer reference existed): all-MiniLM-L6-v2 with a fresh head, 900
+    distillation steps from the bi-encoder teacher (cosine margins x 10) over 2,000 dev-small queries and 12
+    groups per training query, then 100 steps on judged pairs."""
+    return TrainConfig(
+        out=str(trained_model_dir(TRAINED_MODELS[f"minilm-l6-bi-{test}"])),
+        init_model="minilm-l6",
+        teacher="minilm-l6",
+        train_collections=train,
+        validation=train[0],
+        test=[test],
+        stages=[
+            Stage("distill", "margin-mse", "distill", steps=900, lr=1e-4, dev_queries=2000),
+            Stage("finetune", "lce", "judged", steps=100, lr=2e-5),
+        ],
+    )
+
+
 #: Named training runs (``python -m ablations.train --preset NAME``); each call builds a fresh config.
 TRAINING_PRESETS = {
     "dl19": lambda: _reference("dl19", ["dl20", "dl21"]),
     "dl20": lambda: _reference("dl20", ["dl19", "dl21"]),
+    "bi-dl19": lambda: _bi_encoder("dl19", ["dl20", "dl21"]),
+    "bi-dl20": lambda: _bi_encoder("dl20", ["dl19", "dl21"]),
     "smoke": lambda: TrainConfig(
         out="runs/smoke-model",
         test=["dl19"],
