@@ -218,6 +218,7 @@ def _run(
             "drop layer"
         )
     student = Student(cfg, mice_cfg, config_path)
+    teacher_record: dict = {}
     teacher_ce = None
     if cfg.cls_weight:
         teacher_ce = CrossEncoder.from_pretrained(resolve_model(cfg.teacher))
@@ -252,6 +253,7 @@ def _run(
                 teacher=teacher,
                 teacher_cache=cfg.teacher_cache,
                 progress=progress,
+                record=teacher_record,
             )
         else:
             groups = td.judged_groups(
@@ -302,6 +304,8 @@ def _run(
             "groups": len(groups),
             "fixed_batch_loss": {"before": state["fixed_before"], "after": fixed_loss()},
             "parameters": student.scorer.num_parameters(),
+            "pairs": sum(len(g.docs) for g in groups),
+            **({"teacher": teacher_record} if teacher_record else {}),
         }
 
     phase = loop.Phase(
