@@ -296,11 +296,11 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         if cfg.first_stage:
             tidy.append(first_stage_table(rs, name))
             nd = tidy[-1].query("measure == 'nDCG@10'")["value"].mean()
-            print(f"  {FIRST_STAGE:16s} nDCG@10 {nd:.4f}  (the candidates' own order)", flush=True)
+            print(f"  {FIRST_STAGE:20s} nDCG@10 {nd:.4f}  (the candidates' own order)", flush=True)
         for model, scorer in models.items():
             if model in masked_rows and cfg.mask_collections is not None and name not in cfg.mask_collections:
                 only = ", ".join(cfg.mask_collections)
-                print(f"  {model:16s} not scored on {name} (mask collections: {only})", flush=True)
+                print(f"  {model:20s} not scored on {name} (mask collections: {only})", flush=True)
                 continue
             key = f"{model_keys[model]}|{set_key}"
             resumed = _load_partial(out, name, model, key)
@@ -319,7 +319,7 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             facts[model].setdefault("score_seconds", {})[name] = round(seconds, 2)
             nd = table[table["measure"] == "nDCG@10"]["value"].mean()
             print(
-                f"  {model:16s} nDCG@10 {nd:.4f}  "
+                f"  {model:20s} nDCG@10 {nd:.4f}  "
                 f"({seconds:.0f} s{', resumed' if resumed is not None else ''})",
                 flush=True,
             )
@@ -346,7 +346,7 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             facts[model]["latency_ms_per_query"] = statistics.median(times[model])
             facts[model]["latency_ms_all"] = [round(t, 1) for t in times[model]]
             print(
-                f"  latency {model:16s} {facts[model]['latency_ms_per_query']:.0f} ms/query "
+                f"  latency {model:20s} {facts[model]['latency_ms_per_query']:.0f} ms/query "
                 f"(median of {len(times[model])}), "
                 f"storage {facts[model]['storage_bytes_per_doc'] / 1024:.1f} KiB/doc",
                 flush=True,
@@ -426,8 +426,9 @@ def format_table(summary: pd.DataFrame) -> str:
     """One line per model: each collection's nDCG@10 / MRR@10 (with p against the cross-encoder), cost."""
     lines = []
     cols = list(dict.fromkeys(summary["collection"]))
+    w = max(16, *(len(m) + 2 for m in summary["model"]))  # a variant's row name can be long
     head = (
-        f"{'model':16s}"
+        f"{'model':{w}s}"
         + "".join(f"{c + ' nDCG@10':>22s}{c + ' MRR@10':>20s}" for c in cols)
         + f"{'ms/query':>10s}{'KiB/doc':>9s}{'params':>8s}"
     )
@@ -449,7 +450,7 @@ def format_table(summary: pd.DataFrame) -> str:
                 cells.append(f"{r['mean']:.4f}{p}")
         first = part.iloc[0]
         lines.append(
-            f"{model:16s}"
+            f"{model:{w}s}"
             + "".join(f"{cells[i]:>22s}{cells[i + 1]:>20s}" for i in range(0, len(cells), 2))
             + fmt_number(first["latency_ms_per_query"], 10, 0)
             + fmt_number(first["storage_bytes_per_doc"] / 1024, 9, 1)

@@ -235,7 +235,8 @@ def paper_table(
 def format_paper(table: pd.DataFrame, missing: dict[str, str] | None = None) -> str:
     """The table as text: per collection 'ours (paper X) p', then latency, speed-up, storage, params."""
     cols = list(dict.fromkeys(table["collection"]))
-    head = f"{'model':16s}" + "".join(f"{c + ' nDCG@10':>28s}" for c in cols)
+    w = max(16, *(len(m) + 2 for m in table["model"]))  # a variant's row name can be long
+    head = f"{'model':{w}s}" + "".join(f"{c + ' nDCG@10':>28s}" for c in cols)
     head += f"{'ms/query':>10s}{'speed-up':>18s}{'KiB/doc':>9s}{'params':>8s}"
     lines = [head]
     for model, part in table.groupby("model", sort=False):
@@ -257,7 +258,7 @@ def format_paper(table: pd.DataFrame, missing: dict[str, str] | None = None) -> 
         if not np.isnan(r["paper_speedup"]):
             speed += f" [{r['paper_speedup']:.1f}x]"
         lines.append(
-            f"{model:16s}"
+            f"{model:{w}s}"
             + "".join(f"{c:>28s}" for c in cells)
             + f"{fmt_number(r['latency_ms_per_query'], 10, 0)}{speed:>18s}"
             + f"{fmt_number(r['storage_bytes_per_doc'] / 1024, 9, 1)}{r['parameters'] / 1e6:7.1f}M"
@@ -267,7 +268,7 @@ def format_paper(table: pd.DataFrame, missing: dict[str, str] | None = None) -> 
         lines.append("against BM25 (Δ nDCG@10, paired t-test p):")
         for model, part in table.dropna(subset=["p_bm25"]).groupby("model", sort=False):
             cells = [f"{r.collection} {r.delta_bm25:+.4f} (p={_p(r.p_bm25)})" for r in part.itertuples()]
-            lines.append(f"  {model:16s}" + "   ".join(cells))
+            lines.append(f"  {model:{w}s}" + "   ".join(cells))
     for model, hint in (missing or {}).items():
         lines.append(f"not in this run: {model} ({ROWS[model]}); train it with `{hint}`")
     return "\n".join(lines)
