@@ -17,6 +17,8 @@ storage         a column whose name contains ``storage``, ``bytes``, ``index_mb`
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -268,6 +270,16 @@ def _is_mice(name: str) -> bool:
     return "mice" in name.lower()
 
 
+#: Steps 0-1 of the paper are "harmless" when every ID collection stays within this many nDCG points.
+STEP_HARMLESS = 0.01
+
+
+def _step(name: str) -> int | None:
+    """The MICE step a row masks (``mice-step2``, ``mice-step3@4``), or None for any other row."""
+    m = re.fullmatch(r"mice-step(\d+)(@\d+)?", name.lower())
+    return int(m.group(1)) if m else None
+
+
 def _is_late(name: str) -> bool:
     return any(k in name.lower() for k in LATE_INTERACTION)
 
@@ -307,7 +319,7 @@ def direction_checks(srcs: list[Source], opts) -> tuple[Table | None, str, str]:
             notes.append(f"{src.rel} has no MICE model (a model named mice*)")
             continue
         used.append(src.rel)
-        if all("masked" in m.lower() for m in mice):
+        if all("masked" in m.lower() or _step(m) is not None for m in mice):
             notes.append(
                 f"{src.rel} has no retrained MICE model (only {', '.join(mice)}): the paper's ID and OOD "
                 "effectiveness directions, reported for the retrained model, are not checked here "
@@ -326,6 +338,35 @@ def direction_checks(srcs: list[Source], opts) -> tuple[Table | None, str, str]:
             _, r_id = dom(ref_model, "ID")
             lat_m, lat_r = latency(model), latency(ref_model)
             faster = np.isfinite(lat_m) and np.isfinite(lat_r) and lat_m > 0
+            step = _step(model)
+            if step is not None:
+                # a step is a mask on the full model, not retrained and no faster: the paper's claims about
+                # it are effectiveness only (steps 0-1 cost nothing, from step 2 on the mask costs)
+                if not (np.isfinite(m_id) and np.isfinite(r_id)):
+                    continue
+                worse = bool(((id_part["p"] < opts.alpha) & (id_part["delta"] < 0)).any())
+                if step <= 1:
+                    within = bool((id_part["delta"].abs() <= STEP_HARMLESS).all())
+                    add(
+                        model,
+                        f"step {step} is harmless without retraining",
+                        f"within {STEP_HARMLESS * 100:g} point of the reference on every ID collection "
+                        f"and not below it with p < {opts.alpha:g}",
+                        f"{fmt(m_id)} vs {ref_model} {fmt(r_id)} (largest |Δ| "
+                        f"{fmt(float(id_part['delta'].abs().max()))}, p {fmt_p(id_part['p'].min())})",
+                        within and not worse,
+                        src,
+                    )
+                else:
+                    add(
+                        model,
+                        f"step {step} costs ID effectiveness without retraining",
+                        f"below the reference with p < {opts.alpha:g} on an ID collection",
+                        f"{fmt(m_id)} vs {ref_model} {fmt(r_id)} (p {fmt_p(id_part['p'].min())})",
+                        m_id < r_id and worse,
+                        src,
+                    )
+                continue
             if "masked" in model.lower():
                 # the configuration on the cross-encoder's weights, not retrained: the paper retrains because
                 # masking alone loses effectiveness. Latency is the architecture's, retrained or not.

@@ -738,10 +738,12 @@ def notes_section(results: Results, opts: Options) -> Section:
     checks, summary, unknown = direction_checks(srcs, opts)
     sec.add(
         Paragraph(
-            "The MICE paper (Vast et al. 2026, arXiv 2602.16299) reports these directions: a MICE model "
-            "keeps most of the cross-encoder's in-domain (ID) effectiveness, generalises at least as well "
-            "out of domain (OOD), and is several times faster (about 4× lower latency). Each row below "
-            "checks one direction against the comparison tables of this report."
+            "The MICE paper (Vast et al. 2026, arXiv 2602.16299) reports these directions: removing "
+            "attention sinks and the CLS→document interaction (steps 0–1) costs nothing, stopping documents "
+            "from reading the query (step 2 on) costs effectiveness until the model is retrained, and the "
+            "retrained MICE model keeps most of the cross-encoder's in-domain (ID) effectiveness, "
+            "generalises at least as well out of domain (OOD), and is several times faster (about 4× lower "
+            "latency). Each row below checks one direction against the comparison tables of this report."
         )
     )
     if checks is None:

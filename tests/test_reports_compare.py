@@ -21,6 +21,8 @@ MODELS = (  # name, reference, ms/query, bytes/doc, (dl19, scifact) nDCG@10, p v
     ("mice-masked", False, 12.0, 0.0, (0.40, 0.30), (0.001, 0.002)),
     ("mice-retrained", False, 10.0, 120 * 1024.0, (0.68, 0.55), (0.2, 0.004)),
     ("maxsim", False, 8.0, 300 * 1024.0, (0.60, 0.50), (0.01, 0.01)),
+    ("mice-step1", False, 41.0, 0.0, (0.695, 0.60), (0.6, 0.9)),  # masks on the full model: no faster
+    ("mice-step2", False, 42.0, 0.0, (0.62, 0.58), (0.01, 0.3)),
 )
 
 
@@ -124,6 +126,13 @@ def test_comparison_section_and_directions(tmp_path):
     assert verdict("mice-retrained", "latency close to late interaction") == "yes"  # 10 ≤ 2 × 8 ms
     assert verdict("mice-masked", "without retraining, the mask loses ID effectiveness") == "yes"
     assert verdict("mice-masked", "faster than the cross-encoder") == "yes"  # latency is the architecture's
+    assert verdict("mice-step1", "step 1 is harmless without retraining") == "yes"  # -0.5 points, p 0.6
+    assert verdict("mice-step2", "step 2 costs ID effectiveness") == "yes"  # -8 points, p 0.01
+    # a step is a mask on the full model: neither its speed nor its OOD score is one of the paper's claims
+    assert {c[1] for c in rows if c[0].startswith("mice-step")} == {
+        "step 1 is harmless without retraining",
+        "step 2 costs ID effectiveness without retraining",
+    }
     assert not any(c[0] == "maxsim" for c in rows)  # the paper's directions are about MICE
     notes = _section(html, "notes")
     assert f"{len(rows) - 1} of {len(rows)} checked directions reproduced" in notes
@@ -156,5 +165,5 @@ def test_masked_only_comparison_says_what_was_not_checked(tmp_path):
     )
     _, html, _ = build_report(res)
     notes = _section(html, "notes")
-    assert "has no retrained MICE model (only mice-masked)" in notes
+    assert "has no retrained MICE model (only mice-masked, mice-step1, mice-step2)" in notes
     assert "ID: keeps most" not in notes
