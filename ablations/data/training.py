@@ -130,7 +130,8 @@ def distillation_groups(
     }
     queries.update({f"dev:{q}": dev[q] for q in dev_ids})
     cache = TeacherCache(key, teacher_cache)
-    if teacher is None and cache.load() is None:
+    cached = cache.load()  # verified once (size, SHA-256, rows); a damaged file is reported and recomputed
+    if teacher is None and cached is None:
         raise BadInput("distillation needs a teacher")
 
     def build() -> pd.DataFrame:
@@ -150,8 +151,8 @@ def distillation_groups(
     def score(rows: pd.DataFrame):
         return teacher.score_ids(list(zip(rows["query_id"], rows["doc_id"])), queries, docs, progress=False)
 
-    had = cache.load() is not None
-    table = cache.get(build, score, progress=progress)
+    had = cached is not None
+    table = cached if had else cache.get(build, score, progress=progress)
     if record is not None:
         manifest = cache.manifest() or {}
         record.update(
