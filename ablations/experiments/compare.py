@@ -422,11 +422,16 @@ def summarise(per_q: pd.DataFrame, facts: dict, cfg: CompareConfig) -> pd.DataFr
     return out
 
 
+def name_width(models) -> int:
+    """The model column's width: 16, or the longest row name (a variant's, ``mice-retrained-LABEL``) + 2."""
+    return max(16, *(len(m) + 2 for m in models))
+
+
 def format_table(summary: pd.DataFrame) -> str:
     """One line per model: each collection's nDCG@10 / MRR@10 (with p against the cross-encoder), cost."""
     lines = []
     cols = list(dict.fromkeys(summary["collection"]))
-    w = max(16, *(len(m) + 2 for m in summary["model"]))  # a variant's row name can be long
+    w = name_width(summary["model"])
     head = (
         f"{'model':{w}s}"
         + "".join(f"{c + ' nDCG@10':>22s}{c + ' MRR@10':>20s}" for c in cols)

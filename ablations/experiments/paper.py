@@ -41,6 +41,7 @@ from ablations.experiments.compare import (
     CompareConfig,
     compare,
     fmt_number,
+    name_width,
 )
 from ablations.mice.export import export
 from probe.errors import BadInput
@@ -210,7 +211,12 @@ def paper_table(
         ours_paper = PAPER.get((row, r["collection"]), np.nan)
         latency = r["latency_ms_per_query"]
         speedup = ref_latency / latency if np.isfinite(latency) and latency > 0 else np.nan
-        d_bm25, p_bm25 = vs_bm25.get((r["model"], r["collection"]), (np.nan, np.nan))
+        key, none = (r["model"], r["collection"]), (np.nan, np.nan)
+        d_bm25, p_bm25 = vs_bm25.get(key, none)
+        is_mice = row in ("mice-masked", MICE_RETRAINED)  # only MICE rows are tested against late interaction
+        late = {}
+        for b, vs in vs_late.items():
+            late[f"delta_{b}"], late[f"p_{b}"] = vs.get(key, none) if is_mice else none
         rows.append(
             {
                 "model": r["model"],
@@ -224,16 +230,7 @@ def paper_table(
                 "minus_paper": float(r["mean"]) - ours_paper,
                 "delta_bm25": d_bm25,
                 "p_bm25": p_bm25,
-                **{
-                    f"{k}_{b}": v
-                    for b, vs in vs_late.items()
-                    for k, v in zip(
-                        ("delta", "p"),
-                        vs.get((r["model"], r["collection"]), (np.nan, np.nan))
-                        if _paper_row(r["model"]) in ("mice-masked", MICE_RETRAINED)
-                        else (np.nan, np.nan),
-                    )
-                },
+                **late,
                 "latency_ms_per_query": float(r["latency_ms_per_query"]),
                 "speedup": speedup,
                 "paper_speedup": PAPER_SPEEDUP.get(row, np.nan),
@@ -251,7 +248,7 @@ def paper_table(
 def format_paper(table: pd.DataFrame, missing: dict[str, str] | None = None) -> str:
     """The table as text: per collection 'ours (paper X) p', then latency, speed-up, storage, params."""
     cols = list(dict.fromkeys(table["collection"]))
-    w = max(16, *(len(m) + 2 for m in table["model"]))  # a variant's row name can be long
+    w = name_width(table["model"])
     head = f"{'model':{w}s}" + "".join(f"{c + ' nDCG@10':>28s}" for c in cols)
     head += f"{'ms/query':>10s}{'speed-up':>18s}{'KiB/doc':>9s}{'params':>8s}"
     lines = [head]
@@ -280,17 +277,12 @@ def format_paper(table: pd.DataFrame, missing: dict[str, str] | None = None) -> 
             + f"{fmt_number(r['storage_bytes_per_doc'] / 1024, 9, 1)}{r['parameters'] / 1e6:7.1f}M"
         )
     lines.append("[paper's number]: " + PAPER_SOURCE)
-    if "p_bm25" in table and table["p_bm25"].notna().any():
-        lines.append("against BM25 (Δ nDCG@10, paired t-test p):")
-        for model, part in table.dropna(subset=["p_bm25"]).groupby("model", sort=False):
-            cells = [f"{r.collection} {r.delta_bm25:+.4f} (p={_p(r.p_bm25)})" for r in part.itertuples()]
-            lines.append(f"  {model:{w}s}" + "   ".join(cells))
-    for b in LATE_ROWS:
-        if f"p_{b}" in table and table[f"p_{b}"].notna().any():
-            lines.append(f"MICE against {b} (Δ nDCG@10, paired t-test p):")
-            for model, part in table.dropna(subset=[f"p_{b}"]).groupby("model", sort=False):
+    for base, title in (("bm25", "against BM25"), *((b, f"MICE against {b}") for b in LATE_ROWS)):
+        if f"p_{base}" in table and table[f"p_{base}"].notna().any():
+            lines.append(f"{title} (Δ nDCG@10, paired t-test p):")
+            for model, part in table.dropna(subset=[f"p_{base}"]).groupby("model", sort=False):
                 cells = [
-                    f"{r['collection']} {r[f'delta_{b}']:+.4f} (p={_p(r[f'p_{b}'])})"
+                    f"{r['collection']} {r[f'delta_{base}']:+.4f} (p={_p(r[f'p_{base}'])})"
                     for _, r in part.iterrows()
                 ]
                 lines.append(f"  {model:{w}s}" + "   ".join(cells))
