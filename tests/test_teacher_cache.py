@@ -69,9 +69,12 @@ def test_a_damaged_cache_is_detected_and_recomputed(tmp_path, capsys, damage):
     else:
         path.with_suffix(".json").unlink()
     t = Teacher()
-    out = TeacherCache(KEY, path).get(pairs, t, progress=False)
+    cache = TeacherCache(KEY, path)
+    assert cache.load() is None  # what the trainer does first: verify, then get
+    out = cache.get(pairs, t, progress=False)
     assert t.calls == 1 and out["teacher"].tolist() == list(map(float, range(10)))
-    assert "truncated or corrupt" in capsys.readouterr().err
+    assert capsys.readouterr().err.count("truncated or corrupt") == 1  # reported once, not per call
+    assert cache.load() is out  # the rewritten table, without reading the file again
     assert TeacherCache(KEY, path).load() is not None  # rewritten intact
 
 

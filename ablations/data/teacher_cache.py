@@ -39,6 +39,7 @@ from probe.progress import bar as progress_bar
 SCHEMA_VERSION = 1
 #: Pairs per resumable chunk.
 CHUNK = 1024
+_UNCHECKED = object()
 
 
 def _digest(obj) -> str:
@@ -79,6 +80,8 @@ class TeacherCache:
         self.explicit = path is not None if explicit is None else explicit
         self.manifest_path = self.path.with_suffix(".json")
         self.parts = self.path.with_suffix(".parts")
+        self._verified = _UNCHECKED  # load()'s outcome: the file is read, hashed and reported once
+
 
     # --- reading
     def check_key(self) -> None:
@@ -97,7 +100,13 @@ class TeacherCache:
 
     def load(self) -> pd.DataFrame | None:
         """The cached table if it is complete and intact for this key, else ``None`` (a damaged cache is
-        reported on stderr)."""
+        reported on stderr). Verified once per instance: later calls (``get`` after ``load``) return the
+        same outcome without reading, hashing or reporting the file again."""
+        if self._verified is _UNCHECKED:
+            self._verified = self._verify()
+        return self._verified
+
+    def _verify(self) -> pd.DataFrame | None:
         self.check_key()
         manifest = self._manifest()
         if not self.path.exists():
@@ -196,6 +205,7 @@ class TeacherCache:
         }
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(self.parts, ignore_errors=True)
+        self._verified = out
         return out
 
 

@@ -152,7 +152,7 @@ def distillation_groups(
         return teacher.score_ids(list(zip(rows["query_id"], rows["doc_id"])), queries, docs, progress=False)
 
     had = cached is not None
-    table = cached if had else cache.get(build, score, progress=progress)
+    table = cache.get(build, score, progress=progress)  # the verified table, or computed now
     if record is not None:
         manifest = cache.manifest() or {}
         record.update(

@@ -289,6 +289,7 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         }
     out = Path(cfg.out)
     model_keys = {m: _model_key(s) for m, s in models.items()}
+    w = name_width([FIRST_STAGE, *models])
     for name, rs in sets.items():
         pairs = rs.pairs()
         print(f"{name}: {len(rs.queries)} queries, {len(pairs)} pairs ({_domain(name)})", flush=True)
@@ -296,11 +297,11 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         if cfg.first_stage:
             tidy.append(first_stage_table(rs, name))
             nd = tidy[-1].query("measure == 'nDCG@10'")["value"].mean()
-            print(f"  {FIRST_STAGE:20s} nDCG@10 {nd:.4f}  (the candidates' own order)", flush=True)
+            print(f"  {FIRST_STAGE:{w}s} nDCG@10 {nd:.4f}  (the candidates' own order)", flush=True)
         for model, scorer in models.items():
             if model in masked_rows and cfg.mask_collections is not None and name not in cfg.mask_collections:
                 only = ", ".join(cfg.mask_collections)
-                print(f"  {model:20s} not scored on {name} (mask collections: {only})", flush=True)
+                print(f"  {model:{w}s} not scored on {name} (mask collections: {only})", flush=True)
                 continue
             key = f"{model_keys[model]}|{set_key}"
             resumed = _load_partial(out, name, model, key)
@@ -319,7 +320,7 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             facts[model].setdefault("score_seconds", {})[name] = round(seconds, 2)
             nd = table[table["measure"] == "nDCG@10"]["value"].mean()
             print(
-                f"  {model:20s} nDCG@10 {nd:.4f}  "
+                f"  {model:{w}s} nDCG@10 {nd:.4f}  "
                 f"({seconds:.0f} s{', resumed' if resumed is not None else ''})",
                 flush=True,
             )
@@ -346,7 +347,7 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             facts[model]["latency_ms_per_query"] = statistics.median(times[model])
             facts[model]["latency_ms_all"] = [round(t, 1) for t in times[model]]
             print(
-                f"  latency {model:20s} {facts[model]['latency_ms_per_query']:.0f} ms/query "
+                f"  latency {model:{w}s} {facts[model]['latency_ms_per_query']:.0f} ms/query "
                 f"(median of {len(times[model])}), "
                 f"storage {facts[model]['storage_bytes_per_doc'] / 1024:.1f} KiB/doc",
                 flush=True,
