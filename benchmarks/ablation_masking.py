@@ -7,8 +7,9 @@
     masked forward (:class:`ablations.masking.masked.MaskedCrossEncoder`: the mask expanded from the role
     table for this batch plus the toolkit's attention function), alternating which goes first; the median of
     each and their ratio are reported per mask (target ≤ 1.15×).
-(b) The per-layer × 4-interaction sweep grid of ``python -m ablations.sweep`` (query2doc, doc2query,
-    cls2query, cls2doc × every layer) on the rerank set, cells in the sweep's order (by first masked
+(b) The per-layer sweep grid of ``python -m ablations.sweep`` (its default interactions query2doc,
+    doc2query, cls2query, cls2doc × every layer; ``--interactions all`` for the whole named vocabulary,
+    12 interactions) on the rerank set, cells in the sweep's order (by first masked
     layer). Timed: scoring every cell (i) with the full masked forward of every batch, (ii) from the
     prefix-state cache (prefix layers computed once, then layers ℓ…L-1 in full), (iii) + the last layer
     computed for the CLS row only, (iv) + only the rows the mask changes recomputed in the first masked
@@ -58,6 +59,7 @@ def _main(argv=None) -> int:
     from ablations.data.collections import load_collection
     from ablations.experiments.runner import Experiment, Settings
     from ablations.experiments.sweep import SweepConfig
+    from ablations.masking.interactions import NAMED, SWEEP_INTERACTIONS
     from ablations.masking.masked import MaskedCrossEncoder
     from ablations.masking.masks import MaskSpec, Rule, compile_mask
     from ablations.paths import resolve_model
@@ -75,8 +77,19 @@ def _main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7, help="timed repeats for (a) (default 7)")
     p.add_argument("--skip-sweep", action="store_true", help="only (a)")
+    p.add_argument(
+        "--interactions",
+        nargs="+",
+        default=None,
+        help="interactions of the sweep grid (b) (default: the sweep's own, "
+        f"{' '.join(SWEEP_INTERACTIONS)}; 'all': the named vocabulary, {len(NAMED)} interactions)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
+    interactions = list(SWEEP_INTERACTIONS) if args.interactions is None else args.interactions
+    if interactions == ["all"]:
+        interactions = list(NAMED)
+    sweep = SweepConfig(interactions=interactions)  # a bad name is one line before the model loads
 
     model = resolve_model(args.model)
     ce = CrossEncoder.from_pretrained(model, max_length=args.max_length)
@@ -129,11 +142,12 @@ def _main(argv=None) -> int:
     # ------------------------------------------------------------- (b) sweep with ÷ without prefix cache
     exp = Experiment(ce, rs, Settings(collection=rs.name, batch_size=args.batch_size), model_label=model)
     exp.batches  # tokenize once, outside the timings  # noqa: B018
-    cells, _ = SweepConfig().cells(ce.num_layers, ce.num_heads)
+    cells, _ = sweep.cells(ce.num_layers, ce.num_heads)
     compiled = [exp.compile(c.spec) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: (compiled[i].first_layer, i))
     print(
-        f"(b) sweep: {len(cells)} cells (4 interactions × {ce.num_layers} layers) on {rs.name}, "
+        f"(b) sweep: {len(cells)} cells ({len(interactions)} interactions × {ce.num_layers} layers) on "
+        f"{rs.name}, "
         f"{len(exp.pairs)} pairs per cell",
         flush=True,
     )
@@ -154,7 +168,12 @@ def _main(argv=None) -> int:
         results[arm] = (time.perf_counter() - start, scores)
         print(f"    {arm:40s} {results[arm][0]:8.1f} s", flush=True)
     base_t, base_scores = results["full masked forward"]
-    report["b"] = {"cells": len(cells), "pairs_per_cell": len(exp.pairs), "arms": {}}
+    report["b"] = {
+        "cells": len(cells),
+        "interactions": interactions,
+        "pairs_per_cell": len(exp.pairs),
+        "arms": {},
+    }
     for arm, (t, scores) in results.items():
         err = max(float(np.abs(a - b).max()) for a, b in zip(scores, base_scores))
         report["b"]["arms"][arm] = {"seconds": t, "ratio": t / base_t, "max_abs_score_diff": err}
