@@ -82,7 +82,6 @@ class TeacherCache:
         self.parts = self.path.with_suffix(".parts")
         self._verified = _UNCHECKED  # load()'s outcome: the file is read, hashed and reported once
 
-
     # --- reading
     def check_key(self) -> None:
         """Refuse, in one line, an explicit cache file that was made for another teacher or data."""
