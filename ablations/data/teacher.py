@@ -20,8 +20,9 @@ from probe.model import CrossEncoder, Pair, Scorer, model_fingerprint
 #: The margin scale each kind of teacher needs by default, so the student's targets sit in the range a
 #: fresh head learns in within a short run (margins with a standard deviation near 1). Cosine margins are
 #: ~0.1 (x10). The 12-layer MS MARCO cross-encoder's logits span -11..+11 (margin std 4.7 on the DL19
-#: preset's 8,424 pairs): at scale 1, 300 steps left the margin-MSE loss at its start (~20, the teacher's
-#: mean squared margin) and DL 2019 at 0.357, below BM25, so its margins are scaled by 0.2.
+#: preset's 8,424 pairs, when it had 500 dev-small queries): at scale 1, 300 steps left the margin-MSE
+#: loss at its start (~20, the teacher's mean squared margin) and DL 2019 at 0.357, below BM25, so its
+#: margins are scaled by 0.2.
 DEFAULT_SCALE = {"bi-encoder": 10.0, "cross-encoder": 0.2}
 
 
