@@ -17,8 +17,9 @@ query by query so load changes hit every arm alike, one warm-up query first):
 - ``MaxSim`` / ``LITE``    late interaction with document embeddings from an index (trained folders if given,
                            else fresh heads on the same backbone: same latency, meaningless nDCG).
 
-Prints median / mean ms per query, the speed-up against the cross-encoder (ratio of medians; target ≥ 4×,
-stretch ≥ 6×), the nDCG@10 of each arm on the benchmarked queries, index build time and size.
+Prints median / mean ms per query, the speed-up against the cross-encoder (ratio of medians, checked against
+``--target``: by default ≥ 20×, this project's target for the 12-layer reference on 2 CPU cores; the MICE
+paper measured 4.2× on a GPU), the nDCG@10 of each arm on the benchmarked queries, index build time and size.
 """
 
 from __future__ import annotations
@@ -61,7 +62,16 @@ def main(argv=None) -> int:
     p.add_argument("--queries", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-baselines", action="store_true", help="skip MaxSim / LITE")
+    p.add_argument(
+        "--target",
+        type=float,
+        default=20.0,
+        help="speed-up of MICE doc-cache over the cross-encoder to check (default 20: the 12-layer reference "
+        "on 2 CPU cores; the paper's GPU figure is 4.2)",
+    )
     args = p.parse_args(argv)
+    if not args.target > 0:
+        p.error(f"--target {args.target:g}: expected a speed-up above 0")
     torch.set_num_threads(args.threads)
 
     path = resolve_model(args.model)
@@ -146,8 +156,11 @@ def main(argv=None) -> int:
             note += " (not retrained)"
         print(f"{name:22s}{med:11.0f}{mean:9.0f}{base / med:9.2f}x{ndcg[name]:9.4f}  {note}")
     ratio = base / statistics.median(times["MICE doc-cache"])
-    verdict = "stretch target met" if ratio >= 6 else ("target met" if ratio >= 4 else "target NOT met")
-    print(f"MICE doc-cache vs cross-encoder: {ratio:.2f}x faster (target >= 4x, stretch >= 6x: {verdict})")
+    verdict = "target met" if ratio >= args.target else "target NOT met"
+    print(
+        f"MICE doc-cache vs cross-encoder: {ratio:.2f}x faster "
+        f"(target >= {args.target:g}x: {verdict}; the paper: 4.2x on a GPU)"
+    )
     return 0
 
 
