@@ -46,6 +46,7 @@ class Step:
     wall_s: float | None = None  # action → page idle, in the browser
     value: str = ""  # what the step read (a score, a count)
     problem: str = ""
+    inputs: int = 1  # times the input was sent (> 1: Chromium lost a synthetic input, it was sent again)
 
 
 @dataclass
@@ -69,37 +70,68 @@ def _rerun(driver) -> tuple[float, int] | None:
     return None
 
 
-def _idle_after(driver, run_before: int, timeout: float) -> tuple[float, int] | None:
-    """Wait for a script run newer than ``run_before`` to finish (no running widget, a new run number)."""
+def _status(driver) -> str:
+    """What the page shows about its script run, for a step that never finished."""
     from selenium.webdriver.common.by import By
 
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not driver.find_elements(By.CSS_SELECTOR, RUNNING):
+    widgets = driver.find_elements(By.CSS_SELECTOR, RUNNING)
+    if widgets:
+        return f"status widget still shown: {' '.join(widgets[0].text.split())[:80]!r}"
+    got = _rerun(driver)
+    return f"page idle, last finished run {got[1] if got else 'unknown'}"
+
+
+def _idle_after(
+    driver, run_before: int, timeout: float, lost_after: float | None = None
+) -> tuple[float, int] | None | str:
+    """Wait for a script run newer than ``run_before`` to finish (no running widget, a new run number).
+
+    With ``lost_after``: return ``"lost"`` when no run has started (no running widget seen, no new run
+    number) that many seconds after the input, i.e. the browser never delivered it to the app."""
+    from selenium.webdriver.common.by import By
+
+    start = time.time()
+    seen_running = False
+    while time.time() < start + timeout:
+        if driver.find_elements(By.CSS_SELECTOR, RUNNING):
+            seen_running = True
+        else:
             got = _rerun(driver)
             if got is not None and got[1] > run_before:
                 return got
+            if lost_after is not None and not seen_running and time.time() > start + lost_after:
+                return "lost"
         time.sleep(0.05)
     return None
 
 
-def timed(driver, name: str, action, timeout: float) -> Step:
+def timed(driver, name: str, action, timeout: float, *, inputs: int = 1, lost_after: float = 20.0) -> Step:
     """Run ``action`` (a browser interaction that returns the last keystroke or click to send, or None
-    when it has sent it) and time the rerun from that last input until the page is idle again."""
+    when it has sent it) and time the rerun from that last input until the page is idle again.
+
+    ``inputs`` > 1: when no rerun has even started ``lost_after`` seconds after the input (a synthetic
+    click or key press on a canvas widget that Chromium dropped), act again, up to ``inputs`` times in all;
+    the step records how many were sent and times the last one."""
     before = _rerun(driver)
     run_before = before[1] if before else 0
     step = Step(name)
-    try:
-        commit = action()
-        start = time.perf_counter()
-        if commit is not None:
-            commit()
-    except Exception as exc:  # noqa: BLE001 - a missing widget is a failed step, reported
-        step.problem = f"could not act: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-        return step
-    got = _idle_after(driver, run_before, timeout)
+    for attempt in range(1, inputs + 1):
+        step.inputs = attempt
+        try:
+            commit = action()
+            start = time.perf_counter()
+            if commit is not None:
+                commit()
+        except Exception as exc:  # noqa: BLE001 - a missing widget is a failed step, reported
+            step.problem = f"could not act: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            return step
+        got = _idle_after(driver, run_before, timeout, lost_after if attempt < inputs else None)
+        if got != "lost":
+            break
     if got is None:
-        step.problem = f"no finished rerun within {timeout:.0f} s"
+        step.problem = (
+            f"no finished rerun within {timeout:.0f} s ({_status(driver)}; input sent {step.inputs}×)"
+        )
         return step
     step.wall_s = time.perf_counter() - start
     step.server_s = got[0]
@@ -153,7 +185,12 @@ def click_tab(driver, text: str) -> None:
 
 def toggle_grid_cell(driver, row: int, column: int):
     """Toggle the checkbox of the live ablation grid at data ``row`` (0 = the first interaction) and
-    ``column`` (1 = L0): click the row's interaction cell, move right with the arrow keys, press space."""
+    ``column`` (1 = L0), as a keyboard user does: focus the grid, select the cell, press space.
+
+    The grid is a canvas (glide-data-grid); its cells are addressed through the accessibility table it
+    keeps in the page (``glide-cell-COLUMN-ROW``, with ``aria-selected``), not through pixel offsets: a
+    click on an already selected cell opens the cell's overlay editor, and keys then never reach the
+    grid (what made this step hang in CI). An open overlay is closed with Escape first."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -165,15 +202,28 @@ def toggle_grid_cell(driver, row: int, column: int):
         raise LookupError("no data editor on the page")
     grid = grids[0]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", grid)
-    time.sleep(0.3)
-    size = grid.size
-    x = -size["width"] / 2 + 20  # inside the pinned interaction column
-    y = -size["height"] / 2 + 35 + 35 * row + 17  # below the header row (35 px rows)
-    chain = ActionChains(driver).move_to_element_with_offset(grid, int(x), int(y)).click()
-    for _ in range(column):
-        chain = chain.send_keys(Keys.ARROW_RIGHT)
-    chain.perform()
+    canvas = grid.find_element(By.CSS_SELECTOR, "canvas[tabindex]")
+    if driver.find_elements(By.CSS_SELECTOR, "textarea.gdg-input"):  # an overlay editor is open
+        driver.execute_script("arguments[0].focus()", canvas)
+        ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+        time.sleep(0.3)
+    cell_id, deadline = f"glide-cell-{column}-{row}", time.time() + 30
+    while not grid.find_elements(By.ID, cell_id):  # the accessibility table is rendered after the canvas
+        if time.time() > deadline:
+            raise LookupError(f"no grid cell {cell_id}")
+        time.sleep(0.2)
+    cell = grid.find_element(By.ID, cell_id)
+    driver.execute_script("arguments[0].focus()", canvas)  # the grid selects a cell only while it has focus
     time.sleep(0.2)
+    driver.execute_script("arguments[0].focus()", cell)
+    deadline = time.time() + 10
+    while cell.get_attribute("aria-selected") != "true":
+        if time.time() > deadline:
+            raise LookupError(f"grid cell {cell_id} did not become selected")
+        time.sleep(0.1)
+    driver.execute_script("arguments[0].focus()", canvas)
+    if driver.switch_to.active_element != canvas:
+        raise LookupError("the grid did not take the keyboard focus")
     return lambda: ActionChains(driver).send_keys(Keys.SPACE).perform()
 
 
@@ -260,7 +310,11 @@ def run(
             driver.get(f"{url}/?{urllib.parse.urlencode({'view': 'ablation', **params})}")
             wait_first_run(driver, timeout)
             step = timed(
-                driver, "ablation: toggle doc2query in L0", lambda: toggle_grid_cell(driver, 1, 1), timeout
+                driver,
+                "ablation: toggle doc2query in L0",
+                lambda: toggle_grid_cell(driver, 1, 1),
+                timeout,
+                inputs=3,
             )
             full = metric(driver, "Score (full")
             masked = metric(driver, "Score (masked)")
@@ -327,7 +381,8 @@ def main(argv=None) -> int:
     for s in timing.steps:
         server = "–" if s.server_s is None else f"{s.server_s:.2f} s"
         wall = "–" if s.wall_s is None else f"{s.wall_s:.2f} s"
-        print(f"{s.name:55s} server {server:>9s}  browser {wall:>9s}  {s.value} {s.problem}")
+        resent = f" (input sent {s.inputs}×)" if s.inputs > 1 else ""
+        print(f"{s.name:55s} server {server:>9s}  browser {wall:>9s}  {s.value}{resent} {s.problem}")
     print(
         f"capture (one forward, every layer): {timing.capture_s} s; screenshots and timing.json in {args.out}"
     )
