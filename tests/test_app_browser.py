@@ -71,7 +71,7 @@ def test_browser_interactions_on_the_12_layer_reference(tmp_path):
     out = tmp_path / "timing"
     mice_only = browser_timing.write_config_only(tmp_path / "mice-only", "reference")
     params = {"model": "reference", "collection": "dl19", "results": str(tmp_path / "empty")}
-    timing = browser_timing.run(params, out, second_query="1037798", mice_only=mice_only, timeout=600)
+    timing = browser_timing.run(params, out, second_query="1037798", mice_only=mice_only, timeout=240)
     (SHOTS / "timing").mkdir(parents=True, exist_ok=True)
     for path in out.iterdir():
         if path.is_file():
