@@ -46,7 +46,6 @@ class Step:
     wall_s: float | None = None  # action → page idle, in the browser
     value: str = ""  # what the step read (a score, a count)
     problem: str = ""
-    inputs: int = 1  # times the input was sent (> 1: Chromium lost a synthetic input, it was sent again)
 
 
 @dataclass
@@ -81,57 +80,37 @@ def _status(driver) -> str:
     return f"page idle, last finished run {got[1] if got else 'unknown'}"
 
 
-def _idle_after(
-    driver, run_before: int, timeout: float, lost_after: float | None = None
-) -> tuple[float, int] | None | str:
-    """Wait for a script run newer than ``run_before`` to finish (no running widget, a new run number).
-
-    With ``lost_after``: return ``"lost"`` when no run has started (no running widget seen, no new run
-    number) that many seconds after the input, i.e. the browser never delivered it to the app."""
+def _idle_after(driver, run_before: int, timeout: float) -> tuple[float, int] | None:
+    """Wait for a script run newer than ``run_before`` to finish (no running widget, a new run number)."""
     from selenium.webdriver.common.by import By
 
-    start = time.time()
-    seen_running = False
-    while time.time() < start + timeout:
-        if driver.find_elements(By.CSS_SELECTOR, RUNNING):
-            seen_running = True
-        else:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not driver.find_elements(By.CSS_SELECTOR, RUNNING):
             got = _rerun(driver)
             if got is not None and got[1] > run_before:
                 return got
-            if lost_after is not None and not seen_running and time.time() > start + lost_after:
-                return "lost"
         time.sleep(0.05)
     return None
 
 
-def timed(driver, name: str, action, timeout: float, *, inputs: int = 1, lost_after: float = 20.0) -> Step:
+def timed(driver, name: str, action, timeout: float) -> Step:
     """Run ``action`` (a browser interaction that returns the last keystroke or click to send, or None
-    when it has sent it) and time the rerun from that last input until the page is idle again.
-
-    ``inputs`` > 1: when no rerun has even started ``lost_after`` seconds after the input (a synthetic
-    click or key press on a canvas widget that Chromium dropped), act again, up to ``inputs`` times in all;
-    the step records how many were sent and times the last one."""
+    when it has sent it) and time the rerun from that last input until the page is idle again."""
     before = _rerun(driver)
     run_before = before[1] if before else 0
     step = Step(name)
-    for attempt in range(1, inputs + 1):
-        step.inputs = attempt
-        try:
-            commit = action()
-            start = time.perf_counter()
-            if commit is not None:
-                commit()
-        except Exception as exc:  # noqa: BLE001 - a missing widget is a failed step, reported
-            step.problem = f"could not act: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-            return step
-        got = _idle_after(driver, run_before, timeout, lost_after if attempt < inputs else None)
-        if got != "lost":
-            break
+    try:
+        commit = action()
+        start = time.perf_counter()
+        if commit is not None:
+            commit()
+    except Exception as exc:  # noqa: BLE001 - a missing widget is a failed step, reported
+        step.problem = f"could not act: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        return step
+    got = _idle_after(driver, run_before, timeout)
     if got is None:
-        step.problem = (
-            f"no finished rerun within {timeout:.0f} s ({_status(driver)}; input sent {step.inputs}×)"
-        )
+        step.problem = f"no finished rerun within {timeout:.0f} s ({_status(driver)})"
         return step
     step.wall_s = time.perf_counter() - start
     step.server_s = got[0]
@@ -194,6 +173,7 @@ def toggle_grid_cell(driver, row: int, column: int):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     grids = [
         g for g in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]') if g.is_displayed()
@@ -207,20 +187,15 @@ def toggle_grid_cell(driver, row: int, column: int):
         driver.execute_script("arguments[0].focus()", canvas)
         ActionChains(driver).send_keys(Keys.ESCAPE).perform()
         time.sleep(0.3)
-    cell_id, deadline = f"glide-cell-{column}-{row}", time.time() + 30
-    while not grid.find_elements(By.ID, cell_id):  # the accessibility table is rendered after the canvas
-        if time.time() > deadline:
-            raise LookupError(f"no grid cell {cell_id}")
-        time.sleep(0.2)
-    cell = grid.find_element(By.ID, cell_id)
+    cell_id = f"glide-cell-{column}-{row}"  # the accessibility table is rendered after the canvas
+    cell = WebDriverWait(grid, 30).until(lambda g: g.find_element(By.ID, cell_id), f"no grid cell {cell_id}")
     driver.execute_script("arguments[0].focus()", canvas)  # the grid selects a cell only while it has focus
     time.sleep(0.2)
     driver.execute_script("arguments[0].focus()", cell)
-    deadline = time.time() + 10
-    while cell.get_attribute("aria-selected") != "true":
-        if time.time() > deadline:
-            raise LookupError(f"grid cell {cell_id} did not become selected")
-        time.sleep(0.1)
+    WebDriverWait(driver, 10).until(
+        lambda _: cell.get_attribute("aria-selected") == "true",
+        f"grid cell {cell_id} did not become selected",
+    )
     driver.execute_script("arguments[0].focus()", canvas)
     if driver.switch_to.active_element != canvas:
         raise LookupError("the grid did not take the keyboard focus")
@@ -314,7 +289,6 @@ def run(
                 "ablation: toggle doc2query in L0",
                 lambda: toggle_grid_cell(driver, 1, 1),
                 timeout,
-                inputs=3,
             )
             full = metric(driver, "Score (full")
             masked = metric(driver, "Score (masked)")
@@ -381,8 +355,7 @@ def main(argv=None) -> int:
     for s in timing.steps:
         server = "–" if s.server_s is None else f"{s.server_s:.2f} s"
         wall = "–" if s.wall_s is None else f"{s.wall_s:.2f} s"
-        resent = f" (input sent {s.inputs}×)" if s.inputs > 1 else ""
-        print(f"{s.name:55s} server {server:>9s}  browser {wall:>9s}  {s.value}{resent} {s.problem}")
+        print(f"{s.name:55s} server {server:>9s}  browser {wall:>9s}  {s.value} {s.problem}")
     print(
         f"capture (one forward, every layer): {timing.capture_s} s; screenshots and timing.json in {args.out}"
     )
