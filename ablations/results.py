@@ -130,6 +130,23 @@ def git_revision() -> str:
         return "unknown"
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name: ``platform.processor()`` where it names one (macOS, Windows), else Linux's
+    ``/proc/cpuinfo`` "model name" line (``platform.processor()`` is empty or just the architecture
+    there), else the architecture."""
+    name = platform.processor()
+    if name and name != platform.machine():
+        return name
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return name or platform.machine()
+
+
 def environment() -> dict:
     versions = {}
     for pkg in ("torch", "transformers", "sentence-transformers", "ir-measures", "bm25s", "mice-toolkit"):
@@ -140,7 +157,7 @@ def environment() -> dict:
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "cpu_count": os.cpu_count(),
         "versions": versions,
     }

@@ -1,4 +1,5 @@
 import json
+import platform
 
 import pandas as pd
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from ablations.results import (
     append_table,
     atomic_write_text,
+    cpu_model,
     manifest,
     read_manifest,
     read_table,
@@ -103,3 +105,17 @@ def test_saved_weights_and_indexes_are_made_shareable(tmp_path):
         os.umask(old)
     modes = {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "m").rglob("*.safetensors")}
     assert modes == {0o644}
+
+
+def test_cpu_model_names_the_cpu_not_the_architecture(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6338\n"
+    )
+    monkeypatch.setattr(platform, "processor", lambda: "x86_64")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert cpu_model(cpuinfo) == "Intel(R) Xeon(R) Gold 6338"
+    assert cpu_model(tmp_path / "missing") == "x86_64"  # no cpuinfo: the architecture, no error
+    monkeypatch.setattr(platform, "processor", lambda: "Apple M2")
+    assert cpu_model(cpuinfo) == "Apple M2"
+    assert manifest(kind="test")["environment"]["processor"]
