@@ -293,8 +293,7 @@ def delta_heatmap(delta: pd.DataFrame, marks: pd.DataFrame, title: str):
         ax=ax,
         annot=text,
         fmt="",
-        cmap="RdBu",
-        center=0.0,
+        cmap="RdBu",  # vmin = -vmax centres it on 0 (seaborn's center= would resample it, and warn)
         vmin=-bound,
         vmax=bound,
         annot_kws={"fontsize": 8},
