@@ -4,10 +4,11 @@
                                  [--depth K] [--out DIR]
 
 Prints BM25 and the model side by side; writes ``metrics.parquet`` (one row per run × query × measure) +
-``metrics.json`` and one TREC run per run. With several ``--model`` (say a trained student and its
-teacher), every model re-ranks the same candidates, each run is named after its model, and ``stats.parquet``
-(+ manifest) holds every run against BM25 and against the first model: mean Δ, paired t-test over queries,
-bootstrap CI, wins/ties/losses. Library: :mod:`ablations.evaluation`.
+``metrics.json``, one TREC run per run, and ``stats.parquet`` (+ manifest): the model against BM25 (mean Δ,
+paired t-test over queries, bootstrap CI, wins/ties/losses), its nDCG@10 line also printed. With several
+``--model`` (say a trained student and its teacher), every model re-ranks the same candidates, each run is
+named after its model, and ``stats.parquet`` holds every run against BM25 and against the first model.
+Library: :mod:`ablations.evaluation`.
 """
 
 from __future__ import annotations
@@ -97,20 +98,18 @@ def main(argv=None) -> int:
     )
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
         print(aggregate(table).to_string(index=False))
-    wrote = [str(args.out / "metrics.parquet")]
-    if len(labels) > 1:
-        stats = paired_table(table, ["bm25", labels[0]])
-        meta = manifest(kind="evaluate-stats", models=dict(zip(labels, map(str, paths))), settings=settings)
-        write_table(stats, args.out, "stats", meta)
-        wrote.append("stats.parquet")
-        shown = stats[stats["measure"] == "nDCG@10"]
-        print("\nnDCG@10, paired t-test over queries (Δ = run − against):")
-        for r in shown.itertuples():
-            print(
-                f"  {r.collection:8s} {r.run:>24s} vs {r.against:<24s} Δ {r.delta:+.4f}  "
-                f"95% CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}]  p {r.p:.2g}  W/T/L {r.wins}/{r.ties}/{r.losses}"
-            )
-    print(f"wrote {', '.join(wrote)} and TREC runs in {args.out}")
+    # every run against BM25; with several models, also against the first one
+    stats = paired_table(table, ["bm25", labels[0]] if len(labels) > 1 else ["bm25"])
+    meta = manifest(kind="evaluate-stats", models=dict(zip(labels, map(str, paths))), settings=settings)
+    write_table(stats, args.out, "stats", meta)
+    width = max(len(t) for t in labels)
+    print("\nnDCG@10, paired t-test over queries (Δ = run − against):")
+    for r in stats[stats["measure"] == "nDCG@10"].itertuples():
+        print(
+            f"  {r.collection:8s} {r.run:>{width}s} vs {r.against:<{width}s} Δ {r.delta:+.4f}  "
+            f"95% CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}]  p {r.p:.2g}  W/T/L {r.wins}/{r.ties}/{r.losses}"
+        )
+    print(f"wrote {args.out / 'metrics.parquet'}, stats.parquet and TREC runs in {args.out}")
     return 0
 
 

@@ -84,6 +84,17 @@ def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
     assert meta["model"] == tiny_model_dir and meta["collections"][0]["queries"] == 3
     run_lines = (out / "dl19.cross-encoder.trec").read_text().splitlines()
     assert len(run_lines) == 30 and run_lines[0].split()[3] == "1"
+    # one model: tested against BM25 alone, equal to a paired t-test on the metrics table, and printed
+    from scipy import stats as sps
+
+    st = pd.read_parquet(out / "stats.parquet")
+    assert set(zip(st["run"], st["against"])) == {("cross-encoder", "bm25")}
+    nd = table[table["measure"] == "nDCG@10"].pivot(index="query_id", columns="run", values="value")
+    row = st[st["measure"] == "nDCG@10"].iloc[0]
+    assert row["delta"] == pytest.approx((nd["cross-encoder"] - nd["bm25"]).mean())
+    assert row["p"] == pytest.approx(sps.ttest_rel(nd["cross-encoder"], nd["bm25"]).pvalue, nan_ok=True)
+    assert json.loads((out / "stats.json").read_text())["kind"] == "evaluate-stats"
+    assert "cross-encoder vs bm25" in proc.stdout and "paired t-test" in proc.stdout
 
 
 @pytest.mark.slow
