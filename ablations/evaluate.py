@@ -98,8 +98,8 @@ def main(argv=None) -> int:
     )
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
         print(aggregate(table).to_string(index=False))
-    # every run against BM25; with several models, also against the first one
-    stats = paired_table(table, ["bm25", labels[0]] if len(labels) > 1 else ["bm25"])
+    # every run against BM25 and against the first model (with one model: against BM25 alone)
+    stats = paired_table(table, ["bm25", labels[0]])
     meta = manifest(kind="evaluate-stats", models=dict(zip(labels, map(str, paths))), settings=settings)
     write_table(stats, args.out, "stats", meta)
     width = max(len(t) for t in labels)

@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -85,8 +86,6 @@ def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
     run_lines = (out / "dl19.cross-encoder.trec").read_text().splitlines()
     assert len(run_lines) == 30 and run_lines[0].split()[3] == "1"
     # one model: tested against BM25 alone, equal to a paired t-test on the metrics table, and printed
-    from scipy import stats as sps
-
     st = pd.read_parquet(out / "stats.parquet")
     assert set(zip(st["run"], st["against"])) == {("cross-encoder", "bm25")}
     nd = table[table["measure"] == "nDCG@10"].pivot(index="query_id", columns="run", values="value")
@@ -101,8 +100,6 @@ def test_evaluate_writes_metrics_runs_and_manifest(tiny_model_dir, tmp_path):
 def test_evaluate_several_models_side_by_side_with_paired_tests(tiny_model_dir, tiny_ce_factory, tmp_path):
     """Two --model: both re-rank the same candidates, runs named after the models, and stats.parquet holds
     each run against BM25 and against the first model, equal to a paired t-test on the metrics table."""
-    from scipy import stats as sps
-
     other = tmp_path / "other" / "tiny"  # a second tiny BERT (another seed), the same folder name
     tiny_ce_factory(seed=1).save(other)
     out = tmp_path / "out"
