@@ -15,6 +15,7 @@ import os
 import sys
 
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as plain_tqdm
 
 #: Seconds between two progress lines when stderr is not a terminal.
 DEFAULT_INTERVAL = 30.0
@@ -42,6 +43,20 @@ def interval() -> float:
         return DEFAULT_INTERVAL
 
 
+class _LogBar(plain_tqdm):
+    """A bar for logs: a new postfix or description waits for the next periodic line (tqdm's default,
+    ``refresh=True``, would print a line at every call, every training step)."""
+
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+    def set_postfix_str(self, s="", refresh=False):
+        super().set_postfix_str(s, refresh=refresh)
+
+    def set_description(self, desc=None, refresh=False):
+        super().set_description(desc, refresh=refresh)
+
+
 def bar(iterable=None, **kwargs) -> tqdm:
     """``tqdm(iterable, **kwargs)``, as plain periodic lines when stderr is not a terminal."""
     stream = sys.stderr
@@ -49,4 +64,5 @@ def bar(iterable=None, **kwargs) -> tqdm:
         kwargs.update(file=_Lines(stream), ascii=True, ncols=100)
         kwargs.setdefault("mininterval", interval())
         kwargs.setdefault("maxinterval", max(interval(), 10.0))
+        return _LogBar(iterable, **kwargs)
     return tqdm(iterable, **kwargs)
