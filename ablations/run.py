@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         f"mask       {compiled.describe()}",
         f"baseline   {'cached' if exp.baseline_cached else 'computed'} (unablated model)",
     ]
-    stored = None if args.force else stored_summary(args.out, run_id)
+    stored = None if args.force else stored_summary(args.out, run_id, exp)
     if stored is not None:
         print("\n".join(head))
         print(

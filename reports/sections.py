@@ -542,7 +542,41 @@ def _run_source(sec: Section, src: Source, opts: Options) -> pd.DataFrame:
             [src.rel],
         )
     )
+    bm25 = _against_bm25_table(part)
+    if bm25 is not None:
+        sec.add(
+            Table(
+                bm25,
+                f"The same runs against BM25, the candidates' own order (the first stage they re-rank): "
+                f"{measure} of BM25, then the full and the ablated model's Δ over it with the paired "
+                "t-test p (columns bm25_mean, baseline_delta_bm25, delta_bm25, … of the summary).",
+                [src.rel],
+            )
+        )
     return part.assign(_source=src.rel)
+
+
+def _against_bm25_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Each run's full and ablated model against the first stage; None for tables written before the
+    ``bm25_*`` columns existed."""
+    cols = ["bm25_mean", "delta_bm25", "p_bm25", "baseline_delta_bm25", "baseline_p_bm25"]
+    if any(c not in df for c in cols):
+        return None
+    df = df.dropna(subset=["bm25_mean"])
+    if df.empty:
+        return None
+    return pd.DataFrame(
+        {
+            "mask": df["spec_label"].astype(str),
+            "collection": df["collection"].astype(str),
+            "BM25": df["bm25_mean"].map(fmt),
+            "full Δ": df["baseline_delta_bm25"].map(lambda v: fmt(v, signed=True)),
+            "full p": df["baseline_p_bm25"].map(fmt_p),
+            "ablated Δ": df["delta_bm25"].map(lambda v: fmt(v, signed=True)),
+            "ablated p": df["p_bm25"].map(fmt_p),
+            "sig.": df["p_bm25"].map(stars),
+        }
+    ).reset_index(drop=True)
 
 
 def _largest_effects(sec: Section, pooled: list[pd.DataFrame], opts: Options) -> None:

@@ -122,6 +122,10 @@ def test_cli_subprocess_exit_code_and_clamped_run(world):
     assert lines[0] == "layers 0-6 → 0-2: the model has 3 layers"
     assert any(line.split()[0] == "nDCG@10" for line in lines if line.strip())
     summary = pd.read_parquet(out / "summary.parquet")
+    # the full and the ablated model against BM25 (the candidates' order), as stored
+    nd = summary[summary["measure"] == "nDCG@10"].iloc[0]
+    bm25_line = next(line for line in lines if line.split()[:2] == ["nDCG@10", "BM25"])
+    assert f"BM25 {nd['bm25_mean']:.4f}" in bm25_line and f"ablated {nd['delta_bm25']:+.4f}" in bm25_line
     assert (
         set(summary["measure"]) >= {"nDCG@10"}
         and summary["spec_label"].iloc[0] == "doc2query[0-6] + cls2doc[1]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,12 +12,14 @@ from test_ablation_support import write_tiny_beir
 
 from ablations.data.collections import load_collection
 from ablations.experiments.runner import (
+    BM25_COLUMNS,
     PER_QUERY_COLUMNS,
     SUMMARY_COLUMNS,
     Experiment,
     Settings,
     baseline_scores,
     format_summary,
+    stored_summary,
     write_results,
 )
 from ablations.experiments.search import Search, SearchConfig, Unit, merge_units
@@ -112,7 +115,62 @@ def test_results_tables_append_and_replace(exp, tmp_path):
     meta = read_manifest(out, "summary")
     assert meta["git_revision"] and {r["run_id"] for r in meta["runs"]} == {r1.run_id, r2.run_id}
     text = format_summary(r1.summary)
-    assert "nDCG@10" in text and "W/T/L" in text and len(text.splitlines()) == 1 + len(exp.measures)
+    assert "nDCG@10" in text and "W/T/L" in text
+    table, bm25 = text.split("\nagainst BM25")
+    assert len(table.splitlines()) == 1 + len(exp.measures) and len(bm25.splitlines()) == 1 + len(
+        exp.measures
+    )
+    # a summary written before the BM25 columns existed still prints, without that section
+    old = r1.summary.drop(columns=BM25_COLUMNS)
+    assert "against BM25" not in format_summary(old)
+    assert len(format_summary(old).splitlines()) == 1 + len(exp.measures)
+
+
+def test_run_against_the_first_stage(exp):
+    """Every run carries the first stage's per-query values and the full and ablated model tested against
+    them, computed here independently with ir_measures and scipy."""
+    import ir_measures
+    from scipy import stats
+
+    res = exp.run(MaskSpec.remove("doc2query"))
+    pq, sm = res.per_query, res.summary
+    cand = exp.rs.candidates
+    run = pd.DataFrame({"query_id": cand["query_id"], "doc_id": cand["doc_id"], "score": -cand["rank"] * 1.0})
+    qrels = exp.rs.qrels
+    for measure in exp.measures:
+        want = {
+            m.query_id: m.value
+            for m in ir_measures.iter_calc([ir_measures.parse_measure(measure)], qrels, run)
+        }
+        part = pq[pq["measure"] == measure]
+        assert np.allclose(part["bm25_value"], part["query_id"].map(want).fillna(0.0))
+        row = sm[sm["measure"] == measure].iloc[0]
+        assert row["bm25_mean"] == pytest.approx(part["bm25_value"].mean())
+        assert row["delta_bm25"] == pytest.approx((part["value"] - part["bm25_value"]).mean())
+        assert row["baseline_delta_bm25"] == pytest.approx(
+            (part["baseline_value"] - part["bm25_value"]).mean()
+        )
+        d = part["value"] - part["bm25_value"]
+        if d.std() > 0:
+            assert row["p_bm25"] == pytest.approx(stats.ttest_rel(part["value"], part["bm25_value"]).pvalue)
+    # the first stage does not depend on the mask: the full model's side is the same in every run
+    other = exp.run(MaskSpec.remove("cls2doc")).summary
+    assert np.allclose(other["bm25_mean"], sm["bm25_mean"])
+    assert np.allclose(other["baseline_delta_bm25"], sm["baseline_delta_bm25"])
+    assert "against BM25, the candidates' own order" in format_summary(sm)
+
+
+def test_a_run_stored_before_the_bm25_columns_gets_them(exp, tmp_path):
+    res = exp.run(MaskSpec.remove("doc2query"))
+    old = dataclasses.replace(
+        res,
+        per_query=res.per_query.drop(columns=["bm25_value"]),
+        summary=res.summary.drop(columns=BM25_COLUMNS),
+    )
+    write_results([old], tmp_path, {"kind": "test"})
+    assert "bm25_mean" not in stored_summary(tmp_path, res.run_id)  # no experiment: as stored
+    filled = stored_summary(tmp_path, res.run_id, exp)
+    pd.testing.assert_frame_equal(filled[BM25_COLUMNS], res.summary[BM25_COLUMNS])
 
 
 def test_sweep_grid_and_prefix_equivalence(exp, tmp_path):

@@ -428,6 +428,26 @@ def test_ablation_results_sweep_heatmap(demo):
             assert mark == ("***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "")
 
 
+def test_ablation_results_single_runs_show_bm25(demo, tmp_path):
+    """A folder of ``ablations.run`` runs lists each mask with the full and ablated model against BM25."""
+    from ablations.experiments.runner import Experiment, Settings, run_meta, write_results
+    from probe.model import CrossEncoder
+
+    ce = CrossEncoder.from_pretrained(demo.model, max_length=64)
+    exp = Experiment(ce, load_collection(str(demo.beir)), Settings(n_boot=200), use_cache=False)
+    runs = [exp.run(MaskSpec.remove("doc2query")), exp.run(MaskSpec.remove("cls2doc", layers="1"))]
+    write_results(runs, tmp_path / "results" / "runs", run_meta(exp, "ablation-run"))
+    at = open_app(demo, "ablation", results=tmp_path / "results")
+    at.selectbox(key="abl_folder").set_value("runs").run()
+    no_trouble(at)
+    shown = frame(at, "delta_bm25")
+    want = pd.concat([r.summary for r in runs])
+    want = want[want["measure"] == "nDCG@10"].set_index("spec_label")
+    got = shown.set_index("spec_label").loc[want.index]
+    for col in ("bm25_mean", "baseline_delta_bm25", "delta_bm25", "p_bm25"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), atol=1e-12)
+
+
 def test_a_partial_sweep_is_marked_partial(demo, tmp_path):
     import shutil
 

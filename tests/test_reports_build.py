@@ -241,6 +241,16 @@ def test_numbers_come_from_the_tables(study):
     cells = re.findall(r"<td>(.*?)</td>", first_row)
     assert cells[0] == top["spec_label"] and cells[5] == fmt(top["delta"], signed=True)
     assert cells[6] == f"[{fmt(top['ci_low'], signed=True)}, {fmt(top['ci_high'], signed=True)}]"
+    # each single run against BM25, as the runner stored it
+    against = abl.split("against BM25, the candidates")[1].split("</table>")[0]
+    for _, r in runs[runs["measure"] == "nDCG@10"].iterrows():
+        row = next(
+            re.findall(r"<td>(.*?)</td>", tr)
+            for tr in re.findall(r"<tr>(.*?)</tr>", against, re.DOTALL)
+            if f"<td>{r['spec_label']}</td>" in tr
+        )
+        assert row[2:4] == [fmt(r["bm25_mean"]), fmt(r["baseline_delta_bm25"], signed=True)]
+        assert row[5] == fmt(r["delta_bm25"], signed=True)
     search = json.loads((res / "ablations" / "search" / "search.json").read_text())
     assert (search["removed_label"] or "none") in _section(html, "minimal")
     flows = read_table(res / "probe", "flows")

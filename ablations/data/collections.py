@@ -105,6 +105,11 @@ class RerankSet:
         run["score"] = pd.Series(scores, dtype=float).to_numpy()
         return run
 
+    def first_stage_run(self) -> pd.DataFrame:
+        """The candidates' own ranking (the first stage, BM25 here) as a run: scored by rank, so ties keep
+        its order."""
+        return self.run_from_scores(-self.candidates["rank"].to_numpy(dtype=float))
+
     def describe(self) -> dict:
         return {
             "name": self.name,

@@ -47,9 +47,10 @@ def bootstrap_ci(
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``deltas`` (seeded, reproducible)."""
+    """Percentile bootstrap interval of the mean of ``deltas`` (seeded, reproducible); ``n_boot=0``: none
+    (NaN, NaN), for callers that want the t-test alone."""
     deltas = np.asarray(deltas, dtype=float)
-    if deltas.size == 0:
+    if deltas.size == 0 or n_boot < 1:
         return math.nan, math.nan
     if np.all(deltas == deltas[0]):
         return float(deltas[0]), float(deltas[0])

@@ -379,7 +379,7 @@ def compare(cfg: CompareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 def first_stage_table(rs: RerankSet, name: str) -> pd.DataFrame:
     """Per-query measures of the candidates' own (BM25) ranking: scored by rank, so ties keep its order."""
-    table = per_query(rs.run_from_scores(-rs.candidates["rank"].to_numpy(dtype=float)), rs.qrels, rs.measures)
+    table = per_query(rs.first_stage_run(), rs.qrels, rs.measures)
     table.insert(0, "domain", _domain(name))
     table.insert(0, "collection", name)
     table.insert(0, "model", FIRST_STAGE)

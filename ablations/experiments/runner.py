@@ -5,9 +5,12 @@ baseline once (cached on disk, keyed by model fingerprint, collection, depth, qu
 and :meth:`Experiment.run` turns a :class:`~ablations.masking.masks.MaskSpec` into a :class:`RunResult`: two
 tidy tables in the common results format (:mod:`ablations.results`):
 
-- ``per_query`` — one row per run × query × measure: ``value`` (ablated), ``baseline_value``, ``delta``;
+- ``per_query`` — one row per run × query × measure: ``value`` (ablated), ``baseline_value``, ``delta``,
+  and ``bm25_value``, the first stage's own ranking of the same candidates (BM25);
 - ``summary`` — one row per run × measure: mean, baseline mean, delta, paired t and p, bootstrap CI,
-  wins / ties / losses (:mod:`ablations.evaluation.stats`).
+  wins / ties / losses (:mod:`ablations.evaluation.stats`); and against the first stage: ``bm25_mean``,
+  ``delta_bm25`` / ``p_bm25`` (ablated − BM25, paired t-test) and ``baseline_delta_bm25`` /
+  ``baseline_p_bm25`` (full model − BM25), the columns ``ablations.paper`` names the same way.
 
 Both carry the run's identity: ``run_id`` (a hash of everything that determines the numbers), collection,
 model, model fingerprint, the spec as canonical JSON, its label, the resolved layers and heads, seed and
@@ -63,7 +66,9 @@ ID_COLUMNS = [
     "seed",
     "git_revision",
 ]
-PER_QUERY_COLUMNS = [*ID_COLUMNS, "query_id", "measure", "value", "baseline_value", "delta"]
+PER_QUERY_COLUMNS = [*ID_COLUMNS, "query_id", "measure", "value", "baseline_value", "delta", "bm25_value"]
+#: Against the first stage (the candidates' own BM25 order), on the same queries.
+BM25_COLUMNS = ["bm25_mean", "delta_bm25", "p_bm25", "baseline_delta_bm25", "baseline_p_bm25"]
 SUMMARY_COLUMNS = [
     *ID_COLUMNS,
     "measure",
@@ -78,6 +83,7 @@ SUMMARY_COLUMNS = [
     "wins",
     "ties",
     "losses",
+    *BM25_COLUMNS,
 ]
 
 
@@ -191,6 +197,8 @@ class Experiment:
             use_cache=use_cache,
         )
         self.baseline_table = per_query(rs.run_from_scores(self.baseline), rs.qrels, self.measures)
+        self.first_stage_table = per_query(rs.first_stage_run(), rs.qrels, self.measures)
+        self._baseline_vs_bm25: dict[str, tuple[float, float]] = {}
         self.use_prefix = prefix and supports_prefix(ce)
         self._prefix: PrefixCache | None = None
         self._batches: list | None = None
@@ -284,6 +292,12 @@ class Experiment:
             validate="one_to_one",
         )
         merged["delta"] = merged["value"] - merged["baseline_value"]
+        merged = merged.merge(
+            self.first_stage_table.rename(columns={"value": "bm25_value"}),
+            on=["query_id", "measure"],
+            how="left",
+            validate="one_to_one",
+        )
         run_id = self.run_id(spec, compiled)
         ident = {
             "run_id": run_id,
@@ -317,9 +331,47 @@ class Experiment:
                 n_boot=s.n_boot,
                 seed=s.seed,
             )
-            rows.append({**ident, "measure": measure, **st.as_dict()})
+            rows.append({**ident, "measure": measure, **st.as_dict(), **self._against_bm25(part, measure)})
         summary = pd.DataFrame(rows)[SUMMARY_COLUMNS]
         return RunResult(run_id, spec, compiled, per_q, summary, seconds, scores)
+
+    def against_bm25(self, per_q: pd.DataFrame) -> pd.DataFrame:
+        """The :data:`BM25_COLUMNS` of one run from its per-query rows (``query_id, measure, value,
+        baseline_value``), one row per measure: for runs stored before those columns existed."""
+        merged = per_q[["query_id", "measure", "value", "baseline_value"]].merge(
+            self.first_stage_table.rename(columns={"value": "bm25_value"}),
+            on=["query_id", "measure"],
+            how="left",
+            validate="one_to_one",
+        )
+        return pd.DataFrame(
+            [
+                {"measure": m, **self._against_bm25(part, m)}
+                for m, part in merged.groupby("measure", sort=False)
+            ],
+            columns=["measure", *BM25_COLUMNS],
+        )
+
+    def _against_bm25(self, part: pd.DataFrame, measure: str) -> dict:
+        """One measure's ablated and full model against the first stage (paired t-test over queries)."""
+        s = self.settings
+        bm25 = part["bm25_value"].to_numpy()
+
+        def vs(values: np.ndarray) -> tuple[float, float]:
+            st = paired_stats(values, bm25, tie_tol=s.tie_tol, n_boot=0, seed=s.seed)
+            return st.delta, st.p
+
+        if measure not in self._baseline_vs_bm25:
+            self._baseline_vs_bm25[measure] = vs(part["baseline_value"].to_numpy())
+        delta, p = vs(part["value"].to_numpy())
+        base_delta, base_p = self._baseline_vs_bm25[measure]
+        return {
+            "bm25_mean": float(np.mean(bm25)) if len(bm25) else np.nan,
+            "delta_bm25": delta,
+            "p_bm25": p,
+            "baseline_delta_bm25": base_delta,
+            "baseline_p_bm25": base_p,
+        }
 
     def close(self) -> None:
         if self._prefix is not None:
@@ -357,13 +409,23 @@ def write_results(results: list[RunResult], out_dir: Path, meta: dict) -> Path:
     return out_dir / "summary.parquet"
 
 
-def stored_summary(out_dir: Path, run_id: str) -> pd.DataFrame | None:
+def stored_summary(out_dir: Path, run_id: str, exp: Experiment | None = None) -> pd.DataFrame | None:
+    """The summary rows of ``run_id`` in ``<out_dir>``, or None. A run stored before the BM25 columns
+    existed gets them from its per-query rows when ``exp`` (the same model and collection) is given."""
     path = Path(out_dir) / "summary.parquet"
     if not path.exists():
         return None
     table = read_table(out_dir, "summary")
-    rows = table[table["run_id"] == run_id]
-    return rows.reset_index(drop=True) if len(rows) else None
+    rows = table[table["run_id"] == run_id].reset_index(drop=True)
+    if not len(rows):
+        return None
+    if exp is not None and (any(c not in rows for c in BM25_COLUMNS) or rows["bm25_mean"].isna().any()):
+        pq = read_table(out_dir, "per_query")
+        filled = exp.against_bm25(pq[pq["run_id"] == run_id])
+        rows = rows.drop(columns=[c for c in BM25_COLUMNS if c in rows]).merge(
+            filled, on="measure", how="left"
+        )
+    return rows
 
 
 # -------------------------------------------------------------------------------------- printing
@@ -386,13 +448,38 @@ def format_summary(summary: pd.DataFrame, *, title: str | None = None) -> str:
     for c in ("baseline_mean", "mean"):
         df[c] = df[c].map("{:.4f}".format)
     df["delta"] = summary["delta"].map("{:+.4f}".format)
-    df["p"] = summary["p"].map(lambda p: "nan" if np.isnan(p) else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}"))
+    df["p"] = summary["p"].map(_fmt_p)
     if df["spec_label"].nunique() == 1:
         cols.pop("spec_label")
         cols.pop("layers")
     df["spec_label"] = df["spec_label"].str.slice(0, 40)
     table = df[list(cols)].rename(columns=cols).to_string(index=False)
-    return f"{title}\n{table}" if title else table
+    bm25 = format_against_bm25(summary)
+    text = f"{table}\n{bm25}" if bm25 else table
+    return f"{title}\n{text}" if title else text
+
+
+def _fmt_p(p: float) -> str:
+    return "nan" if np.isnan(p) else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
+
+
+def format_against_bm25(summary: pd.DataFrame) -> str:
+    """The full and the ablated model against the first stage (the candidates' own BM25 order), one line
+    per run × measure; empty for a table written before these columns existed."""
+    if any(c not in summary for c in BM25_COLUMNS) or summary["bm25_mean"].isna().all():
+        return ""
+    rows = summary.dropna(subset=["bm25_mean"])
+    many = rows["spec_label"].nunique() > 1
+    wm, wl = rows["measure"].str.len().max(), rows["spec_label"].str.slice(0, 40).str.len().max()
+    lines = ["against BM25, the candidates' own order (Δ, paired t-test p):"]
+    for _, r in rows.iterrows():
+        mask = f"{str(r['spec_label'])[:40]:{wl}s}  " if many else ""
+        lines.append(
+            f"  {mask}{r['measure']:>{wm}s}  BM25 {r['bm25_mean']:.4f}"
+            f"  full {r['baseline_delta_bm25']:+.4f} (p {_fmt_p(r['baseline_p_bm25'])})"
+            f"  ablated {r['delta_bm25']:+.4f} (p {_fmt_p(r['p_bm25'])})"
+        )
+    return "\n".join(lines)
 
 
 def run_meta(exp: Experiment, kind: str, **extra) -> dict:

@@ -340,13 +340,19 @@ def show_runs(summary: pd.DataFrame) -> None:
             "wins",
             "ties",
             "losses",
+            "bm25_mean",
+            "baseline_delta_bm25",
+            "baseline_p_bm25",
+            "delta_bm25",
+            "p_bm25",
         )
-        if c in rows.columns
+        if c in rows.columns and rows[c].notna().any()
     ]
-    st.dataframe(
-        rows[cols],
-        hide_index=True,
-        key="abl_runs",
-        column_config={"p": st.column_config.NumberColumn("p", format="%.2g")},
+    p_format = {
+        c: st.column_config.NumberColumn(c, format="%.2g") for c in ("p", "baseline_p_bm25", "p_bm25")
+    }
+    st.dataframe(rows[cols], hide_index=True, key="abl_runs", column_config=p_format)
+    st.caption(
+        "Runs of `python -m ablations.run`: one row per mask. `bm25_mean`: BM25, the candidates' own order; "
+        "`baseline_delta_bm25` / `delta_bm25`: the full / ablated model minus BM25, with paired t-test p."
     )
-    st.caption("Runs of `python -m ablations.run`: one row per mask.")
