@@ -171,6 +171,8 @@ def test_a_run_stored_before_the_bm25_columns_gets_them(exp, tmp_path):
     assert "bm25_mean" not in stored_summary(tmp_path, res.run_id)  # no experiment: as stored
     filled = stored_summary(tmp_path, res.run_id, exp)
     pd.testing.assert_frame_equal(filled[BM25_COLUMNS], res.summary[BM25_COLUMNS])
+    (tmp_path / "per_query.parquet").unlink()  # without its per-query rows: the summary as stored
+    assert "bm25_mean" not in stored_summary(tmp_path, res.run_id, exp)
 
 
 def test_sweep_grid_and_prefix_equivalence(exp, tmp_path):

@@ -420,7 +420,10 @@ def stored_summary(out_dir: Path, run_id: str, exp: Experiment | None = None) ->
     if not len(rows):
         return None
     if exp is not None and (any(c not in rows for c in BM25_COLUMNS) or rows["bm25_mean"].isna().any()):
-        pq = read_table(out_dir, "per_query")
+        try:
+            pq = read_table(out_dir, "per_query")
+        except BadInput:  # the per-query table is gone or unreadable: the summary as stored
+            return rows
         filled = exp.against_bm25(pq[pq["run_id"] == run_id])
         rows = rows.drop(columns=[c for c in BM25_COLUMNS if c in rows]).merge(
             filled, on="measure", how="left"
