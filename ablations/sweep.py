@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     settings_from_args(args)  # every syntax checked: now the heavy part (torch, transformers)
     import pandas as pd
 
-    from ablations.experiments.sweep import Sweep, SweepConfig, pivot
+    from ablations.experiments.sweep import Sweep, SweepConfig, against_bm25_line, pivot
 
     config = SweepConfig(
         interactions=args.interactions,
@@ -122,6 +122,9 @@ def main(argv=None) -> int:
         print(grid.to_string())
     sig = summary[(summary["measure"] == measure) & (summary["p"] < 0.05)]
     print(f"{len(sig)} of {len(sweep.cells)} cells differ significantly (paired t-test, p < 0.05)")
+    line = against_bm25_line(summary, measure)
+    if line:
+        print(line)
     print(f"wrote {args.out / 'summary.parquet'} and {args.out / 'per_query.parquet'}")
     return 0
 

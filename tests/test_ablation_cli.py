@@ -169,6 +169,11 @@ def test_sweep_resumes_after_kill_9(world):
     ref_dir, dir_ = world["root"] / "sweep-ref", world["root"] / "sweep-killed"
     ref = run_cli("ablations.sweep", [*args, "--out", str(ref_dir)], world["cache"])
     assert ref.returncode == 0, ref.stderr
+    table = pd.read_parquet(ref_dir / "summary.parquet")
+    nd = table[table["measure"] == "nDCG@10"]
+    below = int(((nd["delta_bm25"] < 0) & (nd["p_bm25"] < 0.05)).sum())
+    assert f"the full model {nd['baseline_delta_bm25'].iloc[0]:+.4f}" in ref.stdout
+    assert f"{below} of 9 cells significantly below BM25" in ref.stdout
 
     env = cli_env(world["cache"])
     env["MICE_SWEEP_CELL_DELAY"] = "30"  # each finished cell waits: the kill lands mid-sweep

@@ -282,3 +282,19 @@ def pivot(summary: pd.DataFrame, measure: str = "nDCG@10") -> pd.DataFrame:
             index=["cell_interaction", "cell_heads"], columns="cell_layers", values="delta", sort=False
         )
     return grid
+
+
+def against_bm25_line(summary: pd.DataFrame, measure: str, alpha: float = 0.05) -> str:
+    """The full model and the cells against BM25, the candidates' own order (empty when a cell was stored
+    without the BM25 columns)."""
+    part = summary[summary["measure"] == measure]
+    if part.empty or "bm25_mean" not in part or part["bm25_mean"].isna().any():
+        return ""
+    r = part.iloc[0]
+    below = int(((part["delta_bm25"] < 0) & (part["p_bm25"] < alpha)).sum())
+    p = r["baseline_p_bm25"]
+    return (
+        f"against BM25, the candidates' own order ({measure} {r['bm25_mean']:.4f}): the full model "
+        f"{r['baseline_delta_bm25']:+.4f} (p {p:.2g}); {below} of {len(part)} cells significantly below BM25 "
+        f"(paired t-test, p < {alpha:g})"
+    )
