@@ -102,7 +102,14 @@ def main(argv=None) -> int:
     spec = spec_from_args(args)
     settings_from_args(args)  # bad numbers fail before anything is loaded
     # the mask and the numbers are checked: now the heavy part (torch, transformers)
-    from ablations.experiments.runner import format_summary, run_meta, stored_summary, write_results
+    from ablations.experiments.runner import (
+        add_bm25,
+        format_summary,
+        lacks_bm25,
+        run_meta,
+        stored_summary,
+        write_results,
+    )
     from ablations.masking.masks import compile_for
 
     ce, model_path = load_model(args)
@@ -122,9 +129,14 @@ def main(argv=None) -> int:
         f"mask       {compiled.describe()}",
         f"baseline   {'cached' if exp.baseline_cached else 'computed'} (unablated model)",
     ]
-    stored = None if args.force else stored_summary(args.out, run_id, exp)
+    stored = None if args.force else stored_summary(args.out, run_id)
     if stored is not None:
         print("\n".join(head))
+        if lacks_bm25(stored):  # stored before the BM25 columns existed: add them, rescoring nothing
+            filled = add_bm25(args.out, run_id, exp)
+            if filled is not None:
+                stored = filled
+                print(f"added the columns against BM25 to this run in {args.out} (from its per-query rows)")
         print(
             format_summary(
                 stored, title=f"run {run_id} (already in {args.out}/summary.parquet; --force recomputes)"

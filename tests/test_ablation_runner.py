@@ -17,8 +17,10 @@ from ablations.experiments.runner import (
     SUMMARY_COLUMNS,
     Experiment,
     Settings,
+    add_bm25,
     baseline_scores,
     format_summary,
+    lacks_bm25,
     stored_summary,
     write_results,
 )
@@ -161,18 +163,29 @@ def test_run_against_the_first_stage(exp):
 
 
 def test_a_run_stored_before_the_bm25_columns_gets_them(exp, tmp_path):
-    res = exp.run(MaskSpec.remove("doc2query"))
-    old = dataclasses.replace(
-        res,
-        per_query=res.per_query.drop(columns=["bm25_value"]),
-        summary=res.summary.drop(columns=BM25_COLUMNS),
-    )
-    write_results([old], tmp_path, {"kind": "test"})
-    assert "bm25_mean" not in stored_summary(tmp_path, res.run_id)  # no experiment: as stored
-    filled = stored_summary(tmp_path, res.run_id, exp)
+    res, other = exp.run(MaskSpec.remove("doc2query")), exp.run(MaskSpec.remove("cls2doc"))
+    old = [
+        dataclasses.replace(
+            r,
+            per_query=r.per_query.drop(columns=["bm25_value"]),
+            summary=r.summary.drop(columns=BM25_COLUMNS),
+        )
+        for r in (res, other)
+    ]
+    write_results(old, tmp_path, {"kind": "test"})
+    stored = stored_summary(tmp_path, res.run_id)
+    assert lacks_bm25(stored) and not lacks_bm25(res.summary)
+    filled = add_bm25(tmp_path, res.run_id, exp)
     pd.testing.assert_frame_equal(filled[BM25_COLUMNS], res.summary[BM25_COLUMNS])
-    (tmp_path / "per_query.parquet").unlink()  # without its per-query rows: the summary as stored
-    assert "bm25_mean" not in stored_summary(tmp_path, res.run_id, exp)
+    # written back: this run's rows equal a fresh run's, the other run's are left without (NaN)
+    pq, sm = read_table(tmp_path, "per_query"), read_table(tmp_path, "summary")
+    mine = pq[pq["run_id"] == res.run_id].reset_index(drop=True)
+    np.testing.assert_allclose(mine["bm25_value"], res.per_query["bm25_value"])
+    assert pq.loc[pq["run_id"] == other.run_id, "bm25_value"].isna().all()
+    assert lacks_bm25(sm[sm["run_id"] == other.run_id]) and not lacks_bm25(sm[sm["run_id"] == res.run_id])
+    assert read_manifest(tmp_path, "summary")["bm25_added"] == [res.run_id]
+    (tmp_path / "per_query.parquet").unlink()  # without its per-query rows: nothing to add
+    assert add_bm25(tmp_path, other.run_id, exp) is None
 
 
 def test_sweep_grid_and_prefix_equivalence(exp, tmp_path):

@@ -409,26 +409,51 @@ def write_results(results: list[RunResult], out_dir: Path, meta: dict) -> Path:
     return out_dir / "summary.parquet"
 
 
-def stored_summary(out_dir: Path, run_id: str, exp: Experiment | None = None) -> pd.DataFrame | None:
-    """The summary rows of ``run_id`` in ``<out_dir>``, or None. A run stored before the BM25 columns
-    existed gets them from its per-query rows when ``exp`` (the same model and collection) is given."""
+def stored_summary(out_dir: Path, run_id: str) -> pd.DataFrame | None:
+    """The summary rows of ``run_id`` in ``<out_dir>``, or None."""
     path = Path(out_dir) / "summary.parquet"
     if not path.exists():
         return None
     table = read_table(out_dir, "summary")
-    rows = table[table["run_id"] == run_id].reset_index(drop=True)
-    if not len(rows):
+    rows = table[table["run_id"] == run_id]
+    return rows.reset_index(drop=True) if len(rows) else None
+
+
+def lacks_bm25(summary: pd.DataFrame) -> bool:
+    """Whether summary rows were stored before the :data:`BM25_COLUMNS` existed."""
+    return any(c not in summary for c in BM25_COLUMNS) or bool(summary["bm25_mean"].isna().any())
+
+
+def add_bm25(out_dir: Path, run_id: str, exp: Experiment) -> pd.DataFrame | None:
+    """Give a run stored before the BM25 columns existed its ``bm25_value`` per query and its
+    :data:`BM25_COLUMNS`, computed from its stored per-query rows against ``exp``'s first stage (the same
+    model and rerank set: the run id says so); both tables are rewritten atomically, per-query first, and
+    their manifests kept (plus ``bm25_added``). Nothing is rescored. Returns the run's summary rows, or None
+    when its per-query rows are gone."""
+    out_dir = Path(out_dir)
+    try:
+        pq = read_table(out_dir, "per_query")
+    except BadInput:
         return None
-    if exp is not None and (any(c not in rows for c in BM25_COLUMNS) or rows["bm25_mean"].isna().any()):
-        try:
-            pq = read_table(out_dir, "per_query")
-        except BadInput:  # the per-query table is gone or unreadable: the summary as stored
-            return rows
-        filled = exp.against_bm25(pq[pq["run_id"] == run_id])
-        rows = rows.drop(columns=[c for c in BM25_COLUMNS if c in rows]).merge(
-            filled, on="measure", how="left"
-        )
-    return rows
+    mine = pq["run_id"] == run_id
+    if not mine.any():
+        return None
+    fs = exp.first_stage_table.set_index(["query_id", "measure"])["value"]
+    keys = pd.MultiIndex.from_frame(pq.loc[mine, ["query_id", "measure"]])
+    pq["bm25_value"] = pq["bm25_value"] if "bm25_value" in pq else np.nan
+    pq.loc[mine, "bm25_value"] = fs.reindex(keys).to_numpy()
+    summary = read_table(out_dir, "summary")
+    filled = exp.against_bm25(pq[mine]).set_index("measure")
+    rows = summary["run_id"] == run_id
+    for c in BM25_COLUMNS:
+        if c not in summary:
+            summary[c] = np.nan
+        summary.loc[rows, c] = summary.loc[rows, "measure"].map(filled[c]).to_numpy()
+    for table, df in (("per_query", pq), ("summary", summary)):
+        meta = read_manifest(out_dir, table) if (out_dir / f"{table}.json").exists() else {}
+        added = [r for r in meta.get("bm25_added", []) if r != run_id] + [run_id]
+        write_table(df, out_dir, table, {**meta, "bm25_added": added})
+    return summary[rows].reset_index(drop=True)
 
 
 # -------------------------------------------------------------------------------------- printing
