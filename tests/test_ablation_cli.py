@@ -99,24 +99,21 @@ def test_cli_subprocess_exit_code_and_clamped_run(world):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert bad.stderr.startswith("error: unknown interaction 'doc2qry'")
     out = world["root"] / "run-out"
-    ok = run_cli(
-        "ablations.run",
-        [
-            "--remove",
-            "doc2query",
-            "--layers",
-            "0-6",
-            "--remove",
-            "cls2doc:1",
-            "--model",
-            str(world["model"]),
-            "--collection",
-            str(world["collection"]),
-            "--out",
-            str(out),
-        ],
-        world["cache"],
-    )
+    run_args = [
+        "--remove",
+        "doc2query",
+        "--layers",
+        "0-6",
+        "--remove",
+        "cls2doc:1",
+        "--model",
+        str(world["model"]),
+        "--collection",
+        str(world["collection"]),
+        "--out",
+        str(out),
+    ]
+    ok = run_cli("ablations.run", run_args, world["cache"])
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert lines[0] == "layers 0-6 → 0-2: the model has 3 layers"
@@ -130,26 +127,17 @@ def test_cli_subprocess_exit_code_and_clamped_run(world):
         set(summary["measure"]) >= {"nDCG@10"}
         and summary["spec_label"].iloc[0] == "doc2query[0-6] + cls2doc[1]"
     )
-    again = run_cli(
-        "ablations.run",
-        [
-            "--remove",
-            "doc2query",
-            "--layers",
-            "0-6",
-            "--remove",
-            "cls2doc:1",
-            "--model",
-            str(world["model"]),
-            "--collection",
-            str(world["collection"]),
-            "--out",
-            str(out),
-        ],
-        world["cache"],
-    )
+    again = run_cli("ablations.run", run_args, world["cache"])
     assert again.returncode == 0 and "already in" in again.stdout
     assert len(pd.read_parquet(out / "summary.parquet")) == len(summary)
+    assert "added the columns against BM25" not in again.stdout
+    # a run stored before the BM25 columns existed: the same command adds them, rescoring nothing
+    for table in ("summary", "per_query"):
+        df = pd.read_parquet(out / f"{table}.parquet")
+        df.drop(columns=[c for c in df if "bm25" in c]).to_parquet(out / f"{table}.parquet")
+    older = run_cli("ablations.run", run_args, world["cache"])
+    assert older.returncode == 0 and "added the columns against BM25" in older.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), summary)
 
 
 def test_sweep_resumes_after_kill_9(world):
