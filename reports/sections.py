@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ablations.experiments.runner import BM25_COLUMNS
 from ablations.experiments.sweep import pivot
 from probe.errors import BadInput
 from probe.roles import FLOW_ROLES
@@ -559,8 +560,7 @@ def _run_source(sec: Section, src: Source, opts: Options) -> pd.DataFrame:
 def _against_bm25_table(df: pd.DataFrame) -> pd.DataFrame | None:
     """Each run's full and ablated model against the first stage; None for tables written before the
     ``bm25_*`` columns existed."""
-    cols = ["bm25_mean", "delta_bm25", "p_bm25", "baseline_delta_bm25", "baseline_p_bm25"]
-    if any(c not in df for c in cols):
+    if any(c not in df for c in BM25_COLUMNS):
         return None
     df = df.dropna(subset=["bm25_mean"])
     if df.empty:

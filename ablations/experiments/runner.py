@@ -198,7 +198,6 @@ class Experiment:
         )
         self.baseline_table = per_query(rs.run_from_scores(self.baseline), rs.qrels, self.measures)
         self.first_stage_table = per_query(rs.first_stage_run(), rs.qrels, self.measures)
-        self._baseline_vs_bm25: dict[str, tuple[float, float]] = {}
         self.use_prefix = prefix and supports_prefix(ce)
         self._prefix: PrefixCache | None = None
         self._batches: list | None = None
@@ -292,12 +291,7 @@ class Experiment:
             validate="one_to_one",
         )
         merged["delta"] = merged["value"] - merged["baseline_value"]
-        merged = merged.merge(
-            self.first_stage_table.rename(columns={"value": "bm25_value"}),
-            on=["query_id", "measure"],
-            how="left",
-            validate="one_to_one",
-        )
+        merged = self.with_bm25(merged)
         run_id = self.run_id(spec, compiled)
         ident = {
             "run_id": run_id,
@@ -331,46 +325,43 @@ class Experiment:
                 n_boot=s.n_boot,
                 seed=s.seed,
             )
-            rows.append({**ident, "measure": measure, **st.as_dict(), **self._against_bm25(part, measure)})
+            rows.append({**ident, "measure": measure, **st.as_dict(), **self._against_bm25(part)})
         summary = pd.DataFrame(rows)[SUMMARY_COLUMNS]
         return RunResult(run_id, spec, compiled, per_q, summary, seconds, scores)
 
-    def against_bm25(self, per_q: pd.DataFrame) -> pd.DataFrame:
-        """The :data:`BM25_COLUMNS` of one run from its per-query rows (``query_id, measure, value,
-        baseline_value``), one row per measure: for runs stored before those columns existed."""
-        merged = per_q[["query_id", "measure", "value", "baseline_value"]].merge(
+    def with_bm25(self, per_q: pd.DataFrame) -> pd.DataFrame:
+        """Per-query rows (``query_id, measure, …``) with ``bm25_value``, the first stage's value of the same
+        query and measure (left join: the rows keep their order)."""
+        return per_q.drop(columns="bm25_value", errors="ignore").merge(
             self.first_stage_table.rename(columns={"value": "bm25_value"}),
             on=["query_id", "measure"],
             how="left",
             validate="one_to_one",
         )
+
+    def against_bm25(self, per_q: pd.DataFrame) -> pd.DataFrame:
+        """The :data:`BM25_COLUMNS` of one run from its per-query rows (``query_id, measure, value,
+        baseline_value``), one row per measure: for runs stored before those columns existed."""
+        merged = self.with_bm25(per_q[["query_id", "measure", "value", "baseline_value"]])
         return pd.DataFrame(
-            [
-                {"measure": m, **self._against_bm25(part, m)}
-                for m, part in merged.groupby("measure", sort=False)
-            ],
+            [{"measure": m, **self._against_bm25(part)} for m, part in merged.groupby("measure", sort=False)],
             columns=["measure", *BM25_COLUMNS],
         )
 
-    def _against_bm25(self, part: pd.DataFrame, measure: str) -> dict:
+    def _against_bm25(self, part: pd.DataFrame) -> dict:
         """One measure's ablated and full model against the first stage (paired t-test over queries)."""
         s = self.settings
         bm25 = part["bm25_value"].to_numpy()
-
-        def vs(values: np.ndarray) -> tuple[float, float]:
-            st = paired_stats(values, bm25, tie_tol=s.tie_tol, n_boot=0, seed=s.seed)
-            return st.delta, st.p
-
-        if measure not in self._baseline_vs_bm25:
-            self._baseline_vs_bm25[measure] = vs(part["baseline_value"].to_numpy())
-        delta, p = vs(part["value"].to_numpy())
-        base_delta, base_p = self._baseline_vs_bm25[measure]
+        ablated, full = (
+            paired_stats(part[c].to_numpy(), bm25, tie_tol=s.tie_tol, n_boot=0, seed=s.seed)
+            for c in ("value", "baseline_value")
+        )
         return {
             "bm25_mean": float(np.mean(bm25)) if len(bm25) else np.nan,
-            "delta_bm25": delta,
-            "p_bm25": p,
-            "baseline_delta_bm25": base_delta,
-            "baseline_p_bm25": base_p,
+            "delta_bm25": ablated.delta,
+            "p_bm25": ablated.p,
+            "baseline_delta_bm25": full.delta,
+            "baseline_p_bm25": full.p,
         }
 
     def close(self) -> None:
@@ -438,10 +429,9 @@ def add_bm25(out_dir: Path, run_id: str, exp: Experiment) -> pd.DataFrame | None
     mine = pq["run_id"] == run_id
     if not mine.any():
         return None
-    fs = exp.first_stage_table.set_index(["query_id", "measure"])["value"]
-    keys = pd.MultiIndex.from_frame(pq.loc[mine, ["query_id", "measure"]])
-    pq["bm25_value"] = pq["bm25_value"] if "bm25_value" in pq else np.nan
-    pq.loc[mine, "bm25_value"] = fs.reindex(keys).to_numpy()
+    if "bm25_value" not in pq:
+        pq["bm25_value"] = np.nan
+    pq.loc[mine, "bm25_value"] = exp.with_bm25(pq[mine])["bm25_value"].to_numpy()
     summary = read_table(out_dir, "summary")
     filled = exp.against_bm25(pq[mine]).set_index("measure")
     rows = summary["run_id"] == run_id
