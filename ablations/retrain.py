@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="MICE only: also distil the teacher's final [CLS] state (weight of its MSE; default 0: "
         "scores only)",
     )
+    p.add_argument(
+        "--encoder-layers",
+        type=int,
+        default=None,
+        help="maxsim / lite only: encode with the backbone's first N layers (default: all; e.g. 7, the "
+        "layers MICE-l4+3 keeps of 12)",
+    )
     defaults = RetrainConfig(out="-", config="-")
     for name in (
         "steps",

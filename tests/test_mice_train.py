@@ -160,3 +160,45 @@ def test_late_interaction_scores_index_and_maxsim_formula(tokenizer, pairs, tmp_
     )
     with pytest.raises(BadInput, match="built by another model"):
         other.attach_index(tmp_path / "lite.safetensors")
+
+
+def test_late_interaction_encoder_keeps_the_backbones_first_layers(tokenizer, pairs, tmp_path):
+    """``encoder_layers=N``: the token states are the cross-encoder's states after its layer N (same weights),
+    the depth survives save/load, and a full-depth encoder's settings (so fingerprints) are unchanged."""
+    ce = CrossEncoder(make_tiny_bert(tokenizer, layers=3), tokenizer, max_length=64, name="tiny")
+    li = LateInteractionScorer.from_cross_encoder(ce, "maxsim", encoder_layers=2, max_doc_length=40)
+    assert li.module.encoder.config.num_hidden_layers == 2 and li.settings()["encoder_layers"] == 2
+    enc = ce.tokenizer([pairs[0][1]], return_tensors="pt")
+    base = getattr(ce.model, ce.model.base_model_prefix).eval()
+    li.module.eval()
+    with torch.no_grad():
+        want = base(**enc, output_hidden_states=True).hidden_states[2]
+        got = li.module.encoder(**enc).last_hidden_state
+    assert torch.allclose(got, want, atol=1e-5)
+    online = li.score(pairs)
+    loaded = LateInteractionScorer.load(li.save(tmp_path / "l2"))
+    assert loaded.module.encoder.config.num_hidden_layers == 2 and loaded.settings() == li.settings()
+    assert np.abs(loaded.score(pairs) - online).max() < 1e-5
+    full = LateInteractionScorer.from_cross_encoder(ce, "maxsim", encoder_layers=3, max_doc_length=40)
+    assert "encoder_layers" not in full.settings()
+    assert (
+        full.settings()
+        == LateInteractionScorer.from_cross_encoder(ce, "maxsim", max_doc_length=40).settings()
+    )
+    for bad in (0, 4, True):
+        with pytest.raises(BadInput, match=f"encoder layers {bad!r}.*expected"):
+            LateInteractionScorer.from_cross_encoder(ce, "lite", encoder_layers=bad)
+
+
+def test_encoder_layers_is_for_late_interaction_students(setup, pairs, tmp_path):
+    with pytest.raises(BadInput, match="--encoder-layers 2 is for the maxsim and lite students"):
+        RetrainConfig(out=str(tmp_path / "x"), config="x", encoder_layers=2)
+    with pytest.raises(BadInput, match="--encoder-layers 0: expected a whole number >= 1"):
+        RetrainConfig(out=str(tmp_path / "x"), config="x", student="maxsim", encoder_layers=0)
+    root, groups = setup
+    summary = retrain(_cfg(root, "l2", student="maxsim", encoder_layers=2), groups=groups, progress=False)
+    assert summary["config"]["encoder_layers"] == 2
+    assert LateInteractionScorer.load(root / "l2").module.encoder.config.num_hidden_layers == 2
+    with pytest.raises(BadInput, match="has 3 layers; expected 1-3"):
+        retrain(_cfg(root, "l9", student="maxsim", encoder_layers=9), groups=groups, progress=False)
+    assert not (root / "l9").exists()

@@ -124,31 +124,59 @@ class LateInteractionScorer(Scorer):
     """A :class:`LateInteractionModule` with its tokenizer: ``score`` / ``rank``, training, a document
     index."""
 
-    def __init__(self, module: LateInteractionModule, tokenizer, *, name: str | None = None, init: str = ""):
+    def __init__(
+        self,
+        module: LateInteractionModule,
+        tokenizer,
+        *,
+        name: str | None = None,
+        init: str = "",
+        encoder_layers: int | None = None,
+    ):
         self.module, self.tokenizer = module, tokenizer
         self.init = init
+        # the first N layers of the backbone named by ``init`` (None: all of them)
+        self.encoder_layers = encoder_layers
         self.index: DocStateIndex | None = None
         self.name = name or f"{module.kind}:{Path(init).name}"
 
     # ------------------------------------------------------------------------------ building / saving
     @classmethod
     def from_cross_encoder(
-        cls, source: str | CrossEncoder, kind: str, *, seed: int = 0, **kw
+        cls,
+        source: str | CrossEncoder,
+        kind: str,
+        *,
+        seed: int = 0,
+        encoder_layers: int | None = None,
+        **kw,
     ) -> LateInteractionScorer:
-        """A fresh baseline whose encoder is the cross-encoder's BERT (weights copied)."""
+        """A fresh baseline whose encoder is the cross-encoder's BERT (weights copied). ``encoder_layers=N``
+        keeps only its first N layers (token states read after layer N; default: every layer)."""
         ce = (
             source
             if isinstance(source, CrossEncoder)
             else CrossEncoder.from_pretrained(resolve_model(source), new_head=True)
         )
         base = getattr(ce.model, ce.model.base_model_prefix)
-        encoder = BertModel(BertConfig.from_dict(ce.model.config.to_dict()), add_pooling_layer=False)
+        config = ce.model.config.to_dict()
+        depth = config["num_hidden_layers"]
+        if encoder_layers is not None:
+            if isinstance(encoder_layers, bool) or not isinstance(encoder_layers, int):
+                raise BadInput(f"encoder layers {encoder_layers!r}: expected a whole number 1-{depth}")
+            if not 1 <= encoder_layers <= depth:
+                raise BadInput(
+                    f"encoder layers {encoder_layers}: {ce.name!r} has {depth} layers; expected 1-{depth}"
+                )
+            config["num_hidden_layers"] = encoder_layers
+        encoder = BertModel(BertConfig.from_dict(config), add_pooling_layer=False)
         missing, unexpected = encoder.load_state_dict(base.state_dict(), strict=False)
         if missing:
             raise BadInput(f"cannot build a {kind} encoder from {ce.name!r}: missing weights {missing[:3]}")
         torch.manual_seed(seed)
         module = LateInteractionModule(encoder, kind, **kw).to(ce.device)
-        return cls(module, ce.tokenizer, init=ce.name)
+        kept = None if encoder_layers in (None, depth) else encoder_layers
+        return cls(module, ce.tokenizer, init=ce.name, encoder_layers=kept)
 
     def settings(self) -> dict:
         m = self.module
@@ -163,6 +191,8 @@ class LateInteractionScorer(Scorer):
         }
         if m.kind == "lite" and m.norm != "none":  # only then: older settings and fingerprints stay unchanged
             out["norm"] = m.norm
+        if self.encoder_layers is not None:  # likewise: a full-depth encoder's settings stay as they were
+            out["encoder_layers"] = self.encoder_layers
         return out
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -198,6 +228,7 @@ class LateInteractionScorer(Scorer):
             raise BadInput(f"{str(path / CONFIG_FILE)!r}: unsupported schema_version; this toolkit reads 1")
         init = settings.pop("init", "")
         kind = settings.pop("kind")
+        encoder_layers = settings.pop("encoder_layers", None)  # the saved encoder already has that depth
         settings.setdefault("norm", "none")  # folders written before the setting existed: the original head
         with quiet_transformers():
             encoder = BertModel.from_pretrained(path / "encoder", add_pooling_layer=False)
@@ -210,7 +241,7 @@ class LateInteractionScorer(Scorer):
             }
         )
         module.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return cls(module, tokenizer, name=f"{kind}:{path}", init=init)
+        return cls(module, tokenizer, name=f"{kind}:{path}", init=init, encoder_layers=encoder_layers)
 
     # ------------------------------------------------------------------------------ facts
     @property

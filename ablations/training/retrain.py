@@ -57,6 +57,8 @@ class RetrainConfig:
     # teacher's final-layer [CLS] state, what the shared pooler and classifier read (0: scores only)
     cls_weight: float = 0.0
     data: str | None = None  # distill | judged (default: distill for margin-mse/kl/mse, judged otherwise)
+    # late-interaction students: encode with the backbone's first N layers only (None: all of them)
+    encoder_layers: int | None = None
     steps: int = 300
     lr: float = 3e-5
     head_lr: float = 1e-3  # new parameters of the baselines (projection, LITE MLP)
@@ -102,6 +104,16 @@ class RetrainConfig:
             )
         if self.cls_weight and self.data != "distill":
             raise BadInput("--cls-weight needs the teacher: use --data distill")
+        if self.encoder_layers is not None:
+            if self.student == "mice":
+                raise BadInput(
+                    f"--encoder-layers {self.encoder_layers} is for the maxsim and lite students; a MICE "
+                    "student keeps the layers its configuration names (re-export with another preset)"
+                )
+            if isinstance(self.encoder_layers, bool) or not isinstance(self.encoder_layers, int):
+                raise BadInput(f"--encoder-layers {self.encoder_layers!r}: expected a whole number >= 1")
+            if self.encoder_layers < 1:
+                raise BadInput(f"--encoder-layers {self.encoder_layers}: expected a whole number >= 1")
         if self.bf16 not in ("auto", "on", "off"):
             raise BadInput(f"--bf16 {self.bf16!r}; expected auto, on or off")
         if self.validation not in self.train_collections:
@@ -134,7 +146,11 @@ class Student:
                 else mice_cfg.base_model
             )
             self.scorer = LateInteractionScorer.from_cross_encoder(
-                weights, cfg.student, seed=cfg.seed, max_doc_length=mice_cfg.max_doc_length
+                weights,
+                cfg.student,
+                seed=cfg.seed,
+                encoder_layers=cfg.encoder_layers,
+                max_doc_length=mice_cfg.max_doc_length,
             )
             self.module = self.scorer.module
         self.max_doc_length = cfg.max_doc_length
@@ -198,11 +214,20 @@ def retrain(
         out=Path(cfg.out),
         record="retrain.json",
         verb="retrained",
-        config=dataclasses.asdict(cfg),
+        config=_settings(cfg),
         seed=cfg.seed,
         progress=progress,
         stop_after=stop_after,
     )
+
+
+def _settings(cfg: RetrainConfig) -> dict:
+    """The settings a checkpoint is stored with: a full-depth encoder's are what they were before
+    ``encoder_layers`` existed, so runs checkpointed then still resume."""
+    out = dataclasses.asdict(cfg)
+    if out["encoder_layers"] is None:
+        del out["encoder_layers"]
+    return out
 
 
 def _run(
