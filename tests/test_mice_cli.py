@@ -220,7 +220,8 @@ def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
         == 0
     )
     MiceModel.load(cfg).save(root / "cmp" / "mice-model")  # stands in for a retrained model
-    LateInteractionScorer.from_cross_encoder(str(model), "maxsim", max_doc_length=40).save(
+    # MaxSim on the first 2 of the 3 layers (--encoder-layers), LITE on all of them
+    LateInteractionScorer.from_cross_encoder(str(model), "maxsim", encoder_layers=2, max_doc_length=40).save(
         root / "cmp" / "maxsim"
     )
     LateInteractionScorer.from_cross_encoder(str(model), "lite", max_doc_length=40).save(
@@ -277,6 +278,8 @@ def test_compare_writes_the_common_results_table(tiny, tokenizer, capsys):
     assert (table[table["model"] == "maxsim"]["storage_bytes_per_doc"] > 0).all()
     assert (table[table["model"] == "cross-encoder"]["storage_bytes_per_doc"] == 0).all()
     assert (table["latency_ms_per_query"] > 0).all() and (table["parameters"] > 0).all()
+    params = table.groupby("model")["parameters"].first()
+    assert params["maxsim"] < params["lite"]  # one layer fewer
     per_q = pd.read_parquet(out / "per_query.parquet")
     assert set(per_q.columns) >= {"model", "collection", "domain", "query_id", "measure", "value"}
     assert "mice-masked" in res.stdout and "ms/query" in res.stdout
