@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="maxsim / lite only: encode with the backbone's first N layers (default: all; e.g. 7, the "
         "layers MICE-l4+3 keeps of 12)",
     )
+    p.add_argument(
+        "--pseudo-queries",
+        type=int,
+        default=0,
+        help="also N GPL-style groups: a query cropped from a training-pool passage, that passage and "
+        "bm25s hard negatives, scored by the teacher (default 0: none)",
+    )
     defaults = RetrainConfig(out="-", config="-")
     for name in (
         "steps",

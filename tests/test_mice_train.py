@@ -202,3 +202,18 @@ def test_encoder_layers_is_for_late_interaction_students(setup, pairs, tmp_path)
     with pytest.raises(BadInput, match="has 3 layers; expected 1-3"):
         retrain(_cfg(root, "l9", student="maxsim", encoder_layers=9), groups=groups, progress=False)
     assert not (root / "l9").exists()
+
+
+def test_pseudo_queries_need_the_teacher_and_a_count(tmp_path):
+    out = str(tmp_path / "x")
+    with pytest.raises(BadInput, match="--pseudo-queries -3: expected a whole number >= 0"):
+        RetrainConfig(out=out, config="x", pseudo_queries=-3)
+    with pytest.raises(BadInput, match="--pseudo-queries 2.5: expected a whole number >= 0"):
+        RetrainConfig(out=out, config="x", pseudo_queries=2.5)
+    with pytest.raises(BadInput, match="--pseudo-queries needs the teacher"):
+        RetrainConfig(out=out, config="x", pseudo_queries=100, loss="lce")
+    # a run without pseudo-queries stores the settings it stored before the option existed (resume)
+    from ablations.training.retrain import _settings
+
+    assert "pseudo_queries" not in _settings(RetrainConfig(out=out, config="x"))
+    assert _settings(RetrainConfig(out=out, config="x", pseudo_queries=10))["pseudo_queries"] == 10

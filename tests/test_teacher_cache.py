@@ -4,6 +4,7 @@ and refused (one line) when an explicit file was made for another teacher or max
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -116,3 +117,54 @@ def test_distillation_data_shares_one_cache_and_refuses_another_teachers(tmp_pat
     assert again.pairs == 0 and [g.teacher for g in same] == [g.teacher for g in groups]
     with pytest.raises(BadInput, match="teacher_max_length 128, this run needs teacher_max_length 256"):
         distillation_groups(["dl21"], **kw, teacher=LengthTeacher(256), teacher_cache=path, progress=False)
+
+
+def test_crop_query_is_a_span_of_one_sentence_with_content_words():
+    import random
+
+    from bm25s.stopwords import STOPWORDS_EN
+
+    from ablations.data.training import crop_query
+
+    text = (
+        "The Overman, or Superman, is Nietzsche's goal for humanity. It is. Friedrich wrote about it often."
+    )
+    flat = re.sub(r"[^\w\s']", "", text.lower())
+    for seed in range(50):
+        q = crop_query(text, random.Random(seed))
+        words = q.split()
+        assert 4 <= len(words) <= 8 and q in flat  # consecutive words of the text, punctuation stripped
+        assert sum(w not in STOPWORDS_EN for w in words) >= 3  # bm25s' English stopwords
+        assert crop_query(text, random.Random(seed)) == q  # the rng decides, nothing else
+    assert crop_query("Too short. So is this.", random.Random(0)) is None
+    assert crop_query("it is the one that is in it and of the", random.Random(0)) is None  # stopwords only
+
+
+@pytest.mark.slow
+def test_pseudo_query_groups_hold_their_source_passage_and_are_cached(tmp_path, monkeypatch):
+    from ablations.data.training import pseudo_query_groups, test_passages, training_pool
+
+    monkeypatch.setenv("MICE_CACHE", str(tmp_path / "cache"))
+    excluded = test_passages(["dl19", "dl20"])
+    pool = training_pool(["dl21"], excluded)
+    kw = dict(passages=12, exclude_docs=excluded, group_size=5, depth=20, seed=0)
+    path = tmp_path / "teacher.parquet"
+    first = LengthTeacher(128)
+    record: dict = {}
+    groups = pseudo_query_groups(
+        ["dl21"], **kw, teacher=first, teacher_cache=path, progress=False, record=record
+    )
+    assert 8 <= len(groups) <= 12 and first.pairs == 5 * len(groups)
+    assert record["pseudo_rows"] == first.pairs and (tmp_path / "teacher.pseudo.parquet").is_file()
+    texts = set(pool.values())
+    for g in groups:
+        assert len(g.docs) == 5 == len(set(g.docs)) and set(g.docs) <= texts
+        # the first passage is the one the query was cropped from
+        assert all(w in g.docs[0].lower() for w in g.query.split())
+        assert g.teacher == [float(len(d.split())) for d in g.docs]
+        assert not set(g.docs) & excluded[1]  # no DL 2019 / 2020 passage
+    again = LengthTeacher(128)
+    same = pseudo_query_groups(["dl21"], **kw, teacher=again, teacher_cache=path, progress=False)
+    assert again.pairs == 0 and [g.docs for g in same] == [g.docs for g in groups]
+    with pytest.raises(BadInput, match="--pseudo-queries -1: expected a whole number >= 0"):
+        pseudo_query_groups(["dl21"], **{**kw, "passages": -1}, teacher=again, progress=False)

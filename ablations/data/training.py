@@ -5,6 +5,8 @@ A *group* is one query with ``n`` documents: labels (graded relevance) and/or te
 - :func:`distillation_groups` — the training collections' queries with their BM25 candidates and judged
   passages, plus MS MARCO dev-small queries with bm25s candidates retrieved from the *training*
   collections' passage pools, scored by a teacher. No test-collection passage is ever used.
+- :func:`pseudo_query_groups` — GPL-style groups: a span cropped from a training-pool passage is the query,
+  that passage and bm25s hard negatives from the same pool its candidates, scored by the teacher.
 - :func:`judged_groups` — one positive (grade ≥ ``min_positive``) and BM25 hard negatives (judged 0,
   preferring those in the BM25 top-100) per group, from the training collections' judged pairs.
 - :func:`validation_set` — held-out training-collection queries re-ranked on their BM25 top-``depth``.
@@ -13,11 +15,13 @@ A *group* is one query with ``n`` documents: labels (graded relevance) and/or te
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bm25s.stopwords import STOPWORDS_EN
 
 from ablations.data import readers
 from ablations.data.bm25 import BM25Index
@@ -162,6 +166,129 @@ def distillation_groups(
             rows=len(table),
             scored_rows=0 if had else manifest.get("scored_rows"),
             score_seconds=0.0 if had else manifest.get("score_seconds"),
+        )
+    return [
+        Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
+        for (qid, _), g in table.groupby(["query_id", "group"], sort=True)
+    ]
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_EDGE = re.compile(r"^\W+|\W+$")
+
+
+def crop_query(
+    text: str,
+    rng: random.Random,
+    min_words: int = 4,
+    max_words: int = 8,
+    content_words: int = 3,
+    tries: int = 8,
+) -> str | None:
+    """A query cropped from a passage: ``min_words``..``max_words`` consecutive words of one of its
+    sentences (a random one with at least ``min_words`` words), lower-cased, edge punctuation stripped,
+    with at least ``content_words`` words outside bm25s' English stopwords (up to ``tries`` crops);
+    ``None`` when no crop qualifies. Random cropping is Contriever's unsupervised query; here the teacher,
+    not the crop, says which candidates are relevant (GPL's pseudo-labelling)."""
+    sentences = [s.split() for s in _SENTENCE.split(text)]
+    sentences = [w for w in sentences if len(w) >= min_words]
+    for _ in range(tries if sentences else 0):
+        words = rng.choice(sentences)
+        n = rng.randint(min_words, min(max_words, len(words)))
+        start = rng.randint(0, len(words) - n)
+        query = " ".join(" ".join(_EDGE.sub("", w) for w in words[start : start + n]).lower().split())
+        if sum(w not in STOPWORDS_EN for w in query.split()) >= content_words:
+            return query
+    return None
+
+
+def training_pool(train_collections: list[str], exclude_docs: tuple[set[str], set[str]]) -> dict[str, str]:
+    """The training collections' pooled passages, without any excluded (test) passage id or text."""
+    docs: dict[str, str] = {}
+    for name in train_collections:
+        docs.update(_without(pooled_passages(name), exclude_docs))
+    return docs
+
+
+def pseudo_query_groups(
+    train_collections: list[str],
+    *,
+    passages: int,
+    exclude_docs: tuple[set[str], set[str]] = (set(), set()),
+    group_size: int,
+    depth: int,
+    seed: int,
+    teacher=None,
+    teacher_cache: str | Path | None = None,
+    progress: bool = True,
+    record: dict | None = None,
+) -> list[Group]:
+    """``passages`` groups whose query is cropped from a training-pool passage (:func:`crop_query`): the
+    passage itself and ``group_size - 1`` of the query's bm25s top-``depth`` over the same pool, scored by
+    ``teacher`` (margin-MSE or KL targets; nothing assumes the source passage is relevant).
+
+    Why: MS MARCO dev-small's relevant passages are not in these pools, so the dev-small groups of
+    :func:`distillation_groups` rarely hold a passage the teacher finds relevant; these groups do, for
+    as many distinct queries as there are passages. Cached like :func:`distillation_groups` (its own key;
+    beside ``teacher_cache`` as ``<stem>.pseudo.parquet`` when that is given).
+    """
+    if isinstance(passages, bool) or not isinstance(passages, int) or passages < 0:
+        raise BadInput(f"--pseudo-queries {passages!r}: expected a whole number >= 0")
+    docs = training_pool(train_collections, exclude_docs)
+    rng = random.Random(f"{seed}:pseudo")
+    sources = rng.sample(sorted(docs), min(passages, len(docs)))
+    queries = {}
+    for d in sources:
+        q = crop_query(docs[d], random.Random(f"{seed}:crop:{d}"))
+        if q:
+            queries[f"pseudo:{d}"] = q
+    key = {
+        "kind": "pseudo-queries",
+        "collections": train_collections,
+        "passages": passages,
+        "group_size": group_size,
+        "depth": depth,
+        "seed": seed,
+        "teacher": getattr(teacher, "name", "none"),
+        "teacher_max_length": getattr(teacher, "max_length", None),
+        "docs": len(docs),
+        "excluded": len(exclude_docs[0]),
+    }
+    path = None
+    if teacher_cache is not None:
+        path = Path(teacher_cache)
+        path = path.with_name(path.stem + ".pseudo.parquet")
+    cache = TeacherCache(key, path)
+    cached = cache.load()
+    if teacher is None and cached is None:
+        raise BadInput("distillation needs a teacher")
+
+    def build() -> pd.DataFrame:
+        run = BM25Index(docs).search(queries, k=depth) if queries else None
+        hits = {} if run is None else run.groupby("query_id")["doc_id"].agg(list).to_dict()
+        rows = []
+        for qid in sorted(queries):
+            source = qid.split(":", 1)[1]
+            seen = {docs[source]}  # the pools hold some passages twice under two ids: one of each text
+            others = [d for d in hits.get(qid, []) if not (docs[d] in seen or seen.add(docs[d]))]
+            if len(others) < group_size - 1:
+                continue
+            picked = random.Random(f"{seed}:{qid}").sample(others, group_size - 1)
+            rows.extend((qid, 0, d) for d in [source, *picked])
+        return pd.DataFrame(rows, columns=["query_id", "group", "doc_id"])
+
+    def score(rows: pd.DataFrame):
+        return teacher.score_ids(list(zip(rows["query_id"], rows["doc_id"])), queries, docs, progress=False)
+
+    had = cached is not None
+    table = cache.get(build, score, progress=progress)
+    if record is not None:
+        manifest = cache.manifest() or {}
+        record.update(
+            pseudo_cache=str(cache.path),
+            pseudo_rows=len(table),
+            pseudo_scored_rows=0 if had else manifest.get("scored_rows"),
+            pseudo_score_seconds=0.0 if had else manifest.get("score_seconds"),
         )
     return [
         Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())

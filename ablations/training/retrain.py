@@ -67,6 +67,9 @@ class RetrainConfig:
     group_size: int = 8
     dev_queries: int = 200
     groups_per_query: int = 4
+    # GPL-style groups (distill only): queries cropped from this many training-pool passages, each with
+    # that passage and bm25s hard negatives from the pool (ablations.data.training.pseudo_query_groups)
+    pseudo_queries: int = 0
     depth: int = 30
     min_positive: int = 2
     # TREC DL 2021 (MS MARCO v2 passages) and MS MARCO dev-small queries: no DL 2019 or DL 2020 query,
@@ -114,6 +117,12 @@ class RetrainConfig:
                 raise BadInput(f"--encoder-layers {self.encoder_layers!r}: expected a whole number >= 1")
             if self.encoder_layers < 1:
                 raise BadInput(f"--encoder-layers {self.encoder_layers}: expected a whole number >= 1")
+        if isinstance(self.pseudo_queries, bool) or not isinstance(self.pseudo_queries, int):
+            raise BadInput(f"--pseudo-queries {self.pseudo_queries!r}: expected a whole number >= 0")
+        if self.pseudo_queries < 0:
+            raise BadInput(f"--pseudo-queries {self.pseudo_queries}: expected a whole number >= 0")
+        if self.pseudo_queries and self.data != "distill":
+            raise BadInput("--pseudo-queries needs the teacher to score its groups: use --data distill")
         if self.bf16 not in ("auto", "on", "off"):
             raise BadInput(f"--bf16 {self.bf16!r}; expected auto, on or off")
         if self.validation not in self.train_collections:
@@ -222,11 +231,14 @@ def retrain(
 
 
 def _settings(cfg: RetrainConfig) -> dict:
-    """The settings a checkpoint is stored with: a full-depth encoder's are what they were before
-    ``encoder_layers`` existed, so runs checkpointed then still resume."""
+    """The settings a checkpoint is stored with: a full-depth encoder's without pseudo-queries are what
+    they were before ``encoder_layers`` and ``pseudo_queries`` existed, so runs checkpointed then still
+    resume."""
     out = dataclasses.asdict(cfg)
     if out["encoder_layers"] is None:
         del out["encoder_layers"]
+    if not out["pseudo_queries"]:
+        del out["pseudo_queries"]
     return out
 
 
@@ -280,6 +292,19 @@ def _run(
                 progress=progress,
                 record=teacher_record,
             )
+            if cfg.pseudo_queries:
+                groups = groups + td.pseudo_query_groups(
+                    cfg.train_collections,
+                    passages=cfg.pseudo_queries,
+                    exclude_docs=excluded,
+                    group_size=cfg.group_size,
+                    depth=cfg.depth,
+                    seed=cfg.seed,
+                    teacher=teacher,
+                    teacher_cache=cfg.teacher_cache,
+                    progress=progress,
+                    record=teacher_record,
+                )
         else:
             groups = td.judged_groups(
                 cfg.train_collections,
