@@ -217,3 +217,32 @@ def test_pseudo_queries_need_the_teacher_and_a_count(tmp_path):
 
     assert "pseudo_queries" not in _settings(RetrainConfig(out=out, config="x"))
     assert _settings(RetrainConfig(out=out, config="x", pseudo_queries=10))["pseudo_queries"] == 10
+
+
+def test_pseudo_query_groups_join_the_distillation_groups(setup, monkeypatch):
+    """The recipe's wiring: with --pseudo-queries N the student trains on the dev-small / in-domain groups
+    plus N pseudo-query groups, built on the same pool, exclusions, group size, depth, seed and teacher."""
+    import types
+
+    import ablations.data.collections as collections
+    import ablations.data.training as td
+
+    root, groups = setup
+    calls = {}
+    monkeypatch.setattr(
+        collections, "load_collection", lambda name: types.SimpleNamespace(queries={"1": "q"})
+    )
+    monkeypatch.setattr(td, "test_passages", lambda test: ({"t1"}, {"test text"}))
+    monkeypatch.setattr(td, "distillation_groups", lambda *a, **kw: groups[:4])
+
+    def pseudo(collections_, **kw):
+        calls.update(kw, collections=collections_)
+        return groups[4:]
+
+    monkeypatch.setattr(td, "pseudo_query_groups", pseudo)
+    cfg = _cfg(root, "pseudo", pseudo_queries=7, steps=2, teacher=str(root / "ce"))
+    summary = retrain(cfg, progress=False)
+    assert summary["groups"] == len(groups) and summary["config"]["pseudo_queries"] == 7
+    assert calls["passages"] == 7 and calls["collections"] == ["dl21"]
+    assert (calls["group_size"], calls["depth"], calls["seed"]) == (4, 30, 0)
+    assert calls["exclude_docs"] == ({"t1"}, {"test text"}) and calls["teacher"].max_length == 64
