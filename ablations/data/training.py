@@ -133,10 +133,6 @@ def distillation_groups(
         "excluded": len(exclude_docs[0]),
     }
     queries.update({f"dev:{q}": dev[q] for q in dev_ids})
-    cache = TeacherCache(key, teacher_cache)
-    cached = cache.load()  # verified once (size, SHA-256, rows); a damaged file is reported and recomputed
-    if teacher is None and cached is None:
-        raise BadInput("distillation needs a teacher")
 
     def build() -> pd.DataFrame:
         if dev_ids:
@@ -152,20 +148,45 @@ def distillation_groups(
                 rows.extend((qid, g, d) for d in rng.sample(ids, group_size))
         return pd.DataFrame(rows, columns=["query_id", "group", "doc_id"])
 
+    if record is not None:
+        record.update(teacher=key["teacher"], teacher_max_length=key["teacher_max_length"])
+    return _teacher_scored(
+        TeacherCache(key, teacher_cache), build, queries, docs, teacher, progress=progress, record=record
+    )
+
+
+def _teacher_scored(
+    cache: TeacherCache,
+    build,
+    queries: dict[str, str],
+    docs: dict[str, str],
+    teacher,
+    *,
+    progress: bool,
+    record: dict | None,
+    prefix: str = "",
+) -> list[Group]:
+    """The groups of ``build()``'s (query_id, group, doc_id) rows with their teacher scores, read from
+    ``cache`` or computed now; ``record`` receives the cache's path, row count, rows scored and seconds
+    (each name after ``prefix``)."""
+    cached = cache.load()  # verified once (size, SHA-256, rows); a damaged file is reported and recomputed
+    if teacher is None and cached is None:
+        raise BadInput("distillation needs a teacher")
+
     def score(rows: pd.DataFrame):
         return teacher.score_ids(list(zip(rows["query_id"], rows["doc_id"])), queries, docs, progress=False)
 
-    had = cached is not None
     table = cache.get(build, score, progress=progress)  # the verified table, or computed now
     if record is not None:
         manifest = cache.manifest() or {}
+        had = cached is not None
         record.update(
-            teacher=key["teacher"],
-            teacher_max_length=key["teacher_max_length"],
-            cache=str(cache.path),
-            rows=len(table),
-            scored_rows=0 if had else manifest.get("scored_rows"),
-            score_seconds=0.0 if had else manifest.get("score_seconds"),
+            {
+                f"{prefix}cache": str(cache.path),
+                f"{prefix}rows": len(table),
+                f"{prefix}scored_rows": 0 if had else manifest.get("scored_rows"),
+                f"{prefix}score_seconds": 0.0 if had else manifest.get("score_seconds"),
+            }
         )
     return [
         Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
@@ -254,14 +275,11 @@ def pseudo_query_groups(
         "docs": len(docs),
         "excluded": len(exclude_docs[0]),
     }
-    path = None
-    if teacher_cache is not None:
-        path = Path(teacher_cache)
-        path = path.with_name(path.stem + ".pseudo.parquet")
-    cache = TeacherCache(key, path)
-    cached = cache.load()
-    if teacher is None and cached is None:
-        raise BadInput("distillation needs a teacher")
+    path = (
+        None
+        if teacher_cache is None
+        else Path(teacher_cache).with_name(Path(teacher_cache).stem + ".pseudo.parquet")
+    )
 
     def build() -> pd.DataFrame:
         run = BM25Index(docs).search(queries, k=depth) if queries else None
@@ -277,23 +295,16 @@ def pseudo_query_groups(
             rows.extend((qid, 0, d) for d in [source, *picked])
         return pd.DataFrame(rows, columns=["query_id", "group", "doc_id"])
 
-    def score(rows: pd.DataFrame):
-        return teacher.score_ids(list(zip(rows["query_id"], rows["doc_id"])), queries, docs, progress=False)
-
-    had = cached is not None
-    table = cache.get(build, score, progress=progress)
-    if record is not None:
-        manifest = cache.manifest() or {}
-        record.update(
-            pseudo_cache=str(cache.path),
-            pseudo_rows=len(table),
-            pseudo_scored_rows=0 if had else manifest.get("scored_rows"),
-            pseudo_score_seconds=0.0 if had else manifest.get("score_seconds"),
-        )
-    return [
-        Group(queries[qid], [docs[d] for d in g["doc_id"]], teacher=g["teacher"].tolist())
-        for (qid, _), g in table.groupby(["query_id", "group"], sort=True)
-    ]
+    return _teacher_scored(
+        TeacherCache(key, path),
+        build,
+        queries,
+        docs,
+        teacher,
+        progress=progress,
+        record=record,
+        prefix="pseudo_",
+    )
 
 
 def judged_groups(

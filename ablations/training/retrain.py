@@ -278,12 +278,9 @@ def _run(
             teacher = CrossEncoderTeacher(
                 teacher_ce or CrossEncoder.from_pretrained(resolve_model(cfg.teacher))
             )
-            groups = td.distillation_groups(
-                cfg.train_collections,
-                exclude_queries=held_out,
+            # the pseudo-query groups (if any) share the pool, exclusions, shape, seed, teacher and record
+            shared = dict(
                 exclude_docs=excluded,
-                dev_queries=cfg.dev_queries,
-                groups_per_query=cfg.groups_per_query,
                 group_size=cfg.group_size,
                 depth=cfg.depth,
                 seed=cfg.seed,
@@ -292,19 +289,15 @@ def _run(
                 progress=progress,
                 record=teacher_record,
             )
+            groups = td.distillation_groups(
+                cfg.train_collections,
+                exclude_queries=held_out,
+                dev_queries=cfg.dev_queries,
+                groups_per_query=cfg.groups_per_query,
+                **shared,
+            )
             if cfg.pseudo_queries:
-                groups = groups + td.pseudo_query_groups(
-                    cfg.train_collections,
-                    passages=cfg.pseudo_queries,
-                    exclude_docs=excluded,
-                    group_size=cfg.group_size,
-                    depth=cfg.depth,
-                    seed=cfg.seed,
-                    teacher=teacher,
-                    teacher_cache=cfg.teacher_cache,
-                    progress=progress,
-                    record=teacher_record,
-                )
+                groups += td.pseudo_query_groups(cfg.train_collections, passages=cfg.pseudo_queries, **shared)
         else:
             groups = td.judged_groups(
                 cfg.train_collections,
